@@ -12,6 +12,12 @@ References are detached by the objective, so no error ever crosses a layer bound
 the next layer, so activation memory scales with one layer instead of the depth. With a top-layer
 reference the top activity is needed first: streaming then pays one extra no-grad forward pass;
 ``streaming=False`` keeps every layer's graph and does one backward of the summed loss instead.
+Both paths give the same gradients (the top reference is detached either way); the benchmark
+``benchmarks/streaming_tradeoff.py`` measures their time and activation memory.
+
+After a layer's backward the rule calls :meth:`Rule.layer_done` (streaming: right away, before the
+next layer runs; summed: for every layer after the one backward), which lets the trainer start that
+layer's gradient all-reduce and, with ``train.step_each_layer``, step its optimizer at once.
 """
 
 from __future__ import annotations
@@ -75,8 +81,10 @@ class LocalRule(Rule):
                 with self.autocast():
                     h = layer(h.detach())
                     out = self.objectives[str(i + 1)](h, self._refs(h, top), views)
-                out.loss.backward()  # frees this layer's graph before the next layer runs
+                if out.loss.requires_grad:  # a layer with nothing to train does no backward work
+                    out.loss.backward()  # frees this layer's graph before the next layer runs
                 self.record(metrics, i + 1, out)
+                self.layer_done(i)
             return metrics
         hs, h = [], views.x
         with self.autocast():
@@ -89,5 +97,8 @@ class LocalRule(Rule):
                 out = self.objectives[str(i + 1)](h, self._refs(h, top), views)
                 total = total + out.loss
                 self.record(metrics, i + 1, out)
-        total.backward()
+        if total.requires_grad:
+            total.backward()
+        for i in range(len(hs)):
+            self.layer_done(i)
         return metrics
