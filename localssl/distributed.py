@@ -20,8 +20,10 @@ on CUDA, ``gloo`` on CPU). The design, and why it is correct:
   encoder). So we reduce the gradients ourselves with the same collective DDP uses: as soon as a
   layer's gradients are final (:meth:`Rule.layer_done`), their all-reduce is launched asynchronously
   and runs while the next layer computes (DDP's bucket overlap, with one bucket per layer); before the
-  optimizer steps we wait and divide by N. Backprop rules announce nothing; their gradients are
-  reduced after the backward. Every rank then applies the same update to the same weights.
+  optimizer steps we wait and divide by N (with ``train.step_each_layer``, layer ``l`` is stepped
+  when layer ``l+1`` is done, so its all-reduce still overlaps compute). Backprop rules announce
+  nothing; their gradients are reduced after the backward. Every rank then applies the same update
+  to the same weights.
 * **Learning rate.** It is not scaled: ``train.lr`` applies to the global batch ``G``. The paper's
   2e-4 was tuned for 32 images per step; scale it yourself when ``G`` grows (e.g. ×√N for Adam).
 * **Logging and checkpoints.** Rank 0 writes the run directory; the logged metrics are averaged over

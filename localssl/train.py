@@ -122,6 +122,7 @@ class Trainer:
             self.optimizers = {-1: make_optimizer(t.optimizer, params, t.lr, float(t.weight_decay), t.momentum)}
         self.sync = GradSync(world)
         self._layers_done: set[int] = set()
+        self._pending_steps: list[int] = []
         self.comp.rule.on_layer_done = self._layer_done
         self.epoch = 0
         self.global_step = 0
@@ -169,23 +170,32 @@ class Trainer:
 
     # ------------------------------------------------------------------ one optimisation step
     def _layer_done(self, index: int) -> None:
-        """Layer ``index``'s gradients are final: start their all-reduce; step its optimizer if per layer."""
+        """Layer ``index``'s gradients are final: start their all-reduce; with per-layer optimizers, step
+        it (one process: at once; several: one layer later, so its all-reduce overlaps the next layer)."""
         self._layers_done.add(index)
         self.sync.launch(index, self.groups[index])
         if index in self.optimizers:
-            self.sync.wait(index)
-            self.optimizers[index].step()
-            self.optimizers[index].zero_grad(set_to_none=True)
+            self._pending_steps.append(index)
+            keep = 1 if self.world.distributed else 0
+            while len(self._pending_steps) > keep:
+                self._step_layer(self._pending_steps.pop(0))
+
+    def _step_layer(self, index: int) -> None:
+        self.sync.wait(index)
+        self.optimizers[index].step()
+        self.optimizers[index].zero_grad(set_to_none=True)
 
     def optimize(self, views: ViewBatch) -> Metrics:
         """Gradients from the rule, averaged over ranks, then the optimizer step(s)."""
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
-        self._layers_done = set()
+        self._layers_done, self._pending_steps = set(), []
         metrics = self.comp.rule.step(self.comp.encoder, views)
         for index in range(len(self.groups)):  # rules that do not announce layers (backprop) and the rest group
             if index not in self._layers_done:
                 self._layer_done(index)
+        while self._pending_steps:
+            self._step_layer(self._pending_steps.pop(0))
         if -1 in self.optimizers:
             self.sync.wait_all()
             self.optimizers[-1].step()
