@@ -8,6 +8,9 @@ median and spread are reported. Per preset:
 
 * ``images_per_s`` — source images per second of the optimisation step (forward, backward, gradient
   sync, optimizer) on views made beforehand; the median over rounds.
+* ``cpu_images_per_s`` (CPU device) — the same per second of this process's CPU time
+  (``time.process_time``). With one thread this counts the work of the step and not the time the
+  process waited for a core, so it is the robust comparison on a shared machine.
 * ``views_per_s`` — source images per second through the view generator alone (2 views each for
   SimCLR): if it is far above ``images_per_s``, augmentation is not the bottleneck.
 * ``peak_mem_mb`` — parameters + optimizer state + input batch (tensor bytes) + the allocator's peak
@@ -112,15 +115,15 @@ class Runner:
         self._next += 1
         return self.trainer.make_views(idx)
 
-    def step_seconds(self, steps: int) -> float:
-        """Mean seconds of one optimisation step (views made beforehand, not timed)."""
+    def step_seconds(self, steps: int) -> tuple[float, float]:
+        """Mean wall-clock and process-CPU seconds of one optimisation step (views made beforehand)."""
         ready = [self.views() for _ in range(steps)]
         _sync(self.device)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for vb in ready:
             self.trainer.optimize(vb)
         _sync(self.device)
-        return (time.perf_counter() - t0) / steps
+        return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
     def views_seconds(self, reps: int) -> float:
         _sync(self.device)
@@ -206,10 +209,13 @@ def run_bench(
         for _ in range(warmup - 1):
             r.step_seconds(1)
     per_round: dict[str, list[float]] = {r.spec.label: [] for r in runners}
+    per_round_cpu: dict[str, list[float]] = {r.spec.label: [] for r in runners}
     views: dict[str, list[float]] = {r.spec.label: [] for r in runners}
     for k in range(rounds):
         for r in runners if k % 2 == 0 else runners[::-1]:
-            per_round[r.spec.label].append(r.batch_size / r.step_seconds(steps))
+            wall, cpu = r.step_seconds(steps)
+            per_round[r.spec.label].append(r.batch_size / wall)
+            per_round_cpu[r.spec.label].append(r.batch_size / cpu)
             views[r.spec.label].append(r.batch_size / r.views_seconds(steps))
         log(f"round {k + 1}/{rounds}: " + ", ".join(f"{lab} {v[-1]:.2f} img/s" for lab, v in per_round.items()))
     results: dict[str, dict[str, Any]] = {}
@@ -225,6 +231,14 @@ def run_bench(
                 images_per_s_rounds=per_round[lab],
                 views_per_s=vps,
                 train_images_per_s=train_ips,
+                **(
+                    {
+                        "cpu_images_per_s": statistics.median(per_round_cpu[lab]),
+                        "cpu_images_per_s_rounds": per_round_cpu[lab],
+                    }
+                    if r.device.type == "cpu"
+                    else {}
+                ),
                 hours_per_300_epochs=(300 * n_pre / train_ips / 3600) if n_pre else None,
             )
         results[lab] = row
@@ -268,6 +282,8 @@ def run_bench(
         ratio: dict[str, Any] = {"of": f"{a} / {b}"}
         if rounds:
             ratio["images_per_s"] = _spread([x / y for x, y in zip(per_round[a], per_round[b])])
+            if "cpu_images_per_s" in results[a]:
+                ratio["cpu_images_per_s"] = _spread([x / y for x, y in zip(per_round_cpu[a], per_round_cpu[b])])
         if memory_repeats:
             for key in ("peak_mem_mb", "peak_activation_mb", "saved_activation_mb"):
                 ratio[key] = results[a][key] / results[b][key] if results[b][key] else None
@@ -282,6 +298,7 @@ def run_bench(
 def format_table(out: dict[str, Any]) -> str:
     cols = [
         ("images_per_s", "img/s", "{:.2f}"),
+        ("cpu_images_per_s", "img/CPU-s", "{:.2f}"),
         ("views_per_s", "views img/s", "{:.0f}"),
         ("peak_mem_mb", "peak MB", "{:.0f}"),
         ("peak_activation_mb", "activation MB", "{:.0f}"),
@@ -303,9 +320,10 @@ def format_table(out: dict[str, Any]) -> str:
         lines.append("")
     for ratio in all_ratios:
         parts = []
-        if "images_per_s" in ratio:
-            s = ratio["images_per_s"]
-            parts.append(f"images/s {s['median']:.2f}× (rounds {s['min']:.2f}–{s['max']:.2f})")
+        for key, name in (("images_per_s", "images/s"), ("cpu_images_per_s", "images/CPU-s")):
+            if key in ratio:
+                s = ratio[key]
+                parts.append(f"{name} {s['median']:.2f}× (rounds {s['min']:.2f}–{s['max']:.2f})")
         memories = (("peak_activation_mb", "activation"), ("saved_activation_mb", "saved"), ("peak_mem_mb", "peak"))
         for key, name in memories:
             if ratio.get(key) is not None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
-from localssl.bench import Spec, append_results, counterpart
+from localssl.bench import Runner, Spec, append_results, counterpart
 from localssl.cli import main
 
 TINY = ["model.width=0.0625", "train.batch_size=4", "train.device=cpu"]
@@ -22,12 +23,13 @@ def test_counterparts():
 def test_bench_cli_writes_json_and_appends_results(tmp_path, capsys):
     out, md = tmp_path / "bench.json", tmp_path / "RESULTS.md"
     md.write_text("# Results\n\n## Other topic\n\nkept\n")
-    args = ["bench", "clapp++", *TINY, "data.name=stl10", f"--out={out}", f"--results={md}"]
+    args = ["bench", "clapp++", *TINY, f"--out={out}", f"--results={md}"]
     assert main([*args, "--rounds=2", "--steps=1", "--memory-repeats=1"]) == 0
     res = json.loads(out.read_text())
-    assert res["setup"]["input"] == [3, 96, 96] and res["setup"]["presets"] == ["clapp++", "bp-clapp++"]
+    assert res["setup"]["input"] == [3, 32, 32] and res["setup"]["presets"] == ["clapp++", "bp-clapp++"]
     for row in res["presets"].values():
-        for key in ("images_per_s", "peak_mem_mb", "peak_activation_mb", "saved_activation_mb", "views_per_s"):
+        keys = ("images_per_s", "cpu_images_per_s", "peak_mem_mb", "peak_activation_mb", "saved_activation_mb")
+        for key in (*keys, "views_per_s", "gflop_per_step"):
             assert row[key] > 0, key
         assert row["peak_mem_mb"] > row["param_mb"] + row["optimizer_state_mb"]
         assert len(row["images_per_s_rounds"]) == 2
@@ -41,6 +43,13 @@ def test_bench_cli_writes_json_and_appends_results(tmp_path, capsys):
     text = md.read_text()
     assert text.index("## Scale and speed") > text.index("kept")
     assert "`localssl bench clapp++ model.width=0.0625" in text
+
+
+def test_random_inputs_have_the_datasets_shape():
+    runner = Runner(Spec("clapp++", "clapp++"), [*TINY, "data.name=stl10"])
+    assert tuple(runner.trainer.images.shape[1:]) == (3, 96, 96)
+    assert runner.trainer.images.dtype == torch.uint8
+    assert tuple(runner.views().x.shape) == (8, 3, 96, 96)  # two views of 4 images
 
 
 def test_append_results_goes_inside_its_section(tmp_path):
