@@ -373,14 +373,20 @@ def main(
     warmup: int,
     memory_repeats: int = 1,
     note: str = "",
+    own: list[str] | None = None,
 ) -> dict[str, Any]:
-    specs = [Spec(Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset, preset)]
+    """``localssl bench``: ``overrides`` apply to both presets, ``own`` to ``preset`` only."""
+    own = list(own or [])
+    label = Path(preset).stem if preset.endswith((".yaml", ".yml")) else preset
+    specs = [Spec(" ".join([label, *own]), preset, tuple(own))]
     other = counterpart(preset) if vs is None else (None if vs == "none" else Spec(vs, vs))
     if other is not None:
         specs.append(other)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     out = run_bench(specs, overrides, rounds=rounds, steps=steps, warmup=warmup, memory_repeats=memory_repeats, log=log)
-    command = "localssl bench " + " ".join([preset, *(["--vs", vs] if vs else []), *overrides])
+    command = "localssl bench " + " ".join(
+        [preset, *(["--vs", vs] if vs else []), *(f"--own {o}" for o in own), *overrides]
+    )
     out["setup"]["command"] = command
     print(format_table(out))
     if out_file is not None:

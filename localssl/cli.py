@@ -86,6 +86,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         memory_repeats=args.memory_repeats,
         note=args.note,
+        own=args.own,
     )
     return 0
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("preset")
     s.add_argument("overrides", nargs="*", help="key=value overrides applied to both presets")
     s.add_argument("--vs", help="preset to compare with (default: the backprop counterpart; 'none' to skip)")
+    s.add_argument("--own", action="append", default=[], metavar="KEY=VALUE", help="override for PRESET only")
     s.add_argument("--out", metavar="FILE.json", help="write the measurements as JSON")
     s.add_argument("--results", default="benchmarks/RESULTS.md", help="Markdown file to append the table to")
     s.add_argument("--no-record", action="store_true", help="do not append to the results file")

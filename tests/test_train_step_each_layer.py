@@ -20,7 +20,7 @@ def _trainer(preset: str, *extra: str) -> Trainer:
     return Trainer(load_config(preset, [*SMALL, *extra]), Path("unused"), data=data)
 
 
-def _train(trainer: Trainer, steps: int = 3) -> dict[str, torch.Tensor]:
+def _train(trainer: Trainer, steps: int = 2) -> dict[str, torch.Tensor]:
     torch.manual_seed(1)
     for k in range(steps):
         trainer.optimize(trainer.make_views(torch.arange(4) + 4 * (k % 2)))
@@ -65,7 +65,8 @@ def test_streaming_frees_each_layers_gradients_before_the_next_layer():
 
 
 def test_step_each_layer_resume_is_bit_identical(cifar_root, tmp_path):
-    args = [*SMALL, "train.batch_size=8", "train.step_each_layer=true", f"data.root={cifar_root}"]
+    args = [*SMALL, "train.batch_size=8", "train.max_steps_per_epoch=3", "train.step_each_layer=true"]
+    args.append(f"data.root={cifar_root}")
     full = pretrain(load_config("clapp++", [*args, "train.epochs=2", f"out_dir={tmp_path / 'a'}"]))
     half = pretrain(load_config("clapp++", [*args, "train.epochs=1", f"out_dir={tmp_path / 'b'}"]))
     assert set(torch.load(half / "checkpoint.pt", weights_only=False)["optimizer"]["per_layer"]) == {
