@@ -119,8 +119,9 @@ def main() -> None:
     print(table)
     if not args.no_record:
         r0 = runners[0]
+        threads = ["--threads", str(args.threads)] if args.threads else []
         cmd = "python benchmarks/clapp_breakdown.py " + " ".join(
-            ["--presets", *args.presets, "--steps", str(args.steps), *args.overrides]
+            [*threads, "--presets", *args.presets, "--steps", str(args.steps), *args.overrides]
         )
         entry = (
             f"\n### {datetime.date.today().isoformat()} — step-time breakdown: `{cmd}`\n\n"

@@ -384,8 +384,11 @@ def main(
         specs.append(other)
     log = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
     out = run_bench(specs, overrides, rounds=rounds, steps=steps, warmup=warmup, memory_repeats=memory_repeats, log=log)
+    options = [f"--rounds {rounds}", f"--steps {steps}", f"--warmup {warmup}", f"--memory-repeats {memory_repeats}"]
+    if torch.device(out["setup"]["device"]).type == "cpu":
+        options.append(f"--threads {torch.get_num_threads()}")
     command = "localssl bench " + " ".join(
-        [preset, *(["--vs", vs] if vs else []), *(f"--own {o}" for o in own), *overrides]
+        [preset, *overrides, *(["--vs", vs] if vs else []), *(f"--own {o}" for o in own), *options]
     )
     out["setup"]["command"] = command
     print(format_table(out))
