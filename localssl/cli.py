@@ -1,4 +1,4 @@
-"""Command line: ``localssl pretrain | probe | demo | reproduce | data`` (DESIGN.md §4)."""
+"""Command line: ``localssl pretrain | probe | demo | reproduce | bench | data`` (DESIGN.md §4)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from localssl.registry import ConfigError
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from localssl.config import load_config
+    from localssl.distributed import world_from_env
     from localssl.train import pretrain, resume
 
     if args.resume:
@@ -22,7 +23,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
         if not args.preset:
             raise ConfigError("give a preset name or YAML file, or --resume RUN_DIR")
         run_dir = pretrain(load_config(args.preset, args.overrides))
-    print(run_dir)
+    if world_from_env().is_main:  # under torchrun only rank 0 prints
+        print(run_dir)
     return 0
 
 
@@ -65,6 +67,30 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from localssl.bench import main as bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = None if args.no_record else Path(args.results)
+    bench(
+        args.preset,
+        args.vs,
+        args.overrides,
+        Path(args.out) if args.out else None,
+        results,
+        rounds=args.rounds,
+        steps=args.steps,
+        warmup=args.warmup,
+        memory_repeats=args.memory_repeats,
+        note=args.note,
+        own=args.own,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="localssl", description="Local self-supervised learning rules and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -91,6 +117,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=1)
     s.add_argument("--out", help="output folder (default results/NAME/SCALE)")
     s.set_defaults(fn=_cmd_reproduce)
+
+    s = sub.add_parser("bench", help="images/s and peak (activation) memory vs the backprop counterpart")
+    s.add_argument("preset")
+    s.add_argument("overrides", nargs="*", help="key=value overrides applied to both presets")
+    s.add_argument("--vs", help="preset to compare with (default: the backprop counterpart; 'none' to skip)")
+    s.add_argument("--own", action="append", default=[], metavar="KEY=VALUE", help="override for PRESET only")
+    s.add_argument("--out", metavar="FILE.json", help="write the measurements as JSON")
+    s.add_argument("--results", default="benchmarks/RESULTS.md", help="Markdown file to append the table to")
+    s.add_argument("--no-record", action="store_true", help="do not append to the results file")
+    s.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (0: memory only)")
+    s.add_argument("--steps", type=int, default=2, help="steps per preset and round")
+    s.add_argument("--warmup", type=int, default=1, help="untimed steps per preset first")
+    s.add_argument("--memory-repeats", type=int, default=1, help="memory measurements per preset (0: none)")
+    s.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    s.add_argument("--note", default="", help="a sentence added to the results entry")
+    s.set_defaults(fn=_cmd_bench)
 
     s = sub.add_parser("data", help="dataset utilities")
     dsub = s.add_subparsers(dest="data_command", required=True)

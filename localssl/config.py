@@ -50,6 +50,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA)
     channels_last: bool | str = "auto"  # auto: on CUDA
     compile: bool = False
+    step_each_layer: bool = False  # one optimizer per layer, stepped right after that layer's backward
     max_steps_per_epoch: int | None = None  # cut epochs short (quick runs, benchmarks)
     log_every: int = 50  # steps between metric rows and NaN checks
     progress: bool = True

@@ -4,6 +4,16 @@ A run directory holds ``config.yaml`` (the resolved config), ``metrics.csv`` (on
 ``steps.csv`` (one row every ``train.log_every`` steps), ``checkpoint.pt`` (written atomically at
 the end of every epoch) and ``summary.json``. Every epoch's shuffling and augmentation are seeded by
 ``(seed, epoch)``, so ``--resume`` continues bit-identically on the same machine.
+
+``train.step_each_layer=true`` gives every layer its own optimizer (the layer's weights and its
+objective's parameters) and steps it as soon as the rule announces that layer's gradients final
+(:meth:`Rule.layer_done`; layer streaming does so right after the layer's backward), then frees those
+gradients. Each parameter sees exactly the update of the single-optimizer run (the optimizers are
+per-parameter), so the result is the same; only the peak gradient memory shrinks. The checkpoint
+then holds one optimizer state per layer, and resume stays exact.
+
+Under ``torchrun`` (see :mod:`localssl.distributed`) every rank trains on its slice of the global
+batch, gradients are averaged over ranks, and rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -18,10 +28,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from localssl import distributed
 from localssl.build import Components, build, resolve_device
 from localssl.config import RunConfig, read_run_config, save_config
 from localssl.data import ImageData, dataset_info, load_split
+from localssl.distributed import SINGLE, GradSync, World
+from localssl.rules.base import Metrics
 from localssl.utils import append_csv, atomic_torch_save, atomic_write_json, epoch_seed, make_optimizer
+from localssl.views.base import ViewBatch
 
 
 class NonFiniteLossError(RuntimeError):
@@ -70,12 +84,16 @@ def new_run_dir(cfg: RunConfig) -> Path:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: Path, data: ImageData | None = None) -> None:
+    def __init__(
+        self, cfg: RunConfig, run_dir: Path, data: ImageData | None = None, world: World = SINGLE
+    ) -> None:
         cfg = resolve_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(cfg.train.device)
+        self.world = world
+        self.device = distributed.rank_device(resolve_device(cfg.train.device), world)
         self.comp: Components = build(cfg, self.device)
+        distributed.broadcast_module_state([self.comp.encoder, self.comp.rule])
         self.data = data if data is not None else load_pretrain_data(cfg)
         self.images = self.data.images.to(self.device) if cfg.data.on_device else self.data.images
         self.labels = self.data.labels.to(self.images.device)
@@ -91,19 +109,41 @@ class Trainer:
         if cfg.train.compile:
             for layer in self.comp.encoder.layers:
                 layer.compile()
-        params = list(self.comp.rule.parameters_to_train(self.comp.encoder))
-        self.optimizer = make_optimizer(
-            cfg.train.optimizer, params, cfg.train.lr, float(cfg.train.weight_decay), cfg.train.momentum
-        )
+        self.groups = self.comp.rule.layer_groups(self.comp.encoder)
+        t = cfg.train
+        if t.step_each_layer:
+            self.optimizers = {
+                i: make_optimizer(t.optimizer, g, t.lr, float(t.weight_decay), t.momentum)
+                for i, g in enumerate(self.groups)
+                if g
+            }
+        else:
+            params = list(self.comp.rule.parameters_to_train(self.comp.encoder))
+            self.optimizers = {-1: make_optimizer(t.optimizer, params, t.lr, float(t.weight_decay), t.momentum)}
+        self.sync = GradSync(world)
+        self._layers_done: set[int] = set()
+        self._pending_steps: list[int] = []
+        self.comp.rule.on_layer_done = self._layer_done
         self.epoch = 0
         self.global_step = 0
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """The single optimizer (``train.step_each_layer=false``)."""
+        if -1 not in self.optimizers:
+            raise AttributeError("train.step_each_layer=true: one optimizer per layer, see Trainer.optimizers")
+        return self.optimizers[-1]
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
         return {
             "encoder": self.comp.encoder.state_dict(),
             "rule": self.comp.rule.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": (
+                self.optimizers[-1].state_dict()
+                if -1 in self.optimizers
+                else {"per_layer": {str(i): o.state_dict() for i, o in self.optimizers.items()}}
+            ),
             "epoch": self.epoch,
             "global_step": self.global_step,
             "torch_version": torch.__version__,
@@ -112,19 +152,70 @@ class Trainer:
     def load_state(self, ckpt: dict[str, Any]) -> None:
         self.comp.encoder.load_state_dict(ckpt["encoder"])
         self.comp.rule.load_state_dict(ckpt["rule"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["optimizer"]
+        if ("per_layer" in state) != (-1 not in self.optimizers):
+            raise ValueError("the checkpoint and train.step_each_layer disagree; resume with the run's own setting")
+        if -1 in self.optimizers:
+            self.optimizers[-1].load_state_dict(state)
+        else:
+            for i, opt in self.optimizers.items():
+                opt.load_state_dict(state["per_layer"][str(i)])
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
 
     def save_checkpoint(self) -> None:
-        atomic_torch_save(self.state(), self.run_dir / "checkpoint.pt")
+        if self.world.is_main:
+            atomic_torch_save(self.state(), self.run_dir / "checkpoint.pt")
+        distributed.barrier()
+
+    # ------------------------------------------------------------------ one optimisation step
+    def _layer_done(self, index: int) -> None:
+        """Layer ``index``'s gradients are final: start their all-reduce; with per-layer optimizers, step
+        it (one process: at once; several: one layer later, so its all-reduce overlaps the next layer)."""
+        self._layers_done.add(index)
+        self.sync.launch(index, self.groups[index])
+        if index in self.optimizers:
+            self._pending_steps.append(index)
+            keep = 1 if self.world.distributed else 0
+            while len(self._pending_steps) > keep:
+                self._step_layer(self._pending_steps.pop(0))
+
+    def _step_layer(self, index: int) -> None:
+        self.sync.wait(index)
+        self.optimizers[index].step()
+        self.optimizers[index].zero_grad(set_to_none=True)
+
+    def optimize(self, views: ViewBatch) -> Metrics:
+        """Gradients from the rule, averaged over ranks, then the optimizer step(s)."""
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        self._layers_done, self._pending_steps = set(), []
+        metrics = self.comp.rule.step(self.comp.encoder, views)
+        for index in range(len(self.groups)):  # rules that do not announce layers (backprop) and the rest group
+            if index not in self._layers_done:
+                self._layer_done(index)
+        while self._pending_steps:
+            self._step_layer(self._pending_steps.pop(0))
+        if -1 in self.optimizers:
+            self.sync.wait_all()
+            self.optimizers[-1].step()
+        return metrics
+
+    def make_views(self, idx: torch.Tensor) -> ViewBatch:
+        imgs = self.images[idx].to(self.device, non_blocking=True)
+        vb = self.comp.views(imgs, self.labels[idx].to(self.device))
+        if vb.x.dim() == 4:  # channels_last is a 4-D layout (audio windows are 3-D)
+            vb.x = vb.x.contiguous(memory_format=self.memory_format)
+        return vb
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
-        n = len(self.images) // self.cfg.train.batch_size
+        global_batch = self.cfg.train.batch_size * self.world.size
+        n = len(self.images) // global_batch
         if n == 0:
             raise ValueError(
-                f"{len(self.images)} training images are fewer than one batch of {self.cfg.train.batch_size}; "
+                f"{len(self.images)} training images are fewer than one global batch of {global_batch} "
+                f"({self.world.size} rank(s) × train.batch_size={self.cfg.train.batch_size}); "
                 "lower train.batch_size or raise data.train_subset"
             )
         cap = self.cfg.train.max_steps_per_epoch
@@ -150,14 +241,12 @@ class Trainer:
 
     def train_epoch(self) -> dict[str, float]:
         cfg = self.cfg
-        torch.manual_seed(epoch_seed(cfg.train.seed, self.epoch))
+        seed = epoch_seed(cfg.train.seed, self.epoch)
+        torch.manual_seed(distributed.rank_seed(seed, self.world.rank))
         n_steps = self.steps_per_epoch()
-        perm = torch.randperm(
-            len(self.images), generator=torch.Generator().manual_seed(epoch_seed(cfg.train.seed, self.epoch))
-        )
+        perm = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed))
         perm = perm.to(self.images.device)
-        encoder, rule, views = self.comp.encoder, self.comp.rule, self.comp.views
-        encoder.train()
+        self.comp.encoder.train()
         sums: dict[str, torch.Tensor] = {}
         window: dict[str, torch.Tensor] = {}
         bs = cfg.train.batch_size
@@ -166,38 +255,33 @@ class Trainer:
             range(n_steps),
             desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
             leave=False,
-            disable=not cfg.train.progress,
+            disable=not (cfg.train.progress and self.world.is_main),
             file=sys.stderr,
             dynamic_ncols=True,
         )
         for step in bar:
-            idx = perm[step * bs : (step + 1) * bs]
-            imgs = self.images[idx].to(self.device, non_blocking=True)
-            vb = views(imgs, self.labels[idx].to(self.device))
-            if vb.x.dim() == 4:  # channels_last is a 4-D layout (audio windows are 3-D)
-                vb.x = vb.x.contiguous(memory_format=self.memory_format)
-            self.optimizer.zero_grad(set_to_none=True)
-            metrics = rule.step(encoder, vb)
+            metrics = self.optimize(self.make_views(perm[distributed.rank_slice(step, bs, self.world)]))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0) + v.float()
                 window[k] = window.get(k, 0) + v.float()
             if (step + 1) % cfg.train.log_every == 0 or step + 1 == n_steps:
                 k_steps = (step % cfg.train.log_every) + 1
+                window = distributed.mean_over_ranks(window)
                 self.check_finite(window, f"epoch {self.epoch + 1}, step {step + 1}")
                 row = {"epoch": self.epoch + 1, "step": self.global_step + 1}
                 row.update({k: round(float(v) / k_steps, 6) for k, v in window.items()})
-                append_csv(self.run_dir / "steps.csv", row)
+                if self.world.is_main:
+                    append_csv(self.run_dir / "steps.csv", row)
                 losses = [float(v) / k_steps for k, v in window.items() if k.startswith("loss")]
                 if losses:
                     bar.set_postfix(loss=f"{sum(losses):.4f}")
                 window = {}
-            self.optimizer.step()
             self.global_step += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        out = {k: float(v) / n_steps for k, v in sums.items()}
-        out.update(seconds=seconds, images_per_s=n_steps * bs / seconds)
+        out = {k: float(v) / n_steps for k, v in distributed.mean_over_ranks(sums).items()}
+        out.update(seconds=seconds, images_per_s=n_steps * bs * self.world.size / seconds)
         return out
 
     def fit(self) -> dict[str, Any]:
@@ -209,8 +293,10 @@ class Trainer:
             row = self.train_epoch()
             self.epoch += 1
             self.save_checkpoint()
-            append_csv(self.run_dir / "metrics.csv", {"epoch": self.epoch, "step": self.global_step, **row})
             history.append(row)
+            if not self.world.is_main:
+                continue
+            append_csv(self.run_dir / "metrics.csv", {"epoch": self.epoch, "step": self.global_step, **row})
             print(
                 f"epoch {self.epoch}/{cfg.train.epochs}: "
                 + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith("loss") or k == "images_per_s"),
@@ -224,23 +310,57 @@ class Trainer:
             "global_step": self.global_step,
             "device": str(self.device),
             "train_images": len(self.images),
+            "world_size": self.world.size,
             "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
             "final": history[-1] if history else {},
         }
-        atomic_write_json(summary, self.run_dir / "summary.json")
+        if self.world.is_main:
+            atomic_write_json(summary, self.run_dir / "summary.json")
         return summary
 
 
+def _join_world(cfg: RunConfig) -> tuple[World, bool]:
+    """This process's rank (from ``torchrun``'s environment) and whether we started the process group."""
+    world = distributed.world_from_env()
+    started = world.distributed and not torch.distributed.is_initialized()
+    distributed.init(world, distributed.rank_device(resolve_device(cfg.train.device), world))
+    return world, started
+
+
+def _on_main_then_share(world: World, fn):
+    """Run ``fn`` on rank 0 and hand its result (or its error) to every rank."""
+    result, error = None, None
+    if world.is_main:
+        try:
+            result = fn()
+        except (FileExistsError, FileNotFoundError, ValueError) as err:
+            error = err
+    result, error = distributed.broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result
+
+
 def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
-    """Train a fresh run of ``cfg``; returns the run directory."""
+    """Train a fresh run of ``cfg``; returns the run directory (under ``torchrun``: on every rank)."""
     cfg = resolve_config(cfg)
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "checkpoint.pt").exists():
-        raise FileExistsError(f"{run_dir} already holds a run; use `localssl pretrain --resume {run_dir}`")
-    save_config(cfg, run_dir / "config.yaml")
-    Trainer(cfg, run_dir).fit()
-    return run_dir
+    world, started = _join_world(cfg)
+    try:
+
+        def prepare() -> str:
+            path = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
+            path.mkdir(parents=True, exist_ok=True)
+            if (path / "checkpoint.pt").exists():
+                raise FileExistsError(f"{path} already holds a run; use `localssl pretrain --resume {path}`")
+            save_config(cfg, path / "config.yaml")
+            return str(path)
+
+        path = Path(_on_main_then_share(world, prepare))
+        Trainer(cfg, path, world=world).fit()
+    finally:
+        if started:
+            distributed.shutdown()
+    return path
 
 
 def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
@@ -257,8 +377,14 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
                 f"allowed: {', '.join(sorted(RESUME_OVERRIDABLE))}"
             )
     cfg = read_run_config(run_dir, overrides)
-    trainer = Trainer(cfg, run_dir)
-    trainer.load_state(torch.load(ckpt_path, map_location=trainer.device, weights_only=False))
-    save_config(cfg, run_dir / "config.yaml")
-    trainer.fit()
+    world, started = _join_world(cfg)
+    try:
+        trainer = Trainer(cfg, run_dir, world=world)
+        trainer.load_state(torch.load(ckpt_path, map_location=trainer.device, weights_only=False))
+        if world.is_main:
+            save_config(cfg, run_dir / "config.yaml")
+        trainer.fit()
+    finally:
+        if started:
+            distributed.shutdown()
     return run_dir

@@ -4,6 +4,10 @@ A rule owns the objectives it needs (one per layer for local rules, one at the t
 implements :meth:`Rule.step`: given the encoder and a :class:`ViewBatch`, leave the gradient of every
 trainable parameter in ``.grad`` and return detached per-layer metrics. The trainer only calls
 ``step`` and the optimizer; it never knows which rule runs.
+
+Rules that finish a layer's gradients before the next layer runs (layer streaming) announce it by
+calling :meth:`Rule.layer_done`; the trainer uses that moment to start that layer's gradient
+all-reduce (multi-process runs) and, with ``train.step_each_layer``, to step that layer's optimizer.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class Rule(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        # Set by the trainer: called with a 0-based layer index once that layer's gradients are final.
+        self.on_layer_done: Callable[[int], None] | None = None
 
     def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -45,6 +51,27 @@ class Rule(nn.Module):
         if self.trains_encoder:
             yield from (p for p in encoder.parameters() if p.requires_grad)
         yield from (p for p in self.parameters() if p.requires_grad)
+
+    def layer_groups(self, encoder: LayeredEncoder) -> list[list[nn.Parameter]]:
+        """Trainable parameters by layer: group ``l`` = layer ``l``'s weights + objective ``l+1``'s
+        parameters; one more group holds any trainable parameter of the rule outside those objectives.
+        Groups may be empty. Their union is :meth:`parameters_to_train`."""
+        groups: list[list[nn.Parameter]] = []
+        seen: set[int] = set()
+        objectives = getattr(self, "objectives", {})
+        for i, layer in enumerate(encoder.layers):
+            group = [p for p in layer.parameters() if p.requires_grad] if self.trains_encoder else []
+            if str(i + 1) in objectives:
+                group += [p for p in objectives[str(i + 1)].parameters() if p.requires_grad]
+            seen.update(id(p) for p in group)
+            groups.append(group)
+        groups.append([p for p in self.parameters_to_train(encoder) if id(p) not in seen])
+        return groups
+
+    def layer_done(self, index: int) -> None:
+        """Announce that layer ``index``'s (0-based) gradients are complete for this step."""
+        if self.on_layer_done is not None:
+            self.on_layer_done(index)
 
     @staticmethod
     def record(metrics: Metrics, layer: int, out: LossOut) -> None:

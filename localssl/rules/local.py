@@ -12,6 +12,18 @@ References are detached by the objective, so no error ever crosses a layer bound
 the next layer, so activation memory scales with one layer instead of the depth. With a top-layer
 reference the top activity is needed first: streaming then pays one extra no-grad forward pass;
 ``streaming=False`` keeps every layer's graph and does one backward of the summed loss instead.
+Both paths give the same gradients (the top reference is detached either way); the benchmark
+``benchmarks/streaming_tradeoff.py`` measures their time and activation memory.
+
+``recompute_chunks=K`` (streaming only) trades compute for memory: each layer runs forward without a
+graph, the loss gives the gradient with respect to the layer's output, then the layer runs again on
+``K`` chunks of the batch, each with its graph, and that gradient is propagated chunk by chunk. The
+result is the same (up to float summation order); one extra forward pass per layer buys a working
+set of one chunk of one layer (``benchmarks/RESULTS.md``, Scale and speed).
+
+After a layer's backward the rule calls :meth:`Rule.layer_done` (streaming: right away, before the
+next layer runs; summed: for every layer after the one backward), which lets the trainer start that
+layer's gradient all-reduce and, with ``train.step_each_layer``, step its optimizer at once.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ import torch
 from torch import nn
 
 from localssl.models.base import LayeredEncoder
-from localssl.objectives.base import LayerSpec
+from localssl.objectives.base import LayerSpec, LossOut
 from localssl.registry import RULES, ConfigError
 from localssl.rules.base import Metrics, Rule, build_objective
 from localssl.views.base import ViewBatch
@@ -33,8 +45,11 @@ class LocalConfig:
     name: str = "local"
     reference: str = "same"  # same | top | both
     streaming: bool | str = "auto"  # auto: stream for 'same', summed loss for 'top'/'both'
+    recompute_chunks: int = 1  # > 1: recompute each layer in this many batch chunks (streaming only)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.recompute_chunks, int) or self.recompute_chunks < 1:
+            raise ConfigError(f"rule.recompute_chunks must be an integer >= 1, got {self.recompute_chunks!r}")
         if self.reference not in ("same", "top", "both"):
             raise ConfigError(f"rule.reference must be same, top or both, got '{self.reference}'")
         if self.streaming not in (True, False, "auto"):
@@ -50,6 +65,8 @@ class LocalRule(Rule):
     def __init__(self, cfg: LocalConfig, objective_cfg, layers: list[LayerSpec]) -> None:
         super().__init__()
         self.cfg = cfg
+        if cfg.recompute_chunks > 1 and not cfg.stream:
+            raise ConfigError("rule.recompute_chunks > 1 needs layer streaming: set rule.streaming=true")
         top = layers[-1]
         self.objectives = nn.ModuleDict()
         for spec in layers:
@@ -62,6 +79,26 @@ class LocalRule(Rule):
         assert top is not None
         return [top] if self.cfg.reference == "top" else [h, top]
 
+    def _recomputed(
+        self, layer: nn.Module, objective: nn.Module, x: torch.Tensor, top: torch.Tensor | None, views: ViewBatch
+    ) -> tuple[torch.Tensor, LossOut]:
+        """One layer's update holding one batch chunk's graph at a time (``recompute_chunks``)."""
+        chunks = x.chunk(self.cfg.recompute_chunks)
+        with torch.no_grad(), self.autocast():
+            h = torch.cat([layer(c) for c in chunks])
+        h.requires_grad_()
+        with self.autocast():
+            out = objective(h, self._refs(h, top), views)
+        if out.loss.requires_grad:
+            out.loss.backward()  # the objective's parameters, and dL/dh in h.grad
+        if h.grad is not None:
+            for c, g in zip(chunks, h.grad.chunk(len(chunks))):
+                with self.autocast():
+                    hc = layer(c)  # the same values as the no-grad pass, now with this chunk's graph
+                if hc.requires_grad:
+                    hc.backward(g)
+        return h.detach(), out
+
     def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
         metrics: Metrics = {}
         needs_top = self.cfg.reference != "same"
@@ -69,14 +106,20 @@ class LocalRule(Rule):
             top = None
             if needs_top:
                 with torch.no_grad(), self.autocast():
-                    top = encoder(views.x)[-1]
+                    top = torch.cat([encoder(c)[-1] for c in views.x.chunk(self.cfg.recompute_chunks)])
             h = views.x
             for i, layer in enumerate(encoder.layers):
-                with self.autocast():
-                    h = layer(h.detach())
-                    out = self.objectives[str(i + 1)](h, self._refs(h, top), views)
-                out.loss.backward()  # frees this layer's graph before the next layer runs
+                objective = self.objectives[str(i + 1)]
+                if self.cfg.recompute_chunks > 1:
+                    h, out = self._recomputed(layer, objective, h.detach(), top, views)
+                else:
+                    with self.autocast():
+                        h = layer(h.detach())
+                        out = objective(h, self._refs(h, top), views)
+                    if out.loss.requires_grad:  # a layer with nothing to train does no backward work
+                        out.loss.backward()  # frees this layer's graph before the next layer runs
                 self.record(metrics, i + 1, out)
+                self.layer_done(i)
             return metrics
         hs, h = [], views.x
         with self.autocast():
@@ -89,5 +132,8 @@ class LocalRule(Rule):
                 out = self.objectives[str(i + 1)](h, self._refs(h, top), views)
                 total = total + out.loss
                 self.record(metrics, i + 1, out)
-        total.backward()
+        if total.requires_grad:
+            total.backward()
+        for i in range(len(hs)):
+            self.layer_done(i)
         return metrics

@@ -1,0 +1,183 @@
+"""Data parallelism: N gloo ranks on CPU must train exactly like one process over the same global batch."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from localssl.config import load_config
+from localssl.distributed import SINGLE, World, rank_seed, rank_slice
+from localssl.train import Trainer, load_pretrain_data
+from localssl.utils import epoch_seed
+
+REPO = Path(__file__).resolve().parents[1]
+# 60 images, 6 per rank, 2 ranks: 5 global steps per epoch, 2 epochs. lr raised so that weights move.
+SETUP = [
+    "model.width=0.0625",
+    "train.batch_size=6",
+    "train.epochs=2",
+    "train.lr=1e-3",
+    "train.device=cpu",
+    "train.progress=false",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+WORKER = """
+import sys, torch.distributed as dist
+from localssl.config import load_config
+from localssl.train import pretrain
+dist.init_process_group("gloo")  # from torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR/PORT)
+for item in sys.argv[1:]:
+    preset, *overrides = item.split(" ")
+    print(pretrain(load_config(preset, overrides)))
+dist.destroy_process_group()
+"""
+
+
+def _environ(rank: int, world_size: int, port: int) -> dict[str, str]:
+    return dict(
+        os.environ,
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(REPO),
+    )
+
+
+def _launch(world_size: int, runs: list[str], cwd: Path) -> list[list[str]]:
+    """Start ``world_size`` ranks with the environment torchrun would set; each rank trains ``runs``
+    (``"PRESET key=value ..."``) one after the other in one process group (one import of torch)."""
+    port = _free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, *runs],
+            cwd=cwd,
+            env=_environ(rank, world_size, port),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(world_size)
+    ]
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(out.strip().splitlines())
+    return outs
+
+
+def _reference(cfg, world_size: int) -> dict[str, torch.Tensor]:
+    """One process: every global step averages the gradients of the ranks' slices, each slice with its
+    rank's own augmentation RNG stream, then steps one optimizer (written out, not via the trainer)."""
+    torch.set_num_threads(1)
+    trainer = Trainer(cfg, Path("unused"), data=load_pretrain_data(cfg))
+    rule, encoder = trainer.comp.rule, trainer.comp.encoder
+    rule.on_layer_done = None
+    params = list(rule.parameters_to_train(encoder))
+    bs, n = cfg.train.batch_size, len(trainer.images)
+    for epoch in range(cfg.train.epochs):
+        seed = epoch_seed(cfg.train.seed, epoch)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        rng = []
+        for r in range(world_size):
+            torch.manual_seed(rank_seed(seed, r))
+            rng.append(torch.get_rng_state())
+        for step in range(n // (bs * world_size)):
+            total = [torch.zeros_like(p) for p in params]
+            for r in range(world_size):
+                torch.set_rng_state(rng[r])
+                start = step * bs * world_size + r * bs
+                views = trainer.make_views(perm[start : start + bs])
+                trainer.optimizer.zero_grad(set_to_none=True)
+                rule.step(encoder, views)
+                rng[r] = torch.get_rng_state()
+                total = [t + (0 if p.grad is None else p.grad) for t, p in zip(total, params)]
+            for p, t in zip(params, total):
+                p.grad = t / world_size
+            trainer.optimizer.step()
+    torch.set_num_threads(2)
+    return {**{f"encoder.{k}": v for k, v in encoder.state_dict().items()}, **rule.state_dict()}
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    return {**{f"encoder.{k}": v for k, v in ckpt["encoder"].items()}, **ckpt["rule"]}
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_two_gloo_ranks_equal_one_process_over_the_global_batch(cifar_root, tmp_path):
+    """Layer streaming with per-layer optimizers and per-layer async all-reduce (clapp++), and backprop
+    (gradients reduced after its single backward), each against the written-out 1-process reference."""
+    runs = {
+        "clapp++": [*SETUP, "train.step_each_layer=true", f"data.root={cifar_root}", f"out_dir={tmp_path / 'local'}"],
+        "bp-clapp++": [*SETUP, f"data.root={cifar_root}", f"out_dir={tmp_path / 'bp'}"],
+    }
+    outs = _launch(2, [" ".join([p, *o]) for p, o in runs.items()], tmp_path)
+    assert outs[0] == outs[1], "every rank must train in the same run directory"
+    for (preset, overrides), run in zip(runs.items(), outs[0]):
+        got = _weights(Path(run))
+        cfg = load_config(preset, [o for o in overrides if not o.startswith("train.step_each_layer")])
+        assert _max_diff(got, _reference(cfg, 2)) < 1e-5, preset
+        start = Trainer(cfg, Path("unused"), data=load_pretrain_data(cfg)).comp
+        init = {**{f"encoder.{k}": v for k, v in start.encoder.state_dict().items()}, **start.rule.state_dict()}
+        assert _max_diff(got, init) > 1e-3, f"{preset}: the weights did not move, the comparison is empty"
+
+
+def test_rank_slices_partition_the_global_batch():
+    bs, world = 5, 3
+    for step in range(4):
+        taken = [range(200)[rank_slice(step, bs, World(r, world, r))] for r in range(world)]
+        flat = [i for t in taken for i in t]
+        assert sorted(flat) == list(range(step * bs * world, (step + 1) * bs * world))
+        assert all(len(t) == bs for t in taken)
+    assert rank_slice(2, bs, SINGLE) == slice(10, 15)  # one rank: the plain single-process batches
+
+
+def test_rank_seeds_differ_and_rank_zero_keeps_the_single_process_seed():
+    s = epoch_seed(0, 3)
+    assert rank_seed(s, 0) == s
+    assert len({rank_seed(s, r) for r in range(8)}) == 8
+
+
+@pytest.mark.slow
+def test_torchrun_resume_continues_exactly(cifar_root, tmp_path):
+    """The real launcher: 2 epochs in one go == 1 epoch, then ``--resume`` to 2, both under torchrun."""
+    torchrun = shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not on PATH")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    base = [torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "localssl", "pretrain"]
+    args = [*SETUP, f"data.root={cifar_root}"]
+
+    def run(*extra: str) -> str:
+        base[4] = str(_free_port())
+        out = subprocess.run([*base, *extra], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout.strip().splitlines()[-1]
+
+    full = Path(run("clapp++", *args, f"out_dir={tmp_path / 'a'}"))
+    assert (full / "checkpoint.pt").exists()
+    half = Path(run("clapp++", *args, "train.epochs=1", f"out_dir={tmp_path / 'b'}"))
+    run("--resume", str(half), "train.epochs=2")
+    assert _max_diff(_weights(full), _weights(half)) == 0.0
