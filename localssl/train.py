@@ -95,6 +95,7 @@ class Trainer:
         self.optimizer = make_optimizer(
             cfg.train.optimizer, params, cfg.train.lr, float(cfg.train.weight_decay), cfg.train.momentum
         )
+        self.comp.rule.attach_optimizer(self.optimizer)
         self.epoch = 0
         self.global_step = 0
 
