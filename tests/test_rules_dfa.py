@@ -65,9 +65,10 @@ def grads(module: nn.Module) -> dict[str, torch.Tensor]:
 
 CE = {"name": "cross_entropy", "num_classes": 3}
 HINGE = {"name": "contrastive", "pooling": "global"}
+INFONCE = {"name": "infonce", "head_dim": 16}
 
 
-@pytest.mark.parametrize("objective", [CE, HINGE])
+@pytest.mark.parametrize("objective", [CE, HINGE, INFONCE])
 def test_top_layer_and_objective_get_backprop_update(objective):
     widths = [6, 12, 10, 8]
     views = labelled_views(16, 6) if objective is CE else contrastive_views(8, (6,))
