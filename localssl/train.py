@@ -83,6 +83,22 @@ def new_run_dir(cfg: RunConfig) -> Path:
     return run
 
 
+class _Together:
+    """The per-layer optimizers (``train.step_each_layer``) seen as one, for rules that step the weights
+    themselves inside :meth:`Rule.step` (incremental predictive coding)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+
 class Trainer:
     def __init__(
         self, cfg: RunConfig, run_dir: Path, data: ImageData | None = None, world: World = SINGLE
@@ -124,6 +140,10 @@ class Trainer:
         self._layers_done: set[int] = set()
         self._pending_steps: list[int] = []
         self.comp.rule.on_layer_done = self._layer_done
+        # Rules that update the weights several times per batch (incremental PC) step these themselves.
+        self.comp.rule.attach_optimizer(
+            self.optimizers[-1] if -1 in self.optimizers else _Together(list(self.optimizers.values()))
+        )
         self.epoch = 0
         self.global_step = 0
 

@@ -48,10 +48,18 @@ def _eprop_by_hand(layer: GRULayer, x: torch.Tensor, target: torch.Tensor, h_all
         d_az = (h_prev - n) * z * (1 - z)  # ∂h_t/∂a_z
         d_ar = d_an * hn_lin * r * (1 - r)  # ∂h_t/∂a_r
         local = {
-            "w_ir": d_ar[:, :, None] * xt[:, None], "w_iz": d_az[:, :, None] * xt[:, None],
-            "w_in": d_an[:, :, None] * xt[:, None], "w_hr": d_ar[:, :, None] * h_prev[:, None],
-            "w_hz": d_az[:, :, None] * h_prev[:, None], "w_hn": (d_an * r)[:, :, None] * h_prev[:, None],
-            "b_ir": d_ar, "b_iz": d_az, "b_in": d_an, "b_hr": d_ar, "b_hz": d_az, "b_hn": d_an * r,
+            "w_ir": d_ar[:, :, None] * xt[:, None],
+            "w_iz": d_az[:, :, None] * xt[:, None],
+            "w_in": d_an[:, :, None] * xt[:, None],
+            "w_hr": d_ar[:, :, None] * h_prev[:, None],
+            "w_hz": d_az[:, :, None] * h_prev[:, None],
+            "w_hn": (d_an * r)[:, :, None] * h_prev[:, None],
+            "b_ir": d_ar,
+            "b_iz": d_az,
+            "b_in": d_an,
+            "b_hr": d_ar,
+            "b_hz": d_az,
+            "b_hn": d_an * r,
         }
         signal = h - target[:, :, t]  # learning signal ∂E/∂h_t
         for name in names:

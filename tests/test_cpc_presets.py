@@ -11,8 +11,7 @@ from localssl.build import build
 from localssl.config import load_config
 from localssl.data import load_split
 
-SMALL = ["data.name=cifar10-mini", "views.crop_size=32", "views.resize=null", "objective.steps=1",
-         "model.width=0.0625"]
+SMALL = ["data.name=cifar10-mini", "views.crop_size=32", "views.resize=null", "objective.steps=1", "model.width=0.0625"]
 
 
 @pytest.mark.parametrize("preset", ["clapp2021", "clapp2021-asym", "hinge-cpc", "cpc", "gim"])

@@ -11,8 +11,7 @@ from localssl.config import load_config
 from localssl.registry import ConfigError
 from localssl.rules.modules import module_sizes
 
-TINY = ["data.name=cifar10-mini", "views.crop_size=32", "views.resize=null", "objective.steps=1",
-        "model.width=0.0625"]
+TINY = ["data.name=cifar10-mini", "views.crop_size=32", "views.resize=null", "objective.steps=1", "model.width=0.0625"]
 
 
 def test_module_sizes_table_3() -> None:
@@ -42,8 +41,9 @@ def _grads(splits: str, perturb: int | None = None) -> list[torch.Tensor]:
 
 def test_gradient_flows_inside_and_stops_between_modules() -> None:
     base = _grads("[3,1,1,1]")
-    assert sorted(int(k) for k in build(load_config("clapp2021", [*TINY, "rule.splits=[3,1,1,1]"])).rule.objectives) \
-        == [3, 4, 5, 6]
+    assert sorted(
+        int(k) for k in build(load_config("clapp2021", [*TINY, "rule.splits=[3,1,1,1]"])).rule.objectives
+    ) == [3, 4, 5, 6]
     assert all(g.abs().sum() > 0 for g in base)
     inside = _grads("[3,1,1,1]", perturb=3)  # the first module's objective reaches layers 1-3
     assert all(not torch.allclose(a, b) for a, b in zip(base[:3], inside[:3]))

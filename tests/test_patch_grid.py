@@ -24,7 +24,7 @@ def test_patches_tile_the_centre_crop() -> None:
     grey = (images.float() / 255 * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1)
     crop = grey[:, 16:80, 16:80]
     y, x = 3, 5
-    torch.testing.assert_close(patches[1 * 49 + y * 7 + x, 0], crop[1, 8 * y: 8 * y + 16, 8 * x: 8 * x + 16])
+    torch.testing.assert_close(patches[1 * 49 + y * 7 + x, 0], crop[1, 8 * y : 8 * y + 16, 8 * x : 8 * x + 16])
 
 
 def test_views_batch_and_encoder_input() -> None:
@@ -52,10 +52,20 @@ def _write_stl10(root, n_unlabeled: int = 16, n_train: int = 20, n_test: int = 1
 def test_stl10_code_path(tmp_path) -> None:
     """clapp2021 on STL-10 in the official binary format: pretrain, resume, probe."""
     _write_stl10(tmp_path / "data")
-    cfg = load_config("clapp2021", [f"data.root={tmp_path / 'data'}", "model.width=0.03125", "train.epochs=1",
-                                    "views.crop_size=32", "objective.steps=1",
-                                    "train.batch_size=8", "train.progress=false", f"out_dir={tmp_path / 'runs'}",
-                                    "probe.epochs=2"])
+    cfg = load_config(
+        "clapp2021",
+        [
+            f"data.root={tmp_path / 'data'}",
+            "model.width=0.03125",
+            "train.epochs=1",
+            "views.crop_size=32",
+            "objective.steps=1",
+            "train.batch_size=8",
+            "train.progress=false",
+            f"out_dir={tmp_path / 'runs'}",
+            "probe.epochs=2",
+        ],
+    )
     assert cfg.data.name == "stl10"
     run = pretrain(cfg)
     summary = json.loads((run / "summary.json").read_text())

@@ -27,16 +27,24 @@ B, R, S, D, C, K = 4, 5, 2, 6, 5, 2  # images, grid rows, grid columns, input di
 
 def _setup(w_pred: str, either: bool, seed: int = 0):
     torch.manual_seed(seed)
-    cfg = PredictiveConfig(loss="hinge", steps=K, skip=1, negatives="same_location", either_pos_or_neg=either,
-                           W_pred=w_pred)
+    cfg = PredictiveConfig(
+        loss="hinge", steps=K, skip=1, negatives="same_location", either_pos_or_neg=either, W_pred=w_pred
+    )
     obj = PredictiveObjective(cfg, LayerSpec(0, (C,)), [LayerSpec(0, (C,))]).double()
     for p in obj.parameters():
         torch.nn.init.normal_(p, std=0.8)
     x = torch.randn(B * R * S, D, dtype=torch.float64)
     W = torch.randn(C, D, dtype=torch.float64, requires_grad=True)
     b = torch.randn(C, dtype=torch.float64, requires_grad=True)
-    views = ViewBatch(x=x, pos=torch.zeros(0), pos_ref=torch.zeros(0), neg=torch.zeros(0), neg_ref=torch.zeros(0),
-                      n_images=B, grid=(R, S))
+    views = ViewBatch(
+        x=x,
+        pos=torch.zeros(0),
+        pos_ref=torch.zeros(0),
+        neg=torch.zeros(0),
+        neg_ref=torch.zeros(0),
+        n_images=B,
+        grid=(R, S),
+    )
     h = torch.relu(x @ W.T + b)
     seq = as_sequence(h, views)
     draws = obj.draw((B, R, S), "cpu")

@@ -50,8 +50,9 @@ def test_infonce_loss_by_hand() -> None:
         for b in range(3):
             for t in range(6 - k):
                 pred = W @ zz[b, t]
-                logits = [float(zz[b, t + k] @ pred)] + [float(flat[d.negatives[k - 1][n, b, t, 0]] @ pred)
-                                                          for n in range(4)]
+                logits = [float(zz[b, t + k] @ pred)] + [
+                    float(flat[d.negatives[k - 1][n, b, t, 0]] @ pred) for n in range(4)
+                ]
                 m = max(logits)
                 terms.append(-(logits[0] - m - math.log(sum(math.exp(v - m) for v in logits))))
         total += sum(terms) / len(terms)

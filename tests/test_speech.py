@@ -67,12 +67,14 @@ def test_flac_without_a_decoder_names_the_fix(tmp_path) -> None:
     pytest.importorskip("numpy")
     try:
         import soundfile  # noqa: F401
+
         pytest.skip("soundfile installed")
     except ImportError:
         pass
     (tmp_path / "x.flac").write_bytes(b"fLaC")
     try:
         import torchaudio  # noqa: F401
+
         pytest.skip("torchaudio installed")
     except ImportError:
         with pytest.raises(DatasetError, match=r"localssl\[audio\]"):
@@ -88,6 +90,6 @@ def test_time_shift_windows_start_on_frames() -> None:
     assert vb.x.shape == (4, 1, 3200) and vb.labels.shape == (4, 20)
     for b in range(4):  # find the window's start and check that its labels are the same frames
         sig = (data.signals[b, 0].float() / 32768 - info.mean[0]) / info.std[0]
-        starts = [s for s in range(0, 16000 - 3200 + 1, 160) if torch.allclose(sig[s: s + 3200], vb.x[b, 0])]
+        starts = [s for s in range(0, 16000 - 3200 + 1, 160) if torch.allclose(sig[s : s + 3200], vb.x[b, 0])]
         assert len(starts) == 1
-        assert vb.labels[b].tolist() == data.labels[b, starts[0] // 160: starts[0] // 160 + 20].tolist()
+        assert vb.labels[b].tolist() == data.labels[b, starts[0] // 160 : starts[0] // 160 + 20].tolist()

@@ -38,8 +38,18 @@ def test_audio_preset_loss_decreases(preset: str) -> None:
 
 
 def test_frame_probe_end_to_end(tmp_path) -> None:
-    cfg = load_config("clapp-audio-eprop", [*TINY, "data.train_subset=16", "train.epochs=1", "train.progress=false",
-                                            f"out_dir={tmp_path}", "probe.epochs=2", "probe.val_size=16"])
+    cfg = load_config(
+        "clapp-audio-eprop",
+        [
+            *TINY,
+            "data.train_subset=16",
+            "train.epochs=1",
+            "train.progress=false",
+            f"out_dir={tmp_path}",
+            "probe.epochs=2",
+            "probe.val_size=16",
+        ],
+    )
     result = probe(pretrain(cfg))
     assert result["n_test"] == 128 * 100  # every 10 ms frame of the 128 test utterances
     assert result["feature_dim"] == 16 and result["layers"] == [6]  # GRU units at width 1/16
@@ -47,15 +57,27 @@ def test_frame_probe_end_to_end(tmp_path) -> None:
 
 
 # The budget of benchmarks/speech_synthetic.py (see benchmarks/RESULTS.md for the numbers it gives).
-BUDGET = ["data.name=synthetic-speech", "data.train_subset=256", "model.width=0.0625", "views.window=6400",
-          "train.epochs=6", "train.lr=0.001", "train.progress=false", "probe.epochs=20", "probe.val_size=64"]
+BUDGET = [
+    "data.name=synthetic-speech",
+    "data.train_subset=256",
+    "model.width=0.0625",
+    "views.window=6400",
+    "train.epochs=6",
+    "train.lr=0.001",
+    "train.progress=false",
+    "probe.epochs=20",
+    "probe.val_size=64",
+]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("preset", PRESETS)
 def test_audio_probe_beats_random_init(preset: str, tmp_path) -> None:
-    rand = probe(pretrain(load_config("cpc-audio", [*BUDGET, "rule.name=frozen", "train.epochs=0",
-                                                    f"out_dir={tmp_path}"])))
-    got = max(probe(run := pretrain(load_config(preset, [*BUDGET, f"out_dir={tmp_path}"])))["test_acc"],
-              probe(run, ["probe.layers=5"])["test_acc"])
+    rand = probe(
+        pretrain(load_config("cpc-audio", [*BUDGET, "rule.name=frozen", "train.epochs=0", f"out_dir={tmp_path}"]))
+    )
+    got = max(
+        probe(run := pretrain(load_config(preset, [*BUDGET, f"out_dir={tmp_path}"])))["test_acc"],
+        probe(run, ["probe.layers=5"])["test_acc"],
+    )
     assert got > rand["test_acc"] + 0.02

@@ -92,6 +92,14 @@ def train_linear_probe(fs: FeatureSet, cfg: ProbeConfig, num_classes: int, stand
     }
 
 
+def split_train_val(n: int, cfg: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of the probe's validation and train images in a labelled split of ``n`` images
+    (seeded by ``probe.seed``; at most a fifth of the split is held out)."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = min(cfg.val_size, n // 5)
+    return perm[:n_val], perm[n_val:]
+
+
 def _feature_key(cfg: RunConfig, ckpt: Path, layers: list[int]) -> str:
     st = ckpt.stat()
     p = cfg.probe
@@ -136,10 +144,7 @@ def compute_features(cfg: RunConfig, run_dir: Path, device: torch.device) -> tup
         extractor = FeatureExtractor(encoder, Normalize(info.mean, info.std), kernels, layers).to(device)
     train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root)
     test = load_split(cfg.data.name, info.test_split, cfg.data.root)
-    g = torch.Generator().manual_seed(cfg.probe.seed)
-    perm = torch.randperm(len(train), generator=g)
-    n_val = min(cfg.probe.val_size, len(train) // 5)
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    val_idx, train_idx = split_train_val(len(train), cfg.probe)
     if cfg.probe.train_subset is not None:
         train_idx = train_idx[: cfg.probe.train_subset]
     dtype = torch.float16 if extractor(train.images[:2].to(device)).shape[1] > 8192 else torch.float32

@@ -42,9 +42,16 @@ class Rule(nn.Module):
         self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
         # Set by the trainer: called with a 0-based layer index once that layer's gradients are final.
         self.on_layer_done: Callable[[int], None] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
 
     def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """The trainer hands its optimizer to the rule. Rules that update the weights several times
+        per batch (incremental predictive coding) step it themselves inside :meth:`step`, and leave
+        the last update in ``.grad``; every other rule ignores it."""
+        self.optimizer = optimizer
 
     def parameters_to_train(self, encoder: LayeredEncoder) -> Iterator[nn.Parameter]:
         """Encoder and objective parameters that this rule updates."""
