@@ -294,9 +294,10 @@ def measure_fig4c(setting: TrainSetting, width: float, seeds, dataset: str, trai
             torch.manual_seed(10_000 + seed)
             b = setting.batch_images
             test_batches = [comp.views(test.images[i * b : (i + 1) * b]) for i in range(setting.test_batches)]
-            hist = train_with_alignment(
-                comp.encoder, comp.rule, comp.views, train.images, test_batches, setting, seed, name
-            )
+            with single_thread():  # on a shared CPU, intra-op threads spin: ~10× the CPU time at this size
+                hist = train_with_alignment(
+                    comp.encoder, comp.rule, comp.views, train.images, test_batches, setting, seed, name
+                )
             rows += alignment_rows({"rule": name}, seed, hist)
     return rows
 
