@@ -25,9 +25,13 @@ from localssl.views.base import ViewBatch, next_image_negatives, swap_halves
 def mlp_setup(rule: dict, widths=(8, 8, 8), activation="relu", **objective):
     torch.manual_seed(0)
     d_in = 6
-    enc = MODELS.get("mlp").builder(
-        MODELS.make_config({"name": "mlp", "in_features": d_in, "widths": list(widths), "activation": activation})
-    ).double()
+    enc = (
+        MODELS.get("mlp")
+        .builder(
+            MODELS.make_config({"name": "mlp", "in_features": d_in, "widths": list(widths), "activation": activation})
+        )
+        .double()
+    )
     obj = OBJECTIVES.make_config(
         {"name": "contrastive", "f": "softplus", "loss_type": 2, "pooling": "none", **objective}
     )
@@ -150,11 +154,15 @@ def test_optimal_feedback_fit_reaches_bp(match: str) -> None:
 
 def test_optimal_feedback_rule_trains_W_locally_and_B_on_the_bp_error() -> None:
     enc, rule = linear_dfb("softplus")
-    opt_rule = RULES.get("optimal_feedback").builder(
-        RULES.make_config({"name": "optimal_feedback"}),
-        OBJECTIVES.make_config({"name": "contrastive", "f": "softplus", "loss_type": 2, "pooling": "none"}),
-        [LayerSpec(i, s) for i, s in enumerate(enc.output_shapes((6,)))],
-    ).double()
+    opt_rule = (
+        RULES.get("optimal_feedback")
+        .builder(
+            RULES.make_config({"name": "optimal_feedback"}),
+            OBJECTIVES.make_config({"name": "contrastive", "f": "softplus", "loss_type": 2, "pooling": "none"}),
+            [LayerSpec(i, s) for i, s in enumerate(enc.output_shapes((6,)))],
+        )
+        .double()
+    )
     opt_rule.load_state_dict(rule.state_dict())
     vb = batch()
     w_local, w_opt = rule_updates(enc, rule, vb), rule_updates(enc, opt_rule, vb)

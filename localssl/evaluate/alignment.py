@@ -201,7 +201,10 @@ def local_references(rule: Rule, hs: list[torch.Tensor]) -> dict[int, list[torch
 
 
 def match_feedback_grads(
-    encoder: LayeredEncoder, rule: Rule, views: ViewBatch, reference: TopObjectiveBackprop | None = None,
+    encoder: LayeredEncoder,
+    rule: Rule,
+    views: ViewBatch,
+    reference: TopObjectiveBackprop | None = None,
     match: str = "activity",
 ) -> torch.Tensor:
     """Overwrite the ``.grad`` of every lower layer's objective parameters (``B``) with the gradient of
@@ -278,9 +281,7 @@ def optimal_feedback(
 
 
 # ---------------------------------------------------------------------- localssl align RUN_DIR
-def align_run(
-    run_dir, batches: int = 8, split: str = "test", optimal_steps: int = 0, params: str = "weight"
-) -> dict:
+def align_run(run_dir, batches: int = 8, split: str = "test", optimal_steps: int = 0, params: str = "weight") -> dict:
     """Alignment of a trained run's rule with BP of its top-layer objective, on ``batches`` batches of
     ``split`` made by the run's own views (seeded); writes ``RUN_DIR/alignment.json``. With
     ``optimal_steps > 0`` the Def. 3.4 bound is added: a copy of the rule's ``B`` fitted for that many

@@ -71,8 +71,7 @@ def train_with_alignment(
             out.append((step, res))
             mean = sum(r.cosine for r in res[:-1]) / max(1, len(res) - 1)
             print(
-                f"{label} step {step}: mean cosine below the top {mean:.3f} "
-                f"({time.perf_counter() - t0:.0f} s)",
+                f"{label} step {step}: mean cosine below the top {mean:.3f} ({time.perf_counter() - t0:.0f} s)",
                 file=sys.stderr,
                 flush=True,
             )
@@ -157,7 +156,12 @@ FIG3B_RULES: dict[str, dict[str, Any]] = {
     "optimum": {"name": "optimal_feedback", "reference": "top"},
 }
 FIG3B_OBJECTIVE = {
-    "name": "contrastive", "f": "softplus", "loss_type": 1, "margin": 1.0, "B_l2": 0.01, "pooling": "none",
+    "name": "contrastive",
+    "f": "softplus",
+    "loss_type": 1,
+    "margin": 1.0,
+    "B_l2": 0.01,
+    "pooling": "none",
 }
 
 
@@ -175,7 +179,10 @@ def fig3b_setting(scale: str, steps: int | None) -> tuple[TrainSetting, int]:
     return s, width
 
 
-def measure_fig3b(setting: TrainSetting, width: int, seeds, train: torch.Tensor, test: torch.Tensor, rules=None):
+def measure_fig3b(
+    setting: TrainSetting, width: int, seeds, train: torch.Tensor, test: torch.Tensor, rules=None, objective=None
+):
+    """``objective`` replaces :data:`FIG3B_OBJECTIVE` (e.g. the paper text's type-2 loss)."""
     from localssl.theory.simulation import theory_components
 
     rows = []
@@ -183,7 +190,7 @@ def measure_fig3b(setting: TrainSetting, width: int, seeds, train: torch.Tensor,
         for name in rules or FIG3B_RULES:
             comp = theory_components(
                 {"name": "mlp", "in_features": 196, "widths": [width] * 6, "activation": "relu", "bias": True},
-                FIG3B_OBJECTIVE,
+                objective or FIG3B_OBJECTIVE,
                 FIG3B_RULES[name],
                 {"name": "crops", "size": 14, "mode": "grid"},
                 seed=seed,
@@ -253,7 +260,7 @@ def fig4c_setting(scale: str, steps: int | None) -> tuple[TrainSetting, float]:
     if scale == "smoke":
         s, width = TrainSetting(steps=6, eval_every=3, lr=2e-4, lr_min=None, test_batches=2), 1 / 16
     elif scale == "cpu":
-        s, width = TrainSetting(steps=200, eval_every=100, lr=2e-4, lr_min=None, test_batches=4), 1 / 8
+        s, width = TrainSetting(steps=1000, eval_every=250, lr=2e-4, lr_min=None, test_batches=8), 1 / 16
     elif scale == "paper":
         s, width = TrainSetting(steps=100 * 1562, eval_every=10 * 1562, lr=2e-4, lr_min=None, test_batches=32), 1.0
     else:
