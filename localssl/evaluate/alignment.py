@@ -228,7 +228,6 @@ def match_feedback_grads(
             targets.append(flat[k : k + len(w)])
             k += len(w)
     detached = [h.detach() for h in hs]
-    refs = local_references(rule, detached)
     total = torch.zeros((), dtype=hs[0].dtype, device=hs[0].device)
     for i in range(n - 1):
         obj = rule.objectives[str(i + 1)]
@@ -237,13 +236,14 @@ def match_feedback_grads(
             continue
         if match == "activity":
             h = detached[i].clone().requires_grad_(True)
-            loss = obj(h, refs[i + 1], views).loss
+        else:
+            h = encoder.layers[i](views.x if i == 0 else detached[i - 1])
+        refs = local_references(rule, [*detached[:i], h, *detached[i + 1 :]])[i + 1]  # as the rule sees them
+        loss = obj(h, refs, views).loss
+        if match == "activity":
             (g,) = torch.autograd.grad(loss, h, create_graph=True)
             mse = (g - targets[i]).square().sum()
         else:
-            x_in = views.x if i == 0 else detached[i - 1]
-            h = encoder.layers[i](x_in)
-            loss = obj(h, refs[i + 1], views).loss
             g = torch.autograd.grad(loss, layer_parameters(encoder, i), create_graph=True)
             mse = sum((a - b).square().sum() for a, b in zip(g, targets[i]))
         for p, gp in zip(b_params, torch.autograd.grad(mse, b_params)):
