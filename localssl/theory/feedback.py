@@ -50,6 +50,33 @@ def randomize_feedback(objective: nn.Module, generator: torch.Generator | None =
                 m.weight.copy_((2 * u - 1) * bound)
 
 
+LOW_RANK_CHUNK = 100  # L-BFGS iterations between two re-balancings of a factorised B = UV
+
+
+def balance_factors_(objective: nn.Module) -> bool:
+    """Re-split every trainable low-rank ``B = U V`` (``Prediction`` with ``B_rank``) as
+    ``U = P√S, V = √S Qᵀ`` from the SVD of the product. The loss and its L2 term depend on ``UV``
+    only, so nothing changes but the conditioning: without it L-BFGS drifts along the flat directions
+    ``(UG, G⁻¹V)`` until one factor is tiny and the other huge, and stalls. Returns whether any
+    factorised ``B`` was found."""
+    found = False
+    with torch.no_grad():
+        for m in objective.modules():
+            if (
+                isinstance(m, nn.Sequential)
+                and len(m) == 2
+                and all(isinstance(x, nn.Linear) for x in m)
+                and m[0].weight.requires_grad
+            ):
+                r = m[0].out_features
+                p, sv, qh = torch.linalg.svd(m[1].weight @ m[0].weight, full_matrices=False)
+                root = sv[:r].sqrt()
+                m[1].weight.copy_(p[:, :r] * root)
+                m[0].weight.copy_(root[:, None] * qh[:r])
+                found = True
+    return found
+
+
 def solve_feedback(
     objective: nn.Module,
     h: torch.Tensor,
@@ -91,16 +118,19 @@ def solve_feedback(
         loss.backward()
         return loss
 
+    low_rank = balance_factors_(objective)
     iterations, previous = 0, math.inf
-    for _ in range(20):  # L-BFGS stops early when a line search makes no progress: restart it
-        opt.param_groups[0]["max_iter"] = max_iter - iterations
+    for _ in range(max_iter if low_rank else 20):  # restart after a stalled line search (or a chunk)
+        opt.param_groups[0]["max_iter"] = min(max_iter - iterations, LOW_RANK_CHUNK if low_rank else max_iter)
         opt.step(closure)
         iterations += int(opt.state[params[0]].get("n_iter", 0))
         gn = _grad_norm(params, value)
-        if gn <= tol or iterations >= max_iter or gn > 0.5 * previous:
+        if gn <= tol or iterations >= max_iter or (gn > 0.5 * previous and not low_rank):
             break  # converged, out of budget, or at the precision floor of the loss
         previous = gn
         opt.state.clear()
+        if low_rank:
+            balance_factors_(objective)
     loss = value()
     gn = _grad_norm(params, value)
     return FeedbackSolution(layer, float(loss.detach()), gn, iterations, tol, gn <= tol)
