@@ -1,4 +1,4 @@
-"""Command line: ``localssl pretrain | probe | demo | reproduce | bench | data`` (DESIGN.md §4)."""
+"""Command line: ``localssl pretrain | probe | demo | reproduce | align | bench | data`` (DESIGN.md §4)."""
 
 from __future__ import annotations
 
@@ -60,9 +60,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.name not in experiments:
         names = ", ".join(sorted(experiments)) or "(none registered)"
         raise ConfigError(f"unknown experiment '{args.name}'; available: {names}")
+    kwargs = {}
+    if args.steps is not None:
+        import inspect
+
+        if "steps" not in inspect.signature(experiments[args.name].run).parameters:
+            raise ConfigError(f"experiment '{args.name}' takes no --steps budget")
+        kwargs["steps"] = args.steps
     out = Path(args.out) if args.out else Path("results") / args.name / args.scale
     out.mkdir(parents=True, exist_ok=True)
-    experiments[args.name].run(out, args.scale, args.seeds)
+    experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
     print(out)
     return 0
 
@@ -91,6 +98,15 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_align(args: argparse.Namespace) -> int:
+    from localssl.evaluate.alignment import align_run
+
+    result = align_run(Path(args.run_dir), args.batches, args.split, args.optimal_steps, args.params)
+    print(result["table"])
+    print(Path(args.run_dir) / "alignment.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="localssl", description="Local self-supervised learning rules and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -116,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="cpu")
     s.add_argument("--seeds", type=int, default=1)
     s.add_argument("--out", help="output folder (default results/NAME/SCALE)")
+    s.add_argument("--steps", type=int, help="training-step budget (experiments that train, e.g. fig3b, fig4c)")
     s.set_defaults(fn=_cmd_reproduce)
 
     s = sub.add_parser("bench", help="images/s and peak (activation) memory vs the backprop counterpart")
@@ -133,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     s.add_argument("--note", default="", help="a sentence added to the results entry")
     s.set_defaults(fn=_cmd_bench)
+
+    s = sub.add_parser("align", help="per-layer alignment of a run's rule with backprop; writes RUN_DIR/alignment.json")
+    s.add_argument("run_dir")
+    s.add_argument("--batches", type=int, default=8, help="held-out batches to average over (default 8)")
+    s.add_argument("--split", default="test", help="data split the batches come from (default test)")
+    s.add_argument("--optimal-steps", type=int, default=0, help="also fit the Def. 3.4 optimal B for N steps")
+    s.add_argument("--params", choices=("weight", "all"), default="weight", help="compare weights only or all")
+    s.set_defaults(fn=_cmd_align)
 
     s = sub.add_parser("data", help="dataset utilities")
     dsub = s.add_subparsers(dest="data_command", required=True)
