@@ -17,20 +17,19 @@ from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import RULES, ConfigError
 from localssl.rules.base import Metrics
-from localssl.rules.local import LocalRule
+from localssl.rules.local import LocalConfig, LocalRule
 from localssl.views.base import ViewBatch
 
 
 @dataclasses.dataclass
-class OptimalFeedbackConfig:
+class OptimalFeedbackConfig(LocalConfig):
     name: str = "optimal_feedback"
     reference: str = "top"  # same | top | both: the form of the local update (the paper: top = DFB)
+    streaming: bool | str = False  # auto means False here: B's fit needs every layer's graph
     match: str = "activity"  # activity (official code) | update (weight updates, Def. 3.4 literally)
-    streaming: bool | str = False
 
     def __post_init__(self) -> None:
-        if self.reference not in ("same", "top", "both"):
-            raise ConfigError(f"rule.reference must be same, top or both, got '{self.reference}'")
+        super().__post_init__()
         if self.match not in ("activity", "update"):
             raise ConfigError(f"rule.match must be activity or update, got '{self.match}'")
 
