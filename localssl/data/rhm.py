@@ -238,7 +238,7 @@ class RandomHierarchyModel:
 
 def one_hot(tokens: torch.Tensor, v: int, whiten: bool = False) -> torch.Tensor:
     """Tokens (N, T) -> (N, v, T) float, channels first. ``whiten``: ``(x − 1/v)/sqrt(1 − 1/v)``, zero
-    mean and unit variance per entry over a uniform token (the whitened input of Cagnetta et al.)."""
+    mean over the vocabulary and unit norm at every position (the whitened input of Cagnetta et al.)."""
     x = F.one_hot(tokens.long(), v).permute(0, 2, 1).float()
     if whiten:
         x = (x - 1.0 / v) / math.sqrt(1.0 - 1.0 / v)

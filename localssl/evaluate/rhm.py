@@ -89,7 +89,7 @@ def synonym_sensitivity(
     g = torch.Generator().manual_seed(seed)
     x = rhm.inputs(index, whiten).to(device)
     hs = [h.flatten(1) for h in layer_outputs(encoder, x)]
-    other = index[torch.roll(torch.arange(len(index)), 1)]  # an unrelated test input per test input
+    other = index[torch.randperm(len(index), generator=g)]  # an unrelated input per input
     hs_other = [h.flatten(1) for h in layer_outputs(encoder, rhm.inputs(other, whiten).to(device))]
     ref = torch.stack([(a - b).square().sum(1).mean() for a, b in zip(hs, hs_other)]).clamp_min(1e-12)
     out = torch.zeros(len(hs), rhm.params.L + 1)

@@ -31,7 +31,7 @@ class Recipe:
     """One rule on the RHM: a configuration of the three axes plus a model and a schedule.
 
     ``evaluation``: ``readout`` (test accuracy of the rule's own ``cross_entropy`` read-out) or ``probe``
-    (linear probe on the frozen top layer, for self-supervised rules)."""
+    (linear probe on frozen features, for self-supervised rules: ``probe_layers``)."""
 
     label: str
     views: dict[str, Any]
@@ -40,6 +40,7 @@ class Recipe:
     rule: dict[str, Any]
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     evaluation: str = "readout"
+    probe_layers: str = "all"  # probe evaluation: 'all' (concatenated, the library's probe) or a layer number
     whiten: bool = False
     min_steps: int = 0  # at least this many optimizer steps, whatever P (small P gets more epochs)
 
@@ -101,9 +102,7 @@ def n_steps(recipe: Recipe, train: TrainConfig, n_train: int) -> int:
     return max(recipe.min_steps, train.epochs * per_epoch)
 
 
-def train_rhm(
-    built: Built, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, log_every: int = 0
-) -> dict[str, Any]:
+def train_rhm(built: Built, recipe: Recipe, x: torch.Tensor, y: torch.Tensor, log_every: int = 0) -> dict[str, Any]:
     """Train on the inputs ``x`` (N, v, T) with labels ``y``; returns the last logged metrics.
 
     Only ``x``/``y`` (the P training inputs) ever reach the views and the rule."""

@@ -14,7 +14,7 @@ drawing a fresh input from the generator (which would leak the hidden features a
 level and one split are drawn per batch, so a positive and its negatives carry the same mask pattern
 and differ only in content. With ``[0]`` every layer is trained to predict the other half of the input
 (class-level signal reaches every layer, the top one included). Rows are stacked ``[A; B]`` like the
-SimCLR views: positive = the other view of the same input, negative = a view of another input.
+SimCLR views: positive = the other view of the same input, negative = the same view of the next input.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from localssl.registry import VIEWS, ConfigError
-from localssl.views.base import ViewBatch, next_image_negatives, random_negatives, swap_halves
+from localssl.views.base import ViewBatch, swap_halves
 
 
 @dataclasses.dataclass
@@ -35,13 +35,10 @@ class RHMMaskConfig:
     name: str = "rhm_mask"
     s: int = 2  # branching factor of the RHM (the input length must be s^L)
     depths: str | int | list[int] = "all"  # split levels λ (0 = root: halves share only the class)
-    negatives: str = "next"  # next (row (i+1) of the swapped batch) | random (another input)
 
     def __post_init__(self) -> None:
         if not isinstance(self.s, int) or self.s < 2:
             raise ConfigError(f"views.s must be an integer >= 2, got {self.s!r}")
-        if self.negatives not in ("next", "random"):
-            raise ConfigError(f"views.negatives must be 'next' or 'random', got '{self.negatives}'")
         if isinstance(self.depths, str) and self.depths != "all":
             raise ConfigError(f"views.depths must be 'all', a level or a list of levels, got '{self.depths}'")
 
@@ -94,7 +91,7 @@ class RHMMaskViews(nn.Module):
         mask = split_mask(x.shape[-1], self.cfg.s, level, x.device)[None, None, :]
         views = torch.cat([x * mask, x * ~mask])
         pos = swap_halves(2 * b, x.device)
-        neg = next_image_negatives(pos) if self.cfg.negatives == "next" else random_negatives(pos, b)
+        neg = (pos + 1) % b + (pos // b) * b  # the same view (same mask) of the next input
         anchor = torch.arange(2 * b, device=x.device)
         lab = labels.repeat(2) if labels is not None else None
         return ViewBatch(x=views, pos=pos, pos_ref=anchor, neg=neg, neg_ref=anchor, labels=lab, n_images=b)

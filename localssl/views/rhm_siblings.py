@@ -91,6 +91,7 @@ class RHMSiblingViews(nn.Module):
         neg = (pos + k) % n + (pos // n) * n  # same node and child slot, next input
         anchor = torch.arange(2 * n, device=x.device)
         lab = labels.repeat_interleave(k).repeat(2) if labels is not None else None
+        # n_images = rows per view, so that batch statistics (LPL, VICReg) see the two views [A; B]
         return ViewBatch(
-            x=torch.cat([rows_a, rows_b]), pos=pos, pos_ref=anchor, neg=neg, neg_ref=anchor, labels=lab, n_images=b
+            x=torch.cat([rows_a, rows_b]), pos=pos, pos_ref=anchor, neg=neg, neg_ref=anchor, labels=lab, n_images=n
         )
