@@ -43,48 +43,37 @@ from localssl.experiments.rhm_loop import DEFAULT_PROBE, Recipe, build_recipe, r
 
 THRESHOLD = 0.95
 
+TRAIN = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 30}  # 3000 steps for P <= 6400
+SUPERVISED = {"views": {"name": "rhm_plain"}, "objective": {"name": "cross_entropy"}, "train": TRAIN, "min_steps": 3000}
+# self-supervised: sibling subtrees under level-0 and level-1 nodes as positive pairs (the siblings of
+# layer 2 and layer 1 positions), small initial weights (init_scale 0.1: see benchmarks/RESULTS.md)
+SIBLINGS = {"views": {"name": "rhm_siblings", "depths": [0, 1]}, "train": TRAIN, "min_steps": 3000}
+CNN = {"name": "rhm_cnn", "width": 128}
+
 RECIPES: dict[str, Recipe] = {
     # supervised backprop (Cagnetta et al. 2024): cross-entropy on the top layer, end-to-end
-    "bp": Recipe(
-        "bp",
-        views={"name": "rhm_plain"},
-        model={"name": "rhm_cnn", "width": 128},
-        objective={"name": "cross_entropy"},
-        rule={"name": "backprop"},
-        train={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 100},
-        min_steps=3000,
-    ),
+    "bp": Recipe("bp", model=CNN, rule={"name": "backprop"}, **SUPERVISED),
     # direct feedback alignment of the same top-layer cross-entropy (Nøkland 2016)
-    "dfa": Recipe(
-        "dfa",
-        views={"name": "rhm_plain"},
-        model={"name": "rhm_cnn", "width": 128},
-        objective={"name": "cross_entropy"},
-        rule={"name": "dfa"},
-        train={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 100},
-        min_steps=3000,
-    ),
-    # layer-wise contrastive (CLAPP-like): sibling subtrees as positives, hinge loss, trainable B
+    "dfa": Recipe("dfa", model=CNN, rule={"name": "dfa"}, **SUPERVISED),
+    # direct random target projection (Frenkel et al. 2021): the label, not the error, sent down
+    "drtp": Recipe("drtp", model=CNN, rule={"name": "drtp"}, **SUPERVISED),
+    # layer-wise contrastive (CLAPP-like): hinge loss, trainable B over channel × position
     "clapp": Recipe(
         "clapp",
-        views={"name": "rhm_siblings"},
-        model={"name": "rhm_cnn", "width": 128},
+        model={**CNN, "init_scale": 0.1},
         objective={"name": "contrastive", "f": "hinge", "B": "trainable", "pooling": "none"},
         rule={"name": "local", "reference": "same"},
-        train={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 100},
         evaluation="probe",
-        min_steps=2000,
+        **SIBLINGS,
     ),
-    # layer-wise non-contrastive (LPL, Halvagal & Zenke 2023) on the same sibling pairs
+    # layer-wise non-contrastive (LPL, Halvagal & Zenke 2023) on the same pairs
     "lpl": Recipe(
         "lpl",
-        views={"name": "rhm_siblings"},
-        model={"name": "rhm_cnn", "width": 128},
+        model={**CNN, "init_scale": 0.1},
         objective={"name": "lpl", "pooling": "global"},
         rule={"name": "local", "reference": "same"},
-        train={"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 100},
         evaluation="probe",
-        min_steps=2000,
+        **SIBLINGS,
     ),
 }
 
@@ -101,7 +90,7 @@ class Scale:
 
 SCALES: dict[str, Scale] = {
     "smoke": Scale(RHMParams(v=8, n_c=4, m=2, s=2, L=3), (1.0, 4.0), 1, 256, width=32, steps=150),
-    "cpu": Scale(RHMParams(v=8, n_c=8, m=4, s=2, L=3), (0.5, 1.0, 2.0, 4.0, 8.0), 2, 4096),
+    "cpu": Scale(RHMParams(v=8, n_c=8, m=4, s=2, L=3), (1.0, 2.0, 4.0, 8.0, 16.0), 2, 4096),
     "paper": Scale(RHMParams(v=8, n_c=8, m=4, s=2, L=3), (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0), 5, 8192),
 }
 
