@@ -18,7 +18,7 @@ inputs only and evaluated on a fixed, disjoint test set:
   :func:`localssl.evaluate.rhm.synonym_sensitivity`);
 * ``correlation.csv`` — ``rule,P,P_over_Pstar,seed,layer,level,eta2`` (feature correlation);
 * ``results.md`` — accuracy table, smallest ``P/P*`` reaching 95 %, the claims beside our numbers;
-* ``accuracy_vs_P.png``, ``sensitivity.png``.
+* ``accuracy_vs_P.png``, ``sensitivity.png``, ``correlation.png`` (re-drawn from the CSVs by :func:`render`).
 """
 
 from __future__ import annotations
@@ -215,7 +215,13 @@ def threshold_multiple(curve: list[tuple[float, float, float]], threshold: float
 
 
 def write_markdown(
-    out: Path, scale_name: str, scale: Scale, rows: list[dict[str, Any]], sens: list[dict], probes: list[dict]
+    out: Path,
+    scale_name: str,
+    scale: Scale,
+    rows: list[dict[str, Any]],
+    sens: list[dict],
+    corr: list[dict],
+    probes: list[dict],
 ) -> None:
     p = scale.params
     rules = list(dict.fromkeys(r["rule"] for r in rows))
@@ -267,29 +273,35 @@ def write_markdown(
         "Published claim (Delrocq et al. 2026, abstract): layer-wise SSL rules are as data-efficient as",
         "supervised backprop; direct-feedback rules fail. Cagnetta et al. 2024: BP learns at P ≈ P*.",
         "",
-        "## Synonymic sensitivity of layer k to its own level (L − k), at the largest P",
+        "## Layer k against the hidden features of its own level L − k, at the largest P",
         "",
-        "S = E‖h(x) − h(x')‖² / E‖h(x) − h(y)‖², x' = x with every rule below level L − k resampled; "
-        "0 = the layer is invariant to synonyms of its receptive field's root.",
+        "Synonymic sensitivity S = E‖h(x) − h(x')‖² / E‖h(x) − h(y)‖² (x' = x with every production rule below "
+        "level L − k resampled, y another input; 0 = invariant to synonyms) and correlation ratio η² (fraction "
+        "of the layer's variance explained by the level-(L − k) feature of each position; 1 = a function of it). "
+        "Each cell: S / η².",
         "",
         "| rule | " + " | ".join(f"layer {k}" for k in range(1, p.L + 1)) + " |",
         "| --- | " + " | ".join("---" for _ in range(p.L)) + " |",
     ]
     top = max(mults)
+
+    def mean_at(rows_: list[dict], rule: str, k: int, value: str) -> str:
+        xs = [
+            r[value]
+            for r in rows_
+            if r["rule"] == rule and r["P_over_Pstar"] == top and r["layer"] == k and r["level"] == p.L - k
+        ]
+        return f"{sum(xs) / len(xs):.3f}" if xs else "–"
+
     for rule in rules:
-        vals = []
-        for k in range(1, p.L + 1):
-            xs = [
-                r["sensitivity"]
-                for r in sens
-                if r["rule"] == rule and r["P_over_Pstar"] == top and r["layer"] == k and r["level"] == p.L - k
-            ]
-            vals.append(f"{sum(xs) / len(xs):.3f}" if xs else "–")
-        lines.append(f"| {rule} | " + " | ".join(vals) + " |")
+        cells = [
+            f"{mean_at(sens, rule, k, 'sensitivity')} / {mean_at(corr, rule, k, 'eta2')}" for k in range(1, p.L + 1)
+        ]
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-def plot(out: Path, scale: Scale, rows: list[dict[str, Any]], sens: list[dict]) -> None:
+def plot(out: Path, scale: Scale, rows: list[dict[str, Any]], sens: list[dict], corr: list[dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -313,23 +325,55 @@ def plot(out: Path, scale: Scale, rows: list[dict[str, Any]], sens: list[dict]) 
     fig.savefig(out / "accuracy_vs_P.png", dpi=120)
     plt.close(fig)
 
+    per_layer_figure(out / "sensitivity.png", p, rules, sens, "sensitivity", "synonymic sensitivity")
+    per_layer_figure(out / "correlation.png", p, rules, corr, "eta2", "η² with the layer's own level")
+
+
+def per_layer_figure(path: Path, p: RHMParams, rules: list[str], rows: list[dict], value: str, ylabel: str) -> None:
+    """One panel per layer k: ``value`` at level L − k (the level the layer's positions stand for) vs P/P*."""
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, p.L, figsize=(4 * p.L, 3.5), sharey=True)
     for k, ax in enumerate(axes, start=1):
         for rule in rules:
             pts: dict[float, list[float]] = {}
-            for r in sens:
+            for r in rows:
                 if r["rule"] == rule and r["layer"] == k and r["level"] == p.L - k:
-                    pts.setdefault(r["P_over_Pstar"], []).append(r["sensitivity"])
+                    pts.setdefault(r["P_over_Pstar"], []).append(r[value])
             xs = sorted(pts)
             ax.plot(xs, [sum(pts[x]) / len(pts[x]) for x in xs], marker="o", label=rule)
         ax.set_xscale("log", base=2)
-        ax.set_title(f"layer {k}: synonyms of level {p.L - k}")
+        ax.set_title(f"layer {k}: level {p.L - k}")
         ax.set_xlabel("P / P*")
-    axes[0].set_ylabel("synonymic sensitivity")
+    axes[0].set_ylabel(ylabel)
     axes[-1].legend()
     fig.tight_layout()
-    fig.savefig(out / "sensitivity.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+INT_KEYS, FLOAT_KEYS = ("P", "seed", "layer", "level"), ("P_over_Pstar", "test_acc", "sensitivity", "eta2")
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k in INT_KEYS:
+            if k in r:
+                r[k] = int(r[k])
+        for k in FLOAT_KEYS:
+            if k in r:
+                r[k] = float(r[k])
+    return rows
+
+
+def render(out: Path, scale: str) -> None:
+    """(Re)write ``results.md`` and the figures from the CSV files in ``out``."""
+    sc = SCALES[scale]
+    rows, sens, corr, probes = (read_csv(out / f"{n}.csv") for n in ("results", "sensitivity", "correlation", "probes"))
+    write_markdown(out, scale, sc, rows, sens, corr, probes)
+    plot(out, sc, rows, sens, corr)
 
 
 @experiment("rhm", "Random Hierarchy Model: BP vs DFA vs layer-wise SSL, test accuracy vs P/P*, synonym sensitivity")
@@ -347,5 +391,4 @@ def run(out: Path, scale: str, seeds: int) -> None:
     write_csv(out / "probes.csv", [x for r in results for x in r["probes"]])
     write_csv(out / "sensitivity.csv", sens)
     write_csv(out / "correlation.csv", corr)
-    write_markdown(out, scale, sc, rows, sens, [x for r in results for x in r["probes"]])
-    plot(out, sc, rows, sens)
+    render(out, scale)
