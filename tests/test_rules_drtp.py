@@ -15,7 +15,14 @@ from localssl.objectives.base import LayerSpec
 from localssl.registry import OBJECTIVES, RULES, ConfigError
 from localssl.views.base import ViewBatch
 
-torch.set_num_threads(2)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny networks: one thread is faster, and much faster on a shared machine (no OpenMP spinning)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def setup(widths=(6, 5, 4, 3)):
