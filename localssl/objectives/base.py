@@ -37,7 +37,7 @@ class SpatialPool(nn.Module):
     """``AvgPool2d(k, stride=k)`` then flatten (CLAPP++ 2D spatial dependence), or global average.
 
     ``kernel=None`` means global average pooling ("no 2D spatial dependence"); 2-D inputs (MLPs)
-    pass through unchanged."""
+    pass through unchanged; 3-D inputs (N, C, T) (1-D convnets, e.g. on the RHM) are pooled along T."""
 
     def __init__(self, kernel: int | None) -> None:
         super().__init__()
@@ -46,8 +46,12 @@ class SpatialPool(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if h.dim() == 2:
             return h
+        if h.dim() == 3:
+            if self.kernel is None:
+                return h.mean(dim=2)
+            return (h if self.kernel == 1 else F.avg_pool1d(h, self.kernel, self.kernel)).flatten(1)
         if h.dim() != 4:
-            raise ValueError(f"SpatialPool expects (N, C, H, W) or (N, D), got shape {tuple(h.shape)}")
+            raise ValueError(f"SpatialPool expects (N, C, H, W), (N, C, T) or (N, D), got shape {tuple(h.shape)}")
         if self.kernel is None:
             return h.mean(dim=(2, 3))
         if self.kernel == 1:
@@ -57,6 +61,13 @@ class SpatialPool(nn.Module):
     def out_dim(self, shape: tuple[int, ...]) -> int:
         if len(shape) == 1:
             return shape[0]
+        if len(shape) == 2:
+            c, length = shape
+            if self.kernel is None:
+                return c
+            if length % self.kernel:
+                raise ValueError(f"pool kernel {self.kernel} does not divide the length {length} of the feature map")
+            return c * (length // self.kernel)
         c, hgt, wid = shape
         if self.kernel is None:
             return c
