@@ -88,6 +88,8 @@ def test_run_or_reuse_same_config_same_dir(cifar_root, tmp_path):
     cfg = _cfg(cifar_root, "train.epochs=1")
     run_dir, status = run_or_reuse(cfg, runs)
     assert status == "trained" and run_dir.name == f"clapp++-{run_key(cfg)}"
+    provenance = harness._provenance(run_dir)
+    assert provenance["key"] == run_key(cfg) and provenance["pretrain_cpu_s"] > 0 and "localssl" in provenance["code"]
     stamp = (run_dir / "checkpoint.pt").stat().st_mtime_ns
     again, status = run_or_reuse(_cfg(cifar_root, "train.epochs=1", "train.progress=true"), runs)
     assert (again, status) == (run_dir, "reused")
@@ -216,6 +218,7 @@ def test_grid_resumes_where_it_stopped(cifar_root, tmp_path, monkeypatch):
     assert f"| {format_mean_std(local)} | 80.51 ± 0.27 |" in line
     assert "| Not yet | `no-such-preset` | not run | 50.00 |" in md
     assert "CIFAR-10 (JPEG copy)" not in md and "| CIFAR-10: ours |" in md  # official pickles under root
+    assert "for these 6 runs" in md and "- **Runs created by:** localssl" in md
     assert (out / "results.png").stat().st_size > 0
 
 

@@ -114,6 +114,7 @@ class Cell:
     run_dir: Path
     trained: str  # 'trained', 'resumed' or 'reused'
     probed: str  # 'probed' or 'reused'
+    provenance: dict[str, Any]  # the run's harness.json: code version that created it, CPU seconds
 
 
 @dataclasses.dataclass
@@ -232,18 +233,22 @@ def run_or_reuse(cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
             )
     if _finished_epochs(run_dir) == cfg.train.epochs:
         return run_dir, "reused"
+    cpu0 = time.process_time()
     if (run_dir / "checkpoint.pt").exists():  # interrupted: continue exactly where it stopped
         resume(run_dir, [f"data.root={cfg.data.root}"] if cfg.data.root else [])
+        _record(run_dir, pretrain_cpu_s=time.process_time() - cpu0)
         return run_dir, "resumed"
     for stale in ("metrics.csv", "steps.csv", "summary.json", "probe.json"):  # died before its first epoch
         (run_dir / stale).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_provenance(cfg, run_dir)
     pretrain(cfg, run_dir)
+    _record(run_dir, pretrain_cpu_s=time.process_time() - cpu0)
     return run_dir, "trained"
 
 
 def _write_provenance(cfg: RunConfig, run_dir: Path) -> None:
+    """``harness.json``: the run's key, the code that created it, and (later) its CPU seconds."""
     from localssl.experiments.report import code_version
     from localssl.utils import atomic_write_json
 
@@ -251,6 +256,21 @@ def _write_provenance(cfg: RunConfig, run_dir: Path) -> None:
         {"key": run_key(cfg), "key_version": KEY_VERSION, "code": code_version(), "created": time.strftime("%F %T")},
         run_dir / "harness.json",
     )
+
+
+def _provenance(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "harness.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _record(run_dir: Path, **seconds: float) -> None:
+    """Add process CPU seconds (all threads) to ``harness.json`` (summed over resumes)."""
+    from localssl.utils import atomic_write_json
+
+    info = _provenance(run_dir)
+    for k, v in seconds.items():
+        info[k] = round(info.get(k, 0.0) + v, 1)
+    atomic_write_json(info, run_dir / "harness.json")
 
 
 def probe_overrides(cfg: RunConfig) -> list[str]:
@@ -270,7 +290,10 @@ def probe_or_reuse(cfg: RunConfig, run_dir: Path, epochs: int, keep_features: bo
     extra = [f"data.root={cfg.data.root}"] if cfg.data.root else []
     # the feature cache (all train and test images, ~1 GB at width 1/8 on CIFAR-10) is not needed:
     # probe.json is what is reused
-    return probe(run_dir, [*probe_overrides(cfg), *extra], cache_features=keep_features), "probed"
+    cpu0 = time.process_time()
+    result = probe(run_dir, [*probe_overrides(cfg), *extra], cache_features=keep_features)
+    _record(run_dir, probe_cpu_s=time.process_time() - cpu0)
+    return result, "probed"
 
 
 # --------------------------------------------------------------------------------------- datasets
@@ -379,6 +402,7 @@ def run_table(
                         run_dir,
                         trained,
                         probed,
+                        _provenance(run_dir),
                     )
                 )
                 result.seconds = time.perf_counter() - t0

@@ -13,6 +13,7 @@ import re
 import subprocess
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,8 +124,18 @@ def markdown(result: GridResult) -> str:
         "(a single seed shows the value alone; `(n=k)` marks a cell with fewer finished seeds); *published* = as "
         "reported, ± where the paper gives a standard deviation.",
         f"- **Code:** {code_version()}; generated {time.strftime('%Y-%m-%d %H:%M')}.",
-        "",
     ]
+    made = Counter(c.provenance.get("code", "unknown") for c in result.cells)
+    if made:
+        versions = "; ".join(f"{code} ({n} runs)" for code, n in sorted(made.items()))
+        pre = sum(c.provenance.get("pretrain_cpu_s", 0.0) for c in result.cells) / 3600
+        pro = sum(c.provenance.get("probe_cpu_s", 0.0) for c in result.cells) / 3600
+        lines.append(f"- **Runs created by:** {versions}.")
+        lines.append(
+            f"- **Compute:** {pre:.2f} CPU-hours of pretraining and {pro:.2f} of probing for these "
+            f"{len(result.cells)} runs (process CPU time, all threads; wall time on a shared machine is longer)."
+        )
+    lines.append("")
     header = ["Method", "Preset"]
     for ds in t.datasets:
         label = result.columns.get(ds, _plain_label(ds))
