@@ -81,6 +81,9 @@ def test_run_key_follows_what_the_run_learns(tmp_path):
     assert run_key(load_config("clapp++dfb", [*TINY, "rule.reference=same", f"data.root={tmp_path}"])) == run_key(base)
     # weight decay 'auto' is resolved before hashing
     assert run_key(_cfg(tmp_path, "train.weight_decay=0.0")) == run_key(base)
+    # only non-default values count: spelling out a default (or a new option added with a default) keeps the run
+    assert run_key(_cfg(tmp_path, "train.momentum=0.9", "train.max_steps_per_epoch=")) == run_key(base)
+    assert "momentum" not in harness.key_dict(base)["train"] and harness.key_dict(base)["model"]["width"] == 0.0625
 
 
 def test_run_or_reuse_same_config_same_dir(cifar_root, tmp_path):

@@ -8,14 +8,15 @@ the presets as published: full width, the paper's epochs and batch size), linear
 row), ``results.md`` (ours as mean ± std over seeds beside the published numbers) and
 ``results.png`` (see :mod:`localssl.experiments.report`).
 
-**Run or reuse.** A run lives in ``RUNS/<preset>-<key>/``; ``key`` hashes the resolved config without
-the settings that cannot change what is learned (``name``, ``out_dir``, ``data.root``, ``train.device``,
-``train.progress``, ``train.log_every``) and without the ``probe`` section, together with
-:data:`KEY_VERSION`. A finished run is reused; a run with a checkpoint but fewer epochs is continued
-with :func:`localssl.train.resume` (bit-identical to an uninterrupted run); a run that died before its
-first checkpoint is restarted. A probe is reused when ``probe.json`` holds the same probe settings for
-the same checkpoint epoch. So an interrupted grid continues where it stopped, and a row added later
-(a new preset) trains only that row. ``RUNS`` is ``$LOCALSSL_RUNS`` if set, else ``OUT/runs``.
+**Run or reuse.** A run lives in ``RUNS/<preset>-<key>/``; ``key`` hashes the resolved config's
+non-default settings (:func:`key_dict`) without those that cannot change what is learned (``name``,
+``out_dir``, ``data.root``, ``train.device``, ``train.progress``, ``train.log_every``) and without the
+``probe`` section, together with :data:`KEY_VERSION`. A finished run is reused; a run with a checkpoint
+but fewer epochs is continued with :func:`localssl.train.resume` (bit-identical to an uninterrupted
+run); a run that died before its first checkpoint is restarted. A probe is reused when ``probe.json``
+holds the same probe settings for the same checkpoint epoch. So an interrupted grid continues where it
+stopped, and a row added later (a new preset) trains only that row. ``RUNS`` is ``$LOCALSSL_RUNS`` if
+set, else ``OUT/runs``.
 
 A row whose preset does not exist in this version of the library is skipped with a visible note; a
 dataset that is not on disk is reported as not run with the command that gets it. No number is ever
@@ -37,6 +38,7 @@ from typing import Any
 
 from localssl.config import RunConfig, available_presets, default_data_root, load_config, read_run_config
 from localssl.data import DatasetError, dataset_info, load_split
+from localssl.registry import ConfigError
 
 KEY_VERSION = 1  # bump when a code change makes earlier runs invalid: every run is then retrained
 
@@ -177,16 +179,34 @@ IMAGE_SCALES: dict[str, Scale] = {
 
 
 # --------------------------------------------------------------------------------------- run keys
+def _non_default(section: Any) -> dict[str, Any]:
+    """A config section's fields that differ from the section's defaults (``name`` always kept)."""
+    values = dataclasses.asdict(section)
+    try:
+        defaults = dataclasses.asdict(type(section)())
+    except TypeError:  # a section without defaults for every field: keep it whole
+        return values
+    return {k: v for k, v in values.items() if k == "name" or k not in defaults or v != defaults[k]}
+
+
 def key_dict(cfg: RunConfig) -> dict[str, Any]:
-    """The resolved config without the settings in :data:`KEY_EXCLUDED`."""
+    """What a run learns from: every config section's non-default settings, after the dataset's ``auto``
+    values are resolved, without the settings in :data:`KEY_EXCLUDED`. Keeping only non-default values
+    means that a new option added to the library (with a default that keeps the old behaviour) leaves
+    existing runs valid; a change of behaviour (code or default) needs a :data:`KEY_VERSION` bump."""
     from localssl.train import resolve_config
 
-    raw = resolve_config(cfg).to_dict()
-    for section, fields in KEY_EXCLUDED.items():
-        if fields is None:
-            raw.pop(section, None)
+    cfg = resolve_config(cfg)
+    raw: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        excluded = KEY_EXCLUDED.get(f.name, ())
+        if excluded is None:
+            continue
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            raw[f.name] = {k: v for k, v in _non_default(value).items() if k not in excluded}
         else:
-            raw[section] = {k: v for k, v in raw[section].items() if k not in fields}
+            raw[f.name] = value
     return raw
 
 
@@ -225,7 +245,13 @@ def run_or_reuse(cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
 
     run_dir = find_run_dir(cfg, runs_dir)
     if (run_dir / "config.yaml").exists():
-        stored = run_key(read_run_config(run_dir))
+        try:
+            stored = run_key(read_run_config(run_dir))
+        except ConfigError as err:
+            raise ConfigError(
+                f"{run_dir}/config.yaml cannot be read by this version of localssl ({err}); delete the directory "
+                "to retrain that run"
+            ) from err
         if stored != run_key(cfg):
             raise RuntimeError(
                 f"{run_dir}/config.yaml does not match its key (stored config hashes to {stored}); "
