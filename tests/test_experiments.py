@@ -57,3 +57,32 @@ def test_reproduce_table2_smoke(tmp_path, monkeypatch):
     assert main(["reproduce", "table2", "--scale", "smoke", "--out", str(out)]) == 0
     with open(out / "results.csv") as fh:
         assert [r["test_acc"] for r in csv.DictReader(fh)] == [r["test_acc"] for r in rows]
+
+
+def test_clapp2021_tables_share_runs():
+    """Table 5's one-module row is Table 1's hinge-loss CPC, and its six-module row is CLAPP: same recipes, so
+    the run-or-reuse keys are equal and each is trained once."""
+    from localssl.config import load_config
+    from localssl.experiments.clapp2021 import TABLE1, TABLE5
+    from localssl.experiments.harness import run_key
+
+    t1 = {r.label: r for r in TABLE1.rows}
+    t5 = {r.label: r for r in TABLE5.rows}
+    assert t5["1 module, end-to-end (hinge loss CPC)"].published["stl10"] == t1["Hinge loss CPC"].published["stl10"]
+
+    def key(row):
+        return run_key(load_config(row.preset, list(row.overrides)))
+
+    assert key(t5["1 module, end-to-end (hinge loss CPC)"]) == key(t1["Hinge loss CPC"])
+    assert key(t5["6 modules, layer-wise (CLAPP)"]) == key(t1["CLAPP"])
+    assert len({key(r) for r in TABLE5.rows}) == len(TABLE5.rows)
+
+
+@pytest.mark.slow
+def test_reproduce_clapp2021_table5_smoke(tmp_path, monkeypatch):
+    monkeypatch.delenv("LOCALSSL_RUNS", raising=False)
+    assert main(["reproduce", "clapp2021-table5", "--scale", "smoke", "--out", str(tmp_path)]) == 0
+    with open(tmp_path / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and {r["data"] for r in rows} == {"cifar10-mini"}
+    assert len({r["run"] for r in rows}) == 6
