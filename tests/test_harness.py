@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
+import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -273,3 +277,46 @@ def test_results_page_collects_cpu_tables(tmp_path):
     assert "![plot](../results/table2/cpu/results.png)" in page
     assert "[`results.csv`](../results/zeta/cpu/results.csv)" in page
     assert "No `--scale paper` results are in the repository yet" in page
+
+
+# ------------------------------------------------------------------------------------- several processes
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_run_lock(tmp_path):
+    host = socket.gethostname()
+    with harness.RunLock(tmp_path, "abc", wait=False) as held:
+        assert held and (tmp_path / ".abc.lock").read_text() == f"{host} {os.getpid()}"
+        with harness.RunLock(tmp_path, "abc", wait=False) as again:  # held by a live process: not taken
+            assert not again and str(os.getpid()) in again.holder
+    assert not (tmp_path / ".abc.lock").exists()  # released on exit
+    (tmp_path / ".abc.lock").write_text(f"{host} {_dead_pid()}")  # its process died: taken over
+    with harness.RunLock(tmp_path, "abc", wait=False) as held:
+        assert held
+
+
+def test_cell_held_by_another_process_is_done_last(cifar_root, tmp_path, monkeypatch):
+    table = _table(Row("Local", "clapp++"), Row("Random", "random"))
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    key = run_key(harness.row_config(table.rows[0], TINY_SCALE, "cifar10", 0, str(cifar_root)))
+    lock = runs / f".{key}.lock"
+    lock.write_text(f"{socket.gethostname()} {os.getppid()}")  # a live process holds the Local run
+    order = []
+    original = harness.run_or_reuse
+
+    def recording(cfg, runs_dir):
+        order.append(cfg.name)
+        if cfg.name == "random":  # the other process finishes while we train Random
+            lock.unlink()
+        return original(cfg, runs_dir)
+
+    monkeypatch.setattr(harness, "run_or_reuse", recording)
+    monkeypatch.setattr(harness.RunLock, "poll_s", 0.05)
+    result = run_table(table, tmp_path / "out", "tiny", seeds=1, runs_dir=runs, root=str(cifar_root))
+    assert order == ["random", "clapp++"]
+    assert [c.row.label for c in result.cells] == ["Local", "Random"]  # reported in table order
+    assert not list(runs.glob(".*.lock"))
