@@ -217,6 +217,8 @@ def test_grid_resumes_where_it_stopped(cifar_root, tmp_path, monkeypatch):
     assert all(0.0 <= float(r["test_acc"]) <= 100.0 for r in rows)
     assert "no-such-preset" not in {r["preset"] for r in rows}  # never a number for a missing preset
     local = [float(r["test_acc"]) for r in rows if r["method"] == "Local"]
+    steps = {r["method"]: r["steps"] for r in rows}
+    assert steps == {"Local": "7", "Backprop": "7", "Random": "0"}  # 60 images // batch 8; random init never steps
 
     md = (out / "results.md").read_text()
     assert "not run: preset `no-such-preset` does not exist" in md

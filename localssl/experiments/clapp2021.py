@@ -20,10 +20,11 @@ PATCH_SCALES: dict[str, Scale] = {
         "smoke",
         "pipeline check only, not a measurement: the STL-10 column uses the 4000/1000-image CIFAR-10 subset "
         "shipped with localssl (upsampled to 96 px by the patch-grid views); VGG-6 at width 1/16, 64 pretraining "
-        "images, 1 epoch; probe: 200 train / 100 validation images, 2 epochs.",
+        "images, 1 epoch, batch 32 for every preset; probe: 200 train / 100 validation images, 2 epochs.",
         overrides=(
             "model.width=0.0625",
             "data.train_subset=64",
+            "train.batch_size=32",
             "train.epochs=1",
             "train.progress=false",
             "probe.epochs=2",

@@ -119,6 +119,7 @@ class Cell:
     test_acc: float
     val_acc: float
     epochs: int
+    steps: int  # optimizer steps of the pretraining
     run_dir: Path
     trained: str  # 'trained', 'resumed' or 'reused'
     probed: str  # 'probed' or 'reused'
@@ -149,11 +150,12 @@ IMAGE_SCALES: dict[str, Scale] = {
     "smoke": Scale(
         "smoke",
         "pipeline check only, not a measurement: the CIFAR-10 column uses the 4000/1000-image subset shipped "
-        "with localssl; VGG-6 at width 1/16, 64 pretraining images, 1 epoch; probe: 200 train / 100 validation "
-        "images, 2 epochs.",
+        "with localssl; VGG-6 at width 1/16, 64 pretraining images, 1 epoch, batch 32 for every preset; probe: "
+        "200 train / 100 validation images, 2 epochs.",
         overrides=(
             "model.width=0.0625",
             "data.train_subset=64",
+            "train.batch_size=32",
             "train.epochs=1",
             "train.progress=false",
             "probe.epochs=2",
@@ -247,6 +249,10 @@ def _finished_epochs(run_dir: Path) -> int | None:
     if not (summary.exists() and (run_dir / "checkpoint.pt").exists()):
         return None
     return int(json.loads(summary.read_text()).get("epochs", -1))
+
+
+def _finished_steps(run_dir: Path) -> int:
+    return int(json.loads((run_dir / "summary.json").read_text()).get("global_step", 0))
 
 
 def run_or_reuse(cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
@@ -443,6 +449,7 @@ def run_table(
                 100.0 * float(res["test_acc"]),
                 100.0 * float(res["val_acc"]),
                 epochs,
+                _finished_steps(run_dir),
                 run_dir,
                 trained,
                 probed,

@@ -22,7 +22,20 @@ import localssl
 if TYPE_CHECKING:
     from localssl.experiments.harness import GridResult, Row
 
-CSV_FIELDS = ("table", "scale", "method", "preset", "dataset", "data", "seed", "test_acc", "val_acc", "epochs", "run")
+CSV_FIELDS = (
+    "table",
+    "scale",
+    "method",
+    "preset",
+    "dataset",
+    "data",
+    "seed",
+    "test_acc",
+    "val_acc",
+    "epochs",
+    "steps",
+    "run",
+)
 PAGE_ORDER = ("table2", "clapp2021-table1", "clapp2021-table5", "tableA3")
 
 
@@ -84,6 +97,7 @@ def write_csv(result: GridResult, path: Path) -> None:
                 "test_acc": round(c.test_acc, 4),
                 "val_acc": round(c.val_acc, 4),
                 "epochs": c.epochs,
+                "steps": c.steps,
                 "run": c.run_dir.name,
             }
         )
@@ -159,6 +173,14 @@ def markdown(result: GridResult) -> str:
     for row in t.rows:
         if row.note:
             notes.append(f"- **{row.label}:** {row.note}")
+    steps = {}
+    for c in result.cells:
+        steps.setdefault(result.columns[c.dataset], {}).setdefault(c.row.label, set()).add(c.steps)
+    for column, per_row in steps.items():
+        text = ", ".join(f"{label} {'/'.join(str(n) for n in sorted(n))}" for label, n in per_row.items())
+        notes.append(
+            f"- **Pretraining optimizer steps per run ({column}):** {text} (each preset keeps its batch size)."
+        )
     if notes:
         lines += ["", "Notes:", "", *notes]
     if result.cells:
