@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import socket
@@ -114,6 +115,11 @@ def test_probe_reused_only_for_the_same_settings(cifar_root, tmp_path):
     assert not list(run_dir.glob("features-*.pt"))  # the feature cache is dropped after probing
     again, status = probe_or_reuse(cfg, run_dir, 1)
     assert status == "reused" and again["test_acc"] == first["test_acc"]
+    stored = json.loads((run_dir / "probe.json").read_text())
+    del stored["probe"]["augment_copies"]  # written before that option existed (its default keeps the old probe)
+    (run_dir / "probe.json").write_text(json.dumps(stored))
+    assert probe_or_reuse(cfg, run_dir, 1)[1] == "reused"
+    assert probe_or_reuse(cfg, run_dir, 2)[1] == "probed"  # another checkpoint epoch
     changed, status = probe_or_reuse(_cfg(cifar_root, "train.epochs=1", "probe.epochs=3"), run_dir, 1)
     assert status == "probed" and changed["probe"]["epochs"] == 3
 

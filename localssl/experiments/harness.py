@@ -315,6 +315,14 @@ def _record(run_dir: Path, **seconds: float) -> None:
     atomic_write_json(info, run_dir / "harness.json")
 
 
+def _probe_signature(settings: dict[str, Any]) -> dict[str, Any]:
+    """Probe settings that differ from the defaults (as for run keys: a new probe option keeps old probes)."""
+    from localssl.config import ProbeConfig
+
+    defaults = dataclasses.asdict(ProbeConfig())
+    return {k: settings.get(k, v) for k, v in defaults.items() if settings.get(k, v) != v}
+
+
 def probe_overrides(cfg: RunConfig) -> list[str]:
     """Every ``probe.*`` setting of ``cfg`` as an override (the run's stored probe section is not trusted)."""
     return [f"probe.{k}={json.dumps(v)}" for k, v in dataclasses.asdict(cfg.probe).items()]
@@ -327,7 +335,8 @@ def probe_or_reuse(cfg: RunConfig, run_dir: Path, epochs: int, keep_features: bo
     path = run_dir / "probe.json"
     if path.exists():
         old = json.loads(path.read_text())
-        if old.get("probe") == dataclasses.asdict(cfg.probe) and old.get("checkpoint_epoch") == epochs:
+        same = _probe_signature(old.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
+        if same and old.get("checkpoint_epoch") == epochs:
             return old, "reused"
     extra = [f"data.root={cfg.data.root}"] if cfg.data.root else []
     # the feature cache (all train and test images, ~1 GB at width 1/8 on CIFAR-10) is not needed:
