@@ -178,9 +178,7 @@ def markdown(result: GridResult) -> str:
         steps.setdefault(result.columns[c.dataset], {}).setdefault(c.row.label, set()).add(c.steps)
     for column, per_row in steps.items():
         text = ", ".join(f"{label} {'/'.join(str(n) for n in sorted(n))}" for label, n in per_row.items())
-        notes.append(
-            f"- **Pretraining optimizer steps per run ({column}):** {text} (each preset keeps its batch size)."
-        )
+        notes.append(f"- **Pretraining optimizer steps per run ({column}):** {text}.")
     if notes:
         lines += ["", "Notes:", "", *notes]
     if result.cells:
