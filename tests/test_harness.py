@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -328,3 +329,25 @@ def test_cell_held_by_another_process_is_done_last(cifar_root, tmp_path, monkeyp
     assert order == ["random", "clapp++"]
     assert [c.row.label for c in result.cells] == ["Local", "Random"]  # reported in table order
     assert not list(runs.glob(".*.lock"))
+
+
+def _write_stl10(root, n_train=15, n_test=5, n_unlabeled=9, seed=0):
+    """Official STL-10 binaries (column-major 3×96×96 uint8, labels 1..10)."""
+    rng = np.random.default_rng(seed)
+    folder = root / "stl10_binary"
+    folder.mkdir(parents=True)
+    for split, n in (("train", n_train), ("test", n_test), ("unlabeled", n_unlabeled)):
+        (folder / f"{split}_X.bin").write_bytes(rng.integers(0, 256, (n, 3, 96, 96), dtype=np.uint8).tobytes())
+        if split != "unlabeled":
+            (folder / f"{split}_y.bin").write_bytes(rng.integers(1, 11, n, dtype=np.uint8).tobytes())
+
+
+def test_a_dataset_on_disk_gets_its_column(cifar_root, tmp_path):
+    _write_stl10(cifar_root)
+    table = _table(Row("Local", "clapp++", published={"stl10": 78.66}))
+    result = run_table(table, tmp_path / "out", "tiny", seeds=1, runs_dir=tmp_path / "runs", root=str(cifar_root))
+    assert [(c.dataset, c.data) for c in result.cells] == [("cifar10", "cifar10"), ("stl10", "stl10")]
+    stl = result.cells[1]
+    assert stl.steps == 24 // 8  # unlabeled + train images, batch 8
+    assert not result.not_run
+    assert "| STL-10: ours | published |" in (tmp_path / "out" / "results.md").read_text()
