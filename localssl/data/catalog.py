@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from localssl.data.base import DatasetError, ImageData
+from localssl.data.base import DatasetError, ImageData, cached_decode
 from localssl.data.folder import read_image_folder
 from localssl.data.readers import read_cifar10, read_mnist, read_stl10, read_tinyimagenet
 from localssl.data.sequence import SequenceData
@@ -25,7 +25,8 @@ def read_cifar10_mini(root: Path, split: str) -> ImageData:
     balanced, drawn with seed 0 from the CIFAR-10 JPEG copy); ``root`` is ignored."""
     if split not in ("train", "test"):
         raise DatasetError(f"cifar10-mini has splits 'train' and 'test', not '{split}'")
-    return read_image_folder(ASSETS / "cifar10-mini.zip", split, size=32)
+    source = ASSETS / "cifar10-mini.zip"
+    return cached_decode(source, split, lambda: read_image_folder(source, split, size=32))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -120,7 +120,9 @@ def _feature_key(cfg: RunConfig, ckpt: Path, layers: list[int]) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
 
-def compute_features(cfg: RunConfig, run_dir: Path, device: torch.device) -> tuple[FeatureSet, dict[str, Any]]:
+def compute_features(
+    cfg: RunConfig, run_dir: Path, device: torch.device, cache_features: bool = True
+) -> tuple[FeatureSet, dict[str, Any]]:
     info = dataset_info(cfg.data.name)
     ckpt_path = run_dir / "checkpoint.pt"
     if not ckpt_path.exists():
@@ -166,15 +168,19 @@ def compute_features(cfg: RunConfig, run_dir: Path, device: torch.device) -> tup
         test=extractor.extract(test.images, dtype=dtype),
         test_y=test.labels,
     )
-    try:
-        atomic_torch_save(dataclasses.asdict(fs), cache)
-    except OSError:
-        pass  # a full disk only costs the cache
+    if cache_features:
+        try:
+            atomic_torch_save(dataclasses.asdict(fs), cache)
+        except OSError:
+            pass  # a full disk only costs the cache
     return fs, meta
 
 
-def probe(run_dir: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """``localssl probe RUN_DIR``: writes and returns ``RUN_DIR/probe.json``."""
+def probe(
+    run_dir: str | os.PathLike, overrides: list[str] | None = None, cache_features: bool = True
+) -> dict[str, Any]:
+    """``localssl probe RUN_DIR``: writes and returns ``RUN_DIR/probe.json``. ``cache_features=False``
+    skips writing the feature cache (callers that probe a run once, like the reproduction harness)."""
     run_dir = Path(run_dir)
     for item in overrides or []:
         if not item.split("=", 1)[0].startswith(PROBE_OVERRIDABLE_PREFIXES):
@@ -187,7 +193,7 @@ def probe(run_dir: str | os.PathLike, overrides: list[str] | None = None) -> dic
 
         fs, meta = compute_frame_features(cfg, run_dir, device)
     else:
-        fs, meta = compute_features(cfg, run_dir, device)
+        fs, meta = compute_features(cfg, run_dir, device, cache_features)
     result = train_linear_probe(fs, cfg.probe, info.num_classes, cfg.probe.standardize)
     result.update(meta)
     result.update(

@@ -1,0 +1,289 @@
+"""Reports of a reproduced table: ``results.csv`` (long form), ``results.md`` (ours beside the published
+numbers, scale and protocol stated), ``results.png``, and the repository's results page.
+
+The results page ``docs/results.md`` is generated, never edited by hand: it collects every
+``results/<experiment>/cpu/results.md`` of the repository and is rewritten whenever an experiment
+writes its ``cpu`` results to that default place (``localssl reproduce NAME --scale cpu``).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import subprocess
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import localssl
+
+if TYPE_CHECKING:
+    from localssl.experiments.harness import GridResult, Row
+
+CSV_FIELDS = (
+    "table",
+    "scale",
+    "method",
+    "preset",
+    "dataset",
+    "data",
+    "seed",
+    "test_acc",
+    "val_acc",
+    "epochs",
+    "steps",
+    "run",
+)
+PAGE_ORDER = ("table2", "clapp2021-table1", "clapp2021-table5", "tableA3")
+
+
+def repo_root() -> Path | None:
+    """The source checkout holding this ``localssl`` package, or ``None`` for an installed copy."""
+    root = Path(localssl.__file__).resolve().parents[1]
+    return root if (root / "pyproject.toml").exists() else None
+
+
+def code_version() -> str:
+    """``'localssl 0.1.0, commit abc1234'`` (+ a mark when tracked files differ from the commit)."""
+    text = f"localssl {localssl.__version__}"
+    root = repo_root()
+    if root is None:
+        return text
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return text
+    if sha.returncode != 0:
+        return text
+    text += f", commit {sha.stdout.strip()}"
+    if dirty.returncode == 0 and dirty.stdout.strip():
+        text += " with uncommitted changes"
+    return text
+
+
+def format_published(row: Row, dataset: str) -> str:
+    from localssl.experiments.harness import format_mean_std
+
+    if dataset not in row.published:
+        return "–"
+    value = row.published[dataset]
+    std = row.published_std.get(dataset)
+    return format_mean_std([value]) if std is None else f"{value:.2f} ± {std:.2f}"
+
+
+# --------------------------------------------------------------------------------------- csv
+def write_csv(result: GridResult, path: Path) -> None:
+    rows = []
+    for c in result.cells:
+        rows.append(
+            {
+                "table": result.table.name,
+                "scale": result.scale.name,
+                "method": c.row.label,
+                "preset": c.row.preset,
+                "dataset": c.dataset,
+                "data": c.data,
+                "seed": c.seed,
+                "test_acc": round(c.test_acc, 4),
+                "val_acc": round(c.val_acc, 4),
+                "epochs": c.epochs,
+                "steps": c.steps,
+                "run": c.run_dir.name,
+            }
+        )
+    from localssl.utils import atomic_write_bytes
+
+    def write(fh) -> None:
+        import io
+
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(CSV_FIELDS), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        fh.write(buf.getvalue().encode())
+
+    atomic_write_bytes(path, write)
+
+
+# --------------------------------------------------------------------------------------- markdown
+def values(result: GridResult, row: Row, dataset: str) -> list[float]:
+    return [c.test_acc for c in result.cells if c.row.label == row.label and c.dataset == dataset]
+
+
+def markdown(result: GridResult) -> str:
+    from localssl.experiments.harness import format_mean_std
+
+    t, sc = result.table, result.scale
+    cmd = f"localssl reproduce {t.name} --scale {sc.name} --seeds {result.seeds}"
+    seeds = ", ".join(str(s) for s in range(result.seeds))
+    lines = [
+        f"# {t.title}",
+        "",
+        f"{t.metric[0].upper()}{t.metric[1:]}: ours at scale **`{sc.name}`** beside the published numbers "
+        f"({t.source}).",
+        "",
+        f"- **Command:** `{cmd}` (regenerates this file, `results.csv` and `results.png`).",
+        f"- **Protocol (scale `{sc.name}`):** {sc.protocol}",
+        f"- **Seeds:** {result.seeds} ({seeds}); *ours* = mean ± sample standard deviation (n − 1) over seeds "
+        "(a single seed shows the value alone; `(n=k)` marks a cell with fewer finished seeds); *published* = as "
+        "reported, ± where the paper gives a standard deviation.",
+        f"- **Code:** {code_version()}; generated {time.strftime('%Y-%m-%d %H:%M')}.",
+    ]
+    made = Counter(c.provenance.get("code", "unknown") for c in result.cells)
+    if made:
+        versions = "; ".join(f"{code} ({n} runs)" for code, n in sorted(made.items()))
+        pre = sum(c.provenance.get("pretrain_cpu_s", 0.0) for c in result.cells) / 3600
+        pro = sum(c.provenance.get("probe_cpu_s", 0.0) for c in result.cells) / 3600
+        lines.append(f"- **Runs created by:** {versions}.")
+        lines.append(
+            f"- **Compute:** {pre:.2f} CPU-hours of pretraining and {pro:.2f} of probing for these "
+            f"{len(result.cells)} runs (process CPU time, all threads; wall time on a shared machine is longer)."
+        )
+    lines.append("")
+    header = ["Method", "Preset"]
+    for ds in t.datasets:
+        label = result.columns.get(ds, _plain_label(ds))
+        header += [f"{label}: ours", "published"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in t.rows:
+        cells = [row.label, f"`{row.preset}`"]
+        for ds in t.datasets:
+            if row.label in result.row_notes or ds in result.not_run:
+                ours = "not run"
+            elif row.datasets is not None and ds not in row.datasets:
+                ours = "n/a"
+            else:
+                ours = format_mean_std(values(result, row, ds), n_expected=result.seeds)
+                if ours == "–":
+                    ours = "pending"
+            cells += [ours, format_published(row, ds)]
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- **{_plain_label(ds)}:** {why}." for ds, why in result.not_run.items()]
+    notes += [f"- **{label}:** {why}." for label, why in result.row_notes.items()]
+    for row in t.rows:
+        if row.note:
+            notes.append(f"- **{row.label}:** {row.note}")
+    steps = {}
+    for c in result.cells:
+        steps.setdefault(result.columns[c.dataset], {}).setdefault(c.row.label, set()).add(c.steps)
+    for column, per_row in steps.items():
+        text = ", ".join(f"{label} {'/'.join(str(n) for n in sorted(n))}" for label, n in per_row.items())
+        notes.append(f"- **Pretraining optimizer steps per run ({column}):** {text}.")
+    if notes:
+        lines += ["", "Notes:", "", *notes]
+    if result.cells:
+        lines += ["", "![ours beside the published numbers](results.png)"]
+    lines += ["", f"Per-seed values: `results.csv`. Runs: `{result.runs_dir}`."]
+    return "\n".join(lines) + "\n"
+
+
+def _plain_label(dataset: str) -> str:
+    from localssl.experiments.harness import DATASET_LABELS
+
+    return DATASET_LABELS.get(dataset, dataset)
+
+
+# --------------------------------------------------------------------------------------- plot
+def plot(result: GridResult, path: Path) -> None:
+    """One panel per dataset that ran: ours (mean, std bar, seeds as dots) beside the published value."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from localssl.experiments.harness import mean_std
+
+    columns = [ds for ds in result.columns if any(c.dataset == ds for c in result.cells)]
+    rows = list(result.table.rows)
+    fig, axes = plt.subplots(
+        1, len(columns), figsize=(6.5 * len(columns), 0.45 * len(rows) + 1.6), squeeze=False, sharey=True
+    )
+    for ax, ds in zip(axes[0], columns):
+        for i, row in enumerate(rows):
+            vals = values(result, row, ds)
+            if vals:
+                mean, std = mean_std(vals)
+                ax.barh(i - 0.2, mean, height=0.4, color="#1f77b4", xerr=std or 0, capsize=2)
+                ax.plot(vals, [i - 0.2] * len(vals), "k.", ms=3)
+            elif row.label in result.row_notes:
+                ax.text(1, i - 0.2, "not run (no preset)", va="center", fontsize=7, color="#888888")
+            if ds in row.published:
+                ax.barh(i + 0.2, row.published[ds], height=0.4, color="#bbbbbb", xerr=row.published_std.get(ds, 0))
+        ax.set_title(textwrap.fill(result.columns[ds], 60), fontsize=9)
+        ax.set_xlabel(result.table.metric)
+        ax.set_xlim(0, 100)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0][0].set_yticks(range(len(rows)), [r.label for r in rows], fontsize=8)
+    axes[0][0].invert_yaxis()
+    seeds = f"{result.seeds} seed" + ("s" if result.seeds > 1 else "")
+    handles = [
+        plt.Rectangle((0, 0), 1, 1, color="#1f77b4", label=f"ours (scale {result.scale.name}, {seeds})"),
+        plt.Rectangle((0, 0), 1, 1, color="#bbbbbb", label="published"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(result.table.title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------- all reports
+def write_reports(result: GridResult, out: Path, figure: bool = True) -> None:
+    from localssl.utils import atomic_write_bytes
+
+    out = Path(out)
+    write_csv(result, out / "results.csv")
+    text = markdown(result)
+    atomic_write_bytes(out / "results.md", lambda fh: fh.write(text.encode()))
+    if figure and result.cells:
+        plot(result, out / "results.png")
+    root = repo_root()
+    default_out = None if root is None else root / "results" / result.table.name / "cpu"
+    if result.scale.name == "cpu" and out.resolve() == default_out:
+        write_results_page(root)
+
+
+def write_results_page(root: Path) -> Path:
+    """Regenerate ``root/docs/results.md`` from every ``root/results/*/cpu/results.md``."""
+    from localssl.utils import atomic_write_bytes
+
+    found = {p.parent.parent.name: p for p in sorted((root / "results").glob("*/cpu/results.md"))}
+    order = [n for n in PAGE_ORDER if n in found] + sorted(n for n in found if n not in PAGE_ORDER)
+    paper = sorted((root / "results").glob("*/paper/results.md"))
+    lines = [
+        "# Reproduced tables",
+        "",
+        "<!-- Generated by `localssl reproduce NAME --scale cpu` from results/*/cpu/results.md. Do not edit. -->",
+        "",
+        "This page is written by the reproduction harness (`localssl reproduce NAME --scale cpu`), never by hand.",
+        "It holds the latest `cpu`-scale tables: a reduced protocol (stated under each table) that runs on 2 CPU",
+        "cores. Compare the methods with each other at that scale; the published numbers were obtained with the",
+        "full protocol (`--scale paper`: full width, 300 epochs, the paper's batch size).",
+        "",
+    ]
+    if paper:
+        links = ", ".join(f"[{p.parent.parent.name}](../{p.relative_to(root).as_posix()})" for p in paper)
+        lines += [f"`--scale paper` results: {links}.", ""]
+    else:
+        lines += ["No `--scale paper` results are in the repository yet: that protocol needs a GPU.", ""]
+    for name in order:
+        body = found[name].read_text()
+        rel = f"../results/{name}/cpu/"
+        body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M)  # one heading level down
+        body = re.sub(r"\]\((results\.(?:png|csv))\)", rf"]({rel}\1)", body)
+        body = body.replace("`results.csv`", f"[`results.csv`]({rel}results.csv)")
+        lines += [body.rstrip(), ""]
+    path = root / "docs" / "results.md"
+    text = "\n".join(lines)
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
+    return path
