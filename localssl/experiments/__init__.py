@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 
 SCALES = ("smoke", "cpu", "paper")
+
+
+def worker_count(default: int) -> int:
+    """Parallel single-threaded runs for experiments that run many small jobs: ``$LOCALSSL_WORKERS`` if
+    set (e.g. 1 on a machine that is busy with something else), else ``default``, at most the CPU count."""
+    value = os.environ.get("LOCALSSL_WORKERS", "")
+    if value and not value.isdigit():
+        raise ValueError(f"LOCALSSL_WORKERS must be a positive integer, got '{value}'")
+    return max(1, min(int(value) if value else default, os.cpu_count() or 1))
 
 
 @dataclasses.dataclass(frozen=True)

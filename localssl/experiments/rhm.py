@@ -26,11 +26,12 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import dataclasses
+import json
 import math
 import multiprocessing
-import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,9 @@ import torch
 
 from localssl.data.rhm import RandomHierarchyModel, RHMParams
 from localssl.evaluate.rhm import feature_correlation, probe_accuracy, readout_accuracy, synonym_sensitivity
-from localssl.experiments import experiment
+from localssl.experiments import experiment, worker_count
 from localssl.experiments.rhm_loop import DEFAULT_PROBE, Recipe, build_recipe, rhm_data, train_rhm
+from localssl.utils import atomic_write_json
 
 THRESHOLD = 0.95
 
@@ -159,23 +161,48 @@ def make_jobs(scale: Scale, seeds: int, recipes: dict[str, Recipe]) -> list[Job]
     return jobs
 
 
-def run_jobs(jobs: list[Job], workers: int) -> list[dict[str, Any]]:
-    """Run jobs in ``workers`` processes (results in job order); slow jobs first to balance the load."""
+def job_name(job: Job) -> str:
+    return f"{job.recipe.label}-P{job.n_train}-s{job.seed}"
+
+
+def run_jobs(
+    jobs: list[Job],
+    workers: int,
+    cache: Path | None = None,
+    on_result: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run jobs in ``workers`` processes (results in job order). Seed 0 first, slow jobs first within a
+    seed, so an interrupted grid has whole curves. With ``cache``, each finished job is stored as
+    ``cache/<rule>-P<P>-s<seed>.json`` and reused by the next call; ``on_result`` is called with the
+    results so far after every job (the experiment re-draws its tables, so a stopped grid still reports)."""
     cost = [job.n_train * (2 if job.recipe.evaluation == "probe" else 1) for job in jobs]
-    order = sorted(range(len(jobs)), key=lambda i: -cost[i])
+    order = sorted(range(len(jobs)), key=lambda i: (jobs[i].seed, -cost[i]))
     out: list[dict[str, Any] | None] = [None] * len(jobs)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        for i, job in enumerate(jobs):
+            f = cache / f"{job_name(job)}.json"
+            if f.exists():
+                out[i] = json.loads(f.read_text())
+        order = [i for i in order if out[i] is None]
+
+    def finished(i: int, res: dict[str, Any]) -> None:
+        out[i] = res
+        _progress(jobs[i], res)
+        if cache is not None:
+            atomic_write_json(res, cache / f"{job_name(jobs[i])}.json")
+        if on_result is not None:
+            on_result([o for o in out if o is not None])
+
     if workers <= 1:
         for i in order:
-            out[i] = run_job(jobs[i])
-            _progress(jobs[i], out[i])
-        return [o for o in out if o is not None]
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(run_job, jobs[i]): i for i in order}
-        for fut in cf.as_completed(futures):
-            i = futures[fut]
-            out[i] = fut.result()
-            _progress(jobs[i], out[i])
+            finished(i, run_job(jobs[i]))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(run_job, jobs[i]): i for i in order}
+            for fut in cf.as_completed(futures):
+                finished(futures[fut], fut.result())
     return [o for o in out if o is not None]
 
 
@@ -380,15 +407,16 @@ def render(out: Path, scale: str) -> None:
 def run(out: Path, scale: str, seeds: int) -> None:
     sc = SCALES[scale]
     n_seeds = max(seeds, sc.seeds)
-    workers = max(1, min(2, os.cpu_count() or 1))
+    workers = worker_count(2)
     jobs = make_jobs(sc, n_seeds, RECIPES)
     print(f"rhm: {len(jobs)} runs on {workers} worker process(es)", file=sys.stderr, flush=True)
-    results = run_jobs(jobs, workers)
-    rows = [r["result"] for r in results]
-    sens = [x for r in results for x in r["sensitivity"]]
-    corr = [x for r in results for x in r["correlation"]]
-    write_csv(out / "results.csv", rows)
+    run_jobs(jobs, workers, cache=out / "jobs", on_result=lambda results: write_all(out, scale, results))
+
+
+def write_all(out: Path, scale: str, results: list[dict[str, Any]]) -> None:
+    """The CSV files of the finished runs, then ``results.md`` and the figures from them."""
+    write_csv(out / "results.csv", [r["result"] for r in results])
     write_csv(out / "probes.csv", [x for r in results for x in r["probes"]])
-    write_csv(out / "sensitivity.csv", sens)
-    write_csv(out / "correlation.csv", corr)
+    write_csv(out / "sensitivity.csv", [x for r in results for x in r["sensitivity"]])
+    write_csv(out / "correlation.csv", [x for r in results for x in r["correlation"]])
     render(out, scale)

@@ -21,14 +21,13 @@ import csv
 import dataclasses
 import json
 import multiprocessing
-import os
 import shutil
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
-from localssl.experiments import experiment
+from localssl.experiments import experiment, worker_count
 
 GRID_T = (1, 9, 17)
 GRID_ALPHA = (0.01, 0.1, 0.5)
@@ -215,7 +214,7 @@ def run_job(job: Job, runs_dir: Path, threads: int | None = None) -> dict[str, A
 
 
 def run_jobs(jobs: list[Job], runs_dir: Path, workers: int) -> list[dict[str, Any]]:
-    workers = max(1, min(workers, os.cpu_count() or 1, len(jobs)))
+    workers = max(1, min(worker_count(workers), len(jobs)))
     if workers == 1:
         return [run_job(j, runs_dir) for j in jobs]
     ctx = multiprocessing.get_context("spawn")
