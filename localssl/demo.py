@@ -18,23 +18,26 @@ from localssl.train import pretrain
 METHODS = (("random", "random init"), ("clapp++", "CLAPP++ (local)"), ("bp-clapp++", "BP-CLAPP++ (backprop)"))
 
 # Small-budget settings (stated in the printed table): VGG-6 at width 1/8.
-DEMO_SUBSET = ["model.width=0.125", "train.epochs=8", "probe.epochs=40", "probe.val_size=500"]
-DEMO_FULL = ["model.width=0.125", "train.epochs=1", "probe.epochs=20", "probe.train_subset=20000"]
+# ``random`` keeps its preset's ``train.epochs: 0``; the epochs apply to the trained presets.
+DEMO_SUBSET = ["model.width=0.125", "probe.epochs=40", "probe.val_size=500"]
+DEMO_FULL = ["model.width=0.125", "probe.epochs=20", "probe.train_subset=20000"]
+EPOCHS_SUBSET, EPOCHS_FULL = 8, 1
 
 
 def run_demo(data_dir: str | None = None, out_dir: Path = Path("runs/demo")) -> dict[str, dict]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if data_dir:
-        base = ["data.name=cifar10", f"data.root={data_dir}", *DEMO_FULL]
+        base, epochs = ["data.name=cifar10", f"data.root={data_dir}", *DEMO_FULL], EPOCHS_FULL
         data_desc = f"CIFAR-10 from {data_dir}"
     else:
-        base = ["data.name=cifar10-mini", *DEMO_SUBSET]
+        base, epochs = ["data.name=cifar10-mini", *DEMO_SUBSET], EPOCHS_SUBSET
         data_desc = "CIFAR-10 subset shipped with localssl (4000 train / 1000 test)"
     results: dict[str, dict] = {}
     for preset, label in METHODS:
         t0 = time.perf_counter()
-        cfg = load_config(preset, [*base, f"out_dir={out_dir}", "train.progress=false"])
+        trained = [] if preset == "random" else [f"train.epochs={epochs}"]
+        cfg = load_config(preset, [*base, *trained, f"out_dir={out_dir}", "train.progress=false"])
         run_dir = pretrain(cfg)
         t1 = time.perf_counter()
         res = probe(run_dir)
