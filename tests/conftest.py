@@ -15,6 +15,17 @@ from PIL import Image
 
 torch.set_num_threads(2)
 
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny networks: threading only costs time there (OpenMP spinning),
+    much more on a shared machine. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 

@@ -5,21 +5,13 @@ from __future__ import annotations
 import csv
 
 import pytest
-import torch
 
 from localssl.cli import main
 from localssl.config import available_presets
 from localssl.experiments import load_all
 from localssl.experiments.table2 import TABLE2
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on the shared 2-core machine two OpenMP threads spin-wait under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tables_are_registered():

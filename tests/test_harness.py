@@ -31,15 +31,7 @@ from localssl.experiments.harness import (
 from localssl.experiments.report import write_results_page
 from localssl.train import Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny models: one intra-op thread. On the shared 2-core machine two OpenMP threads spin-wait
-    (measured 1.9 s vs 35 s for the same tiny pretraining under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ("model.width=0.0625", "train.batch_size=8", "train.device=cpu", "train.progress=false", "probe.epochs=2")

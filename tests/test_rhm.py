@@ -16,14 +16,7 @@ from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import SpatialPool
 from localssl.registry import MODELS, VIEWS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster, and much faster on a shared machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = RHMParams(v=4, n_c=2, m=2, s=2, L=2)  # Pmax = 2 · 2^3 = 16

@@ -18,14 +18,7 @@ from localssl.objectives.base import LayerSpec
 from localssl.registry import OBJECTIVES, RULES, ConfigError
 from localssl.views.base import ViewBatch, next_image_negatives, swap_halves
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only adds synchronisation (and stalls on a loaded machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp(widths: list[int], seed: int = 0) -> LayeredEncoder:

@@ -15,14 +15,7 @@ from localssl.objectives.base import LayerSpec
 from localssl.registry import OBJECTIVES, RULES, ConfigError
 from localssl.views.base import ViewBatch
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: one thread is faster, and much faster on a shared machine (no OpenMP spinning)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def setup(widths=(6, 5, 4, 3)):
