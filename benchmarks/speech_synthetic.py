@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,9 @@ def main() -> None:
     common = ["data.name=synthetic-speech", f"data.train_subset={args.subset}", "model.width=0.0625",
               "views.window=6400", f"train.epochs={args.epochs}", f"train.lr={args.lr}", "train.progress=false",
               "probe.epochs=20", "probe.val_size=64", f"out_dir={out_dir}"]
+    torch_version = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
+    ).stdout.strip()
     rows = {}
     for label, (preset, extra) in RUNS.items():
         proc = subprocess.run([sys.executable, "-c", CHILD, preset, *common, *extra], capture_output=True, text=True)
@@ -66,13 +71,14 @@ def main() -> None:
         print(label, rows[label], flush=True)
     cmd = f"python benchmarks/speech_synthetic.py --epochs {args.epochs} --subset {args.subset} --lr {args.lr}"
     lines = [
-        f"\n### {time.strftime('%Y-%m-%d')} — 2-core CPU, shared (load ≫ 2)",
+        f"\n### {time.strftime('%Y-%m-%d')} — {os.cpu_count()}-core {platform.machine()} CPU, torch {torch_version}, "
+        f"1 thread per run; load average {os.getloadavg()[0]:.1f} at the end",
         f"`{cmd}` — synthetic-speech (8 classes, chance 12.5%), {args.subset} pretraining utterances, "
         f"{args.epochs} epochs, batch 8, Adam {args.lr}, GIM audio encoder at width 1/16, 6400-sample windows, "
         "12 prediction steps; frame-level linear probe (20 epochs, 64 held-out utterances, 128 test utterances).",
         "",
         "| method | preset | loss first → last epoch | probe GRU (layer 6) (%) | probe last conv (layer 5) (%) "
-        "| sequences/s (contended) | peak RSS (MB) | published LibriSpeech (%) |",
+        "| sequences/s | peak RSS (MB) | published LibriSpeech (%) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for label, (preset, extra) in RUNS.items():
