@@ -171,8 +171,10 @@ def run_jobs(
     cache: Path | None = None,
     on_result: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run jobs in ``workers`` processes (results in job order). Seed 0 first, small ``P`` first within a
-    seed, so an interrupted grid has the low end of every curve (where the 95 % thresholds are). With ``cache``, each finished job is stored as
+    """Run jobs in ``workers`` processes (results in job order).
+
+    Seed 0 first, small ``P`` first within a seed, so an interrupted grid has the low end of every
+    curve (where the 95 % thresholds are). With ``cache``, each finished job is stored as
     ``cache/<rule>-P<P>-s<seed>.json`` and reused by the next call; ``on_result`` is called with the
     results so far after every job (the experiment re-draws its tables, so a stopped grid still reports)."""
     cost = [job.n_train * (2 if job.recipe.evaluation == "probe" else 1) for job in jobs]
