@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import pickle
 import zipfile
 from pathlib import Path
@@ -12,6 +13,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
+
+from localssl.models.base import LayeredEncoder
+from localssl.objectives.base import LayerSpec
+from localssl.registry import OBJECTIVES, RULES
+from localssl.views.base import ViewBatch
 
 torch.set_num_threads(2)
 
@@ -102,3 +109,55 @@ def cifar_zip_root(tmp_path: Path) -> Path:
                         f"{split}/{cls}/{k:04d}.jpg", jpeg_bytes(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
                     )
     return root
+
+
+# --- small MLPs and rules built by name (rule tests: DFA, predictive coding) ---
+
+
+def mlp(widths: list[int], seed: int = 0, act: type[nn.Module] = nn.ReLU) -> LayeredEncoder:
+    torch.manual_seed(seed)
+    return LayeredEncoder([nn.Sequential(nn.Linear(a, b), act()) for a, b in itertools.pairwise(widths)])
+
+
+def specs(widths: list[int]) -> list[LayerSpec]:
+    return [LayerSpec(i, (w,)) for i, w in enumerate(widths[1:])]
+
+
+def make_rule(name: str, objective: dict, layers: list[LayerSpec], **rule_kw):
+    torch.manual_seed(1)  # same objective initialisation for every rule
+    cfg = RULES.make_config({"name": name, **rule_kw})
+    return RULES.get(name).builder(cfg, OBJECTIVES.make_config(objective), layers)
+
+
+def labelled_views(n: int, d: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> ViewBatch:
+    g = torch.Generator().manual_seed(seed)
+    empty = torch.zeros(0, dtype=torch.long)
+    x = torch.randn(n, d, generator=g, dtype=dtype)
+    labels = torch.randint(0, 3, (n,), generator=g)
+    return ViewBatch(x=x, pos=empty, pos_ref=empty, neg=empty, neg_ref=empty, labels=labels, n_images=n)
+
+
+def ring_task_accuracy(rule_name: str, train_hidden: bool, steps: int, **rule_kw) -> float:
+    """Classes = rings of the first two of 10 input coordinates; a 10-16-16-8 ReLU MLP with a
+    cross-entropy read-out trained by ``rule_name`` (Adam 1e-2, batches of 64). With the hidden layers
+    frozen at random init the read-out stays near the majority rate: learning them is needed."""
+    torch.manual_seed(0)
+    x = torch.randn(2000, 10)
+    r = x[:, :2].norm(dim=1)
+    y = (r > 1.0).long() + (r > 1.8).long()
+    widths = [10, 16, 16, 8]
+    enc = mlp(widths)
+    rule = make_rule(rule_name, {"name": "cross_entropy", "num_classes": 3}, specs(widths), **rule_kw)
+    if not train_hidden:
+        for p in enc.layers[:-1].parameters():
+            p.requires_grad_(False)
+    opt = torch.optim.Adam(list(rule.parameters_to_train(enc)), lr=1e-2)
+    rule.attach_optimizer(opt)  # used by rules that step the weights themselves (predictive coding)
+    empty = torch.zeros(0, dtype=torch.long)
+    for _ in range(steps):
+        idx = torch.randint(0, 2000, (64,))
+        opt.zero_grad()
+        rule.step(enc, ViewBatch(x[idx], empty, empty, empty, empty, labels=y[idx], n_images=64))
+        opt.step()
+    with torch.no_grad():
+        return (rule.objectives["3"].readout(enc(x)[-1]).argmax(1) == y).float().mean().item()

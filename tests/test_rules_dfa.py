@@ -4,44 +4,24 @@ fixed, seeded random B_l."""
 from __future__ import annotations
 
 import copy
-import itertools
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import labelled_views, make_rule, mlp, ring_task_accuracy, specs
 from torch import nn
 
 from localssl.build import build
 from localssl.config import load_config
-from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
-from localssl.registry import OBJECTIVES, RULES, ConfigError
+from localssl.registry import RULES, ConfigError
 from localssl.views.base import ViewBatch, next_image_negatives, swap_halves
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def mlp(widths: list[int], seed: int = 0) -> LayeredEncoder:
-    torch.manual_seed(seed)
-    return LayeredEncoder([nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in itertools.pairwise(widths)])
 
 
-def specs(widths: list[int]) -> list[LayerSpec]:
-    return [LayerSpec(i, (w,)) for i, w in enumerate(widths[1:])]
-
-
-def make_rule(name: str, objective: dict, layers: list[LayerSpec], **rule_kw):
-    rule_cfg = RULES.make_config({"name": name, **rule_kw})
-    torch.manual_seed(1)  # same objective initialisation for every rule
-    return RULES.get(name).builder(rule_cfg, OBJECTIVES.make_config(objective), layers)
-
-
-def labelled_views(n: int, d: int, seed: int = 0) -> ViewBatch:
-    g = torch.Generator().manual_seed(seed)
-    empty = torch.zeros(0, dtype=torch.long)
-    x = torch.randn(n, d, generator=g)
-    labels = torch.randint(0, 3, (n,), generator=g)
-    return ViewBatch(x=x, pos=empty, pos_ref=empty, neg=empty, neg_ref=empty, labels=labels, n_images=n)
 
 
 def contrastive_views(n_images: int, shape: tuple[int, ...], seed: int = 0) -> ViewBatch:
@@ -171,32 +151,9 @@ def test_channels_mode_equals_map_mode_in_distribution():
     assert abs(summed.var().item() * c - 1) < 0.03
 
 
-def ring_task_accuracy(train_hidden: bool, steps: int = 200) -> float:
-    """Classes = rings of the first two input coordinates: a random hidden layer stack plus a trained
-    top layer and read-out stays near the majority rate; learning the hidden layers is needed."""
-    torch.manual_seed(0)
-    x = torch.randn(2000, 10)
-    r = x[:, :2].norm(dim=1)
-    y = (r > 1.0).long() + (r > 1.8).long()
-    widths = [10, 16, 16, 8]
-    enc = mlp(widths)
-    rule = make_rule("dfa", CE, specs(widths))
-    if not train_hidden:
-        for p in enc.layers[:-1].parameters():
-            p.requires_grad_(False)
-    opt = torch.optim.Adam(list(rule.parameters_to_train(enc)), lr=1e-2)
-    empty = torch.zeros(0, dtype=torch.long)
-    for _ in range(steps):
-        idx = torch.randint(0, 2000, (64,))
-        opt.zero_grad()
-        rule.step(enc, ViewBatch(x[idx], empty, empty, empty, empty, labels=y[idx], n_images=64))
-        opt.step()
-    with torch.no_grad():
-        return (rule.objectives["3"].readout(enc(x)[-1]).argmax(1) == y).float().mean().item()
-
 
 def test_dfa_trained_hidden_layers_learn_what_random_ones_cannot():
-    frozen, dfa = ring_task_accuracy(train_hidden=False), ring_task_accuracy(train_hidden=True)
+    frozen, dfa = ring_task_accuracy("dfa", False, 200), ring_task_accuracy("dfa", True, 200)
     assert dfa > 0.75 and dfa > frozen + 0.2, (frozen, dfa)
 
 

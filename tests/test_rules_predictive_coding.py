@@ -4,19 +4,19 @@ energy; the iPC schedule steps the trainer's optimizer at every iteration."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import labelled_views, make_rule, mlp, ring_task_accuracy, specs
 from torch import nn
 
 from localssl.config import load_config
 from localssl.data.base import ImageData
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
-from localssl.registry import OBJECTIVES, RULES, ConfigError
+from localssl.registry import RULES, ConfigError
 from localssl.train import Trainer, resolve_config
 from localssl.views.base import ViewBatch, next_image_negatives, swap_halves
 
@@ -28,27 +28,8 @@ HINGE = {"name": "contrastive", "pooling": "global"}
 INFONCE = {"name": "infonce", "head_dim": 16}
 
 
-def mlp(widths: list[int], seed: int = 0, act: type[nn.Module] = nn.ReLU) -> LayeredEncoder:
-    torch.manual_seed(seed)
-    return LayeredEncoder([nn.Sequential(nn.Linear(a, b), act()) for a, b in itertools.pairwise(widths)])
 
 
-def specs(widths: list[int]) -> list[LayerSpec]:
-    return [LayerSpec(i, (w,)) for i, w in enumerate(widths[1:])]
-
-
-def make_rule(name: str, objective: dict, layers: list[LayerSpec], **rule_kw):
-    torch.manual_seed(1)  # same objective initialisation for every rule
-    cfg = RULES.make_config({"name": name, **rule_kw})
-    return RULES.get(name).builder(cfg, OBJECTIVES.make_config(objective), layers)
-
-
-def labelled_views(n: int, d: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> ViewBatch:
-    g = torch.Generator().manual_seed(seed)
-    empty = torch.zeros(0, dtype=torch.long)
-    x = torch.randn(n, d, generator=g, dtype=dtype)
-    labels = torch.randint(0, 3, (n,), generator=g)
-    return ViewBatch(x=x, pos=empty, pos_ref=empty, neg=empty, neg_ref=empty, labels=labels, n_images=n)
 
 
 def contrastive_views(n_images: int, d: int, seed: int = 0) -> ViewBatch:
@@ -183,31 +164,9 @@ def test_ipc_steps_the_attached_optimizer_every_iteration():
     assert enc.layers[0][0].weight.grad is not None
 
 
-def ring_task_accuracy(train_hidden: bool, batches: int = 100) -> float:
-    torch.manual_seed(0)
-    x = torch.randn(2000, 10)
-    r = x[:, :2].norm(dim=1)
-    y = (r > 1.0).long() + (r > 1.8).long()
-    widths = [10, 16, 16, 8]
-    enc = mlp(widths)
-    rule = make_rule("predictive_coding", CE, specs(widths), T=5, alpha=0.5)
-    if not train_hidden:
-        for p in enc.layers[:-1].parameters():
-            p.requires_grad_(False)
-    opt = torch.optim.Adam(list(rule.parameters_to_train(enc)), lr=1e-2)
-    rule.attach_optimizer(opt)
-    empty = torch.zeros(0, dtype=torch.long)
-    for _ in range(batches):
-        idx = torch.randint(0, 2000, (64,))
-        opt.zero_grad()
-        rule.step(enc, ViewBatch(x[idx], empty, empty, empty, empty, labels=y[idx], n_images=64))
-        opt.step()
-    with torch.no_grad():
-        return (rule.objectives["3"].readout(enc(x)[-1]).argmax(1) == y).float().mean().item()
-
 
 def test_pc_trained_hidden_layers_learn_what_random_ones_cannot():
-    frozen, pc = ring_task_accuracy(train_hidden=False), ring_task_accuracy(train_hidden=True)
+    frozen, pc = (ring_task_accuracy("predictive_coding", hidden, 100, T=5, alpha=0.5) for hidden in (False, True))
     assert pc > 0.8 and pc > frozen + 0.2, (frozen, pc)
 
 
