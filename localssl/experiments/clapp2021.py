@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from localssl.experiments import experiment
-from localssl.experiments.harness import Row, Scale, Table, run_table
+from localssl.experiments.harness import SMOKE_OVERRIDES, Row, Scale, Table, run_table
 
 S = "stl10"
 
@@ -21,16 +21,7 @@ PATCH_SCALES: dict[str, Scale] = {
         "pipeline check only, not a measurement: the STL-10 column uses the 4000/1000-image CIFAR-10 subset "
         "shipped with localssl (upsampled to 96 px by the patch-grid views); VGG-6 at width 1/16, 64 pretraining "
         "images, 1 epoch, batch 32 for every preset; probe: 200 train / 100 validation images, 2 epochs.",
-        overrides=(
-            "model.width=0.0625",
-            "data.train_subset=64",
-            "train.batch_size=32",
-            "train.epochs=1",
-            "train.progress=false",
-            "probe.epochs=2",
-            "probe.train_subset=200",
-            "probe.val_size=100",
-        ),
+        overrides=SMOKE_OVERRIDES,
         substitute={S: "cifar10-mini"},
     ),
     "cpu": Scale(

@@ -139,6 +139,17 @@ class GridResult:
     seconds: float
 
 
+# The ``smoke`` scale of every table: a pipeline check in about a minute, not a measurement.
+SMOKE_OVERRIDES = (
+    "model.width=0.0625",
+    "data.train_subset=64",
+    "train.batch_size=32",
+    "train.epochs=1",
+    "train.progress=false",
+    "probe.epochs=2",
+    "probe.train_subset=200",
+    "probe.val_size=100",
+)
 PAPER_PROBE = (
     "linear probe as implemented by `localssl probe`: 30 epochs of Adam 1e-3 on the z-scored pooled features of the "
     "preset's probe layers (all six layers for the SimCLR-view presets), the epoch with the best accuracy on 5000 "
@@ -152,16 +163,7 @@ IMAGE_SCALES: dict[str, Scale] = {
         "pipeline check only, not a measurement: the CIFAR-10 column uses the 4000/1000-image subset shipped "
         "with localssl; VGG-6 at width 1/16, 64 pretraining images, 1 epoch, batch 32 for every preset; probe: "
         "200 train / 100 validation images, 2 epochs.",
-        overrides=(
-            "model.width=0.0625",
-            "data.train_subset=64",
-            "train.batch_size=32",
-            "train.epochs=1",
-            "train.progress=false",
-            "probe.epochs=2",
-            "probe.train_subset=200",
-            "probe.val_size=100",
-        ),
+        overrides=SMOKE_OVERRIDES,
         substitute={"cifar10": "cifar10-mini"},
         datasets=("cifar10",),
     ),
