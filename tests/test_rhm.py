@@ -327,3 +327,40 @@ def test_dfa_on_the_rhm_cnn_sends_the_top_error_through_fixed_matrices():
     assert torch.allclose(grad, expected, atol=1e-6)
     assert b1.shape == (8 * 4, 8) and torch.equal(rule.feedback(1), b1)  # fixed, never trained
     assert not any(p is rule.feedback(1) for p in rule.parameters())
+
+
+def test_grid_caches_each_run_and_reports_after_each(tmp_path, monkeypatch):
+    """A finished run is stored once and reused by the next call (an interrupted grid resumes); the
+    callback sees the results after every run; seed 0 and small P come first."""
+    import localssl.experiments.rhm as exp
+
+    calls = []
+
+    def fake_run(job):
+        calls.append((job.seed, job.n_train))
+        r = {"rule": job.recipe.label, "P": job.n_train, "P_over_Pstar": 1.0, "seed": job.seed}
+        return {"result": {**r, "test_acc": 0.5, "train_seconds": 0.0}}
+
+    monkeypatch.setattr(exp, "run_job", fake_run)
+    recipe = exp.RECIPES["bp"].replace(label="bp")
+    jobs = [exp.Job(recipe, SMALL, p, 4, seed) for seed in (1, 0) for p in (8, 4)]
+    seen = []
+    out = exp.run_jobs(jobs, workers=1, cache=tmp_path, on_result=lambda rs: seen.append(len(rs)))
+    assert calls == [(0, 4), (0, 8), (1, 4), (1, 8)] and seen == [1, 2, 3, 4]
+    assert [r["result"]["P"] for r in out] == [8, 4, 8, 4]  # job order
+    assert sorted(f.name for f in tmp_path.iterdir())[0] == "bp-P4-s0.json"
+    calls.clear()
+    again = exp.run_jobs(jobs, workers=1, cache=tmp_path)
+    assert calls == [] and again == out
+
+
+def test_worker_count_reads_localssl_workers(monkeypatch):
+    from localssl.experiments import worker_count
+
+    monkeypatch.delenv("LOCALSSL_WORKERS", raising=False)
+    assert worker_count(1) == 1
+    monkeypatch.setenv("LOCALSSL_WORKERS", "1")
+    assert worker_count(2) == 1
+    monkeypatch.setenv("LOCALSSL_WORKERS", "two")
+    with pytest.raises(ValueError, match="LOCALSSL_WORKERS must be a positive integer"):
+        worker_count(2)

@@ -200,3 +200,25 @@ def test_bad_config_is_a_clear_error():
     for key, value in (("T", 0), ("alpha", 0.0), ("momentum", 1.0)):
         with pytest.raises(ConfigError, match=f"rule\\.{key}"):
             RULES.make_config({"name": "predictive_coding", key: value})
+
+
+def test_ipc_with_per_layer_optimizers_equals_one_optimizer(tmp_path: Path):
+    """``train.step_each_layer`` hands the per-layer optimizers to the rule together: iPC's T weight
+    updates per batch then give exactly the weights of the single-optimizer run."""
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(8).long(), [])
+    weights = []
+    for each_layer in ("false", "true"):
+        overrides = ["model.width=0.0625", "train.batch_size=4", "train.epochs=1", "train.device=cpu", "rule.T=3"]
+        out = tmp_path / each_layer
+        cfg = resolve_config(
+            load_config("pc-clapp", [*overrides, "train.progress=false", f"train.step_each_layer={each_layer}"])
+        )
+        trainer = Trainer(cfg, out, data=data)
+        out.mkdir()
+        trainer.fit()
+        weights.append([p.detach().clone() for p in trainer.comp.encoder.parameters()])
+    initial = Trainer(cfg, tmp_path / "init", data=data).comp.encoder.parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(weights[0], initial))  # the weights did move
+    for a, b in zip(*weights):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
