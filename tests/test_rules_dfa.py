@@ -20,10 +20,6 @@ from localssl.views.base import ViewBatch, next_image_negatives, swap_halves
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-
-
-
-
 def contrastive_views(n_images: int, shape: tuple[int, ...], seed: int = 0) -> ViewBatch:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(2 * n_images, *shape, generator=g)
@@ -149,7 +145,6 @@ def test_channels_mode_equals_map_mode_in_distribution():
     summed = b_map.view(d, c, s).sum(-1)
     torch.testing.assert_close(e.reshape(3, -1) @ b_map.T, e.mean(-1) @ summed.T, rtol=1e-4, atol=1e-6)
     assert abs(summed.var().item() * c - 1) < 0.03
-
 
 
 def test_dfa_trained_hidden_layers_learn_what_random_ones_cannot():

@@ -28,10 +28,6 @@ HINGE = {"name": "contrastive", "pooling": "global"}
 INFONCE = {"name": "infonce", "head_dim": 16}
 
 
-
-
-
-
 def contrastive_views(n_images: int, d: int, seed: int = 0) -> ViewBatch:
     g = torch.Generator().manual_seed(seed)
     pos = swap_halves(2 * n_images)
@@ -162,7 +158,6 @@ def test_ipc_steps_the_attached_optimizer_every_iteration():
     assert len(calls) == 3  # T − 1 inside the step; the trainer makes the T-th
     assert not torch.equal(w0[0], enc.layers[0][0].weight)
     assert enc.layers[0][0].weight.grad is not None
-
 
 
 def test_pc_trained_hidden_layers_learn_what_random_ones_cannot():
