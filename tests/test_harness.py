@@ -343,3 +343,24 @@ def test_a_dataset_on_disk_gets_its_column(cifar_root, tmp_path):
     assert stl.steps == 24 // 8  # unlabeled + train images, batch 8
     assert not result.not_run
     assert "| STL-10: ours | published |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_code_version_ignores_the_generated_results(tmp_path, monkeypatch):
+    """Rewriting results.md / docs/results.md / RESULTS.md is the harness's own output, not a code change."""
+    from localssl.experiments import report
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for rel in ("results/t/cpu/results.md", "docs/results.md", "benchmarks/RESULTS.md", "localssl/rule.py"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("v1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.setattr(report, "repo_root", lambda: tmp_path)
+    for rel in ("results/t/cpu/results.md", "docs/results.md", "benchmarks/RESULTS.md"):
+        (tmp_path / rel).write_text("v2\n")
+    assert "commit" in report.code_version() and "uncommitted" not in report.code_version()
+    (tmp_path / "localssl/rule.py").write_text("v2\n")
+    assert report.code_version().endswith("with uncommitted changes")
