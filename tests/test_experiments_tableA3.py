@@ -104,3 +104,29 @@ def test_smoke_reproduction_runs_end_to_end(tmp_path: Path):
     assert {r["objective"] for r in rows} == {"cross_entropy", "clapp", "lpl", "random"}
     assert "BP (paper)" in (tmp_path / "results.md").read_text()
     tableA3.run(tmp_path, "smoke", seeds=1)  # finished runs are reused
+
+
+def test_a_run_is_reused_only_for_the_same_settings(tmp_path: Path, monkeypatch):
+    """A finished run is reused; a job whose protocol changed (other overrides) never picks up the old run."""
+    import json
+
+    cpu, smoke = make_jobs(PROTOCOLS["cpu"], seeds=1), make_jobs(PROTOCOLS["smoke"], seeds=1)
+    job = next(j for j in cpu if j.rule == "BP" and j.objective == "clapp")
+    other = next(j for j in smoke if j.name == job.name)  # same table cell, other protocol
+    assert (
+        job.run_name != other.run_name and job.run_name == make_jobs(PROTOCOLS["cpu"], seeds=1)[cpu.index(job)].run_name
+    )
+    (tmp_path / job.run_name).mkdir()
+    (tmp_path / job.run_name / "result.json").write_text(json.dumps({"name": job.name, "test_acc": 12.5}))
+    assert tableA3.run_job(job, tmp_path) == {"name": job.name, "test_acc": 12.5, "reused": True}
+
+    class Trained(Exception):
+        pass
+
+    def train(cfg, run_dir):
+        raise Trained(run_dir)
+
+    monkeypatch.setattr(tableA3, "pretrain_excluding_validation", train)
+    with pytest.raises(Trained) as err:
+        tableA3.run_job(other, tmp_path)
+    assert err.value.args[0] == tmp_path / other.run_name

@@ -10,8 +10,9 @@ encoder is probed as the floor.
 
 ``localssl reproduce tableA3 --scale smoke|cpu|paper`` writes ``results.csv`` (long form: one value per
 row), ``results.md`` (ours beside the published numbers, protocol stated) and ``tableA3.png``. Runs
-live in ``OUT/runs/<job>``; a finished run (``probe.json`` present) is reused, so an interrupted
-reproduction continues where it stopped.
+live in ``OUT/runs/<job>-<digest>`` (the digest hashes the job's settings, so a changed protocol never
+reuses an earlier run); a finished run (``result.json`` present) is reused, so an interrupted reproduction
+continues where it stopped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import dataclasses
+import hashlib
 import json
 import multiprocessing
 import shutil
@@ -132,6 +134,12 @@ class Job:
         return f"{self.objective}-{self.rule}-s{self.seed}"
 
     @property
+    def run_name(self) -> str:
+        """The run folder: ``name`` plus a digest of the overrides (a run is reused only for equal settings)."""
+        digest = hashlib.sha1("\n".join([self.preset, *self.overrides]).encode()).hexdigest()[:8]
+        return f"{self.name}-{digest}"
+
+    @property
     def cost(self) -> int:
         return self.T if self.rule == "PC" else (0 if self.rule == "random" else 1)
 
@@ -184,7 +192,7 @@ def run_job(job: Job, runs_dir: Path, threads: int | None = None) -> dict[str, A
 
     if threads is not None:
         torch.set_num_threads(threads)
-    run_dir = runs_dir / job.name
+    run_dir = runs_dir / job.run_name
     done = run_dir / "result.json"
     if done.exists():
         return {**json.loads(done.read_text()), "reused": True}
