@@ -21,8 +21,14 @@ import time
 from pathlib import Path
 
 PRESETS = ("random-patch", "cpc", "hinge-cpc", "gim", "clapp2021", "clapp2021-asym")
-PUBLISHED_STL10 = {"random-patch": 21.8, "cpc": 81.1, "hinge-cpc": 80.3, "gim": 78.3, "clapp2021": 74.0,
-                   "clapp2021-asym": 74.1}
+PUBLISHED_STL10 = {
+    "random-patch": 21.8,
+    "cpc": 81.1,
+    "hinge-cpc": 80.3,
+    "gim": 78.3,
+    "clapp2021": 74.0,
+    "clapp2021-asym": 74.1,
+}
 
 CHILD = r"""
 import csv, json, resource, sys, time, torch
@@ -74,10 +80,20 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/RESULTS.md")
     args = ap.parse_args()
     out_dir = tempfile.mkdtemp(prefix="cpc-bench-")
-    common = ["data.name=cifar10-mini", f"data.train_subset={args.subset}", f"model.width={args.width}",
-              "views.crop_size=32", "views.resize=null", "objective.steps=1", f"train.epochs={args.epochs}",
-              "train.batch_size=32", "train.progress=false", "probe.epochs=30", "probe.val_size=500",
-              f"out_dir={out_dir}"]
+    common = [
+        "data.name=cifar10-mini",
+        f"data.train_subset={args.subset}",
+        f"model.width={args.width}",
+        "views.crop_size=32",
+        "views.resize=null",
+        "objective.steps=1",
+        f"train.epochs={args.epochs}",
+        "train.batch_size=32",
+        "train.progress=false",
+        "probe.epochs=30",
+        "probe.val_size=500",
+        f"out_dir={out_dir}",
+    ]
     rows = {}
     for preset in PRESETS:
         proc = subprocess.run([sys.executable, "-c", CHILD, preset, *common], capture_output=True, text=True)
@@ -107,8 +123,10 @@ def main() -> None:
         loss = "—" if r["loss_first"] is None else f"{r['loss_first']:.3f} → {r['loss_last']:.3f}"
         ips = "—" if r["images_per_s"] is None else f"{r['images_per_s']:.1f}"
         rel = f"{speed[p] / speed['cpc']:.2f}" if p in speed else "—"
-        lines.append(f"| `{p}` | {loss} | {100 * r['test_acc']:.1f} | {100 * r['val_acc']:.1f} | {ips} | {rel} | "
-                     f"{r['peak_rss_mb']:.0f} | {PUBLISHED_STL10[p]} |")
+        lines.append(
+            f"| `{p}` | {loss} | {100 * r['test_acc']:.1f} | {100 * r['val_acc']:.1f} | {ips} | {rel} | "
+            f"{r['peak_rss_mb']:.0f} | {PUBLISHED_STL10[p]} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     path = Path(args.out)

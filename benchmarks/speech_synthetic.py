@@ -56,9 +56,18 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/RESULTS.md")
     args = ap.parse_args()
     out_dir = tempfile.mkdtemp(prefix="speech-bench-")
-    common = ["data.name=synthetic-speech", f"data.train_subset={args.subset}", "model.width=0.0625",
-              "views.window=6400", f"train.epochs={args.epochs}", f"train.lr={args.lr}", "train.progress=false",
-              "probe.epochs=20", "probe.val_size=64", f"out_dir={out_dir}"]
+    common = [
+        "data.name=synthetic-speech",
+        f"data.train_subset={args.subset}",
+        "model.width=0.0625",
+        "views.window=6400",
+        f"train.epochs={args.epochs}",
+        f"train.lr={args.lr}",
+        "train.progress=false",
+        "probe.epochs=20",
+        "probe.val_size=64",
+        f"out_dir={out_dir}",
+    ]
     torch_version = subprocess.run(
         [sys.executable, "-c", "import torch; print(torch.__version__)"], capture_output=True, text=True
     ).stdout.strip()
@@ -86,8 +95,10 @@ def main() -> None:
         loss = "—" if r["loss_first"] is None else f"{r['loss_first']:.3f} → {r['loss_last']:.3f}"
         sps = "—" if r["seq_per_s"] is None else f"{r['seq_per_s']:.1f}"
         name = f"`{preset}`" + (" " + " ".join(f"`{e}`" for e in extra) if extra else "")
-        lines.append(f"| {label} | {name} | {loss} | {100 * r['gru']:.1f} | {100 * r['conv']:.1f} | {sps} | "
-                     f"{r['peak_rss_mb']:.0f} | {PUBLISHED[label]} |")
+        lines.append(
+            f"| {label} | {name} | {loss} | {100 * r['gru']:.1f} | {100 * r['conv']:.1f} | {sps} | "
+            f"{r['peak_rss_mb']:.0f} | {PUBLISHED[label]} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     path = Path(args.out)

@@ -100,9 +100,7 @@ class _Together:
 
 
 class Trainer:
-    def __init__(
-        self, cfg: RunConfig, run_dir: Path, data: ImageData | None = None, world: World = SINGLE
-    ) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: Path, data: ImageData | None = None, world: World = SINGLE) -> None:
         cfg = resolve_config(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)

@@ -36,8 +36,13 @@ N_PHONES = 41  # GIM's converted phone set
 
 # ----------------------------------------------------------------------------------- synthetic task
 VOWELS = {  # first two formants (Hz), Peterson & Barney (1952) adult male averages
-    "a": (730, 1090), "i": (270, 2290), "u": (300, 870), "e": (530, 1840),
-    "o": (570, 840), "ae": (660, 1720), "er": (490, 1350),
+    "a": (730, 1090),
+    "i": (270, 2290),
+    "u": (300, 870),
+    "e": (530, 1840),
+    "o": (570, 840),
+    "ae": (660, 1720),
+    "er": (490, 1350),
 }
 SYNTH_CLASSES = ["sil", *VOWELS]
 SYNTH_SIZES = {"train": 512, "test": 128}
@@ -88,8 +93,9 @@ def read_synthetic_speech(root: Path, split: str) -> SequenceData:
     if split not in SYNTH_SIZES:
         raise DatasetError(f"synthetic-speech has splits 'train' and 'test', not '{split}'")
     audio, labels = _synthetic_split(split)
-    return SequenceData(torch.from_numpy(audio.copy()).unsqueeze(1), torch.from_numpy(labels.copy()),
-                        list(SYNTH_CLASSES))
+    return SequenceData(
+        torch.from_numpy(audio.copy()).unsqueeze(1), torch.from_numpy(labels.copy()), list(SYNTH_CLASSES)
+    )
 
 
 # ------------------------------------------------------------------------------------- LibriSpeech

@@ -22,8 +22,15 @@ from localssl.views.time_shift import WaveNormalize
 
 
 @torch.no_grad()
-def frame_features(encoder, normalize, signals: torch.Tensor, labels: torch.Tensor, layers: list[int],
-                   device: torch.device, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def frame_features(
+    encoder,
+    normalize,
+    signals: torch.Tensor,
+    labels: torch.Tensor,
+    layers: list[int],
+    device: torch.device,
+    batch_size: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(n_frames, D)`` features and ``(n_frames,)`` labels of the labelled frames of ``signals``."""
     encoder.eval()
     feats, ys = [], []
@@ -66,7 +73,9 @@ def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device):
     x_tr, y_tr = feats(train, train_idx)
     x_va, y_va = feats(train, val_idx)
     x_te, y_te = feats(test, torch.arange(len(test)))
-    meta: dict[str, Any] = {"checkpoint_epoch": int(ckpt.get("epoch", 0)), "layers": [i + 1 for i in layers],
-                            "level": "frame"}
+    meta: dict[str, Any] = {
+        "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+        "layers": [i + 1 for i in layers],
+        "level": "frame",
+    }
     return FeatureSet(train=[x_tr], train_y=y_tr, val=x_va, val_y=y_va, test=x_te, test_y=y_te), meta
-

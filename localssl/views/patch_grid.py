@@ -153,8 +153,9 @@ class PatchGridViews(nn.Module):
         side = self.cfg.grid_side
         empty = torch.zeros(0, dtype=torch.long, device=x.device)
         lab = None if labels is None else labels.repeat_interleave(side * side)
-        return ViewBatch(x=x, pos=empty, pos_ref=empty, neg=empty, neg_ref=empty, labels=lab, n_images=b,
-                         grid=(side, side))
+        return ViewBatch(
+            x=x, pos=empty, pos_ref=empty, neg=empty, neg_ref=empty, labels=lab, n_images=b, grid=(side, side)
+        )
 
     def feature_extractor(self, encoder: LayeredEncoder, layers: list[int]) -> FeatureExtractor:
         """The probe's features for this view (used by ``localssl probe``)."""

@@ -49,8 +49,9 @@ class TimeShiftViews(nn.Module):
     def __init__(self, cfg: TimeShiftConfig, info: DatasetInfo) -> None:
         super().__init__()
         if info.kind != "sequence":
-            raise ConfigError(f"views.name=time_shift needs an audio dataset (synthetic-speech, librispeech), "
-                              f"not {info.name}")
+            raise ConfigError(
+                f"views.name=time_shift needs an audio dataset (synthetic-speech, librispeech), not {info.name}"
+            )
         self.cfg = cfg
         self.window = self.window_of(cfg, info)
         self.normalize = WaveNormalize(info)
