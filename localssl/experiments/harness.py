@@ -171,12 +171,13 @@ IMAGE_SCALES: dict[str, Scale] = {
         "cpu",
         "reduced for 2 CPU cores: VGG-6 at width 1/8 (16-32-32-64-128-128 channels); pretraining on 20 000 train "
         "images (drawn with the seed) for one epoch (STL-10: 2000 unlabeled+train images, 3 epochs; Tiny ImageNet: "
-        "5000 images, 3 epochs), each preset with its own optimizer, learning rate and batch size (32 images); "
+        "5000 images, 3 epochs), each preset with its own optimizer, learning rate and batch size (32 images; SCFF "
+        "100, LPL 1024, as published); "
         "linear probe as implemented by `localssl probe`: 30 epochs of Adam 1e-3 on the z-scored pooled features "
         "of the preset's probe layers (all six for the SimCLR-view presets), trained on 20 000 train images (STL-10: "
         "its 4000 labelled train images), the epoch with the best accuracy on 5000 other train images (STL-10: "
-        "1000) is tested once on the full test split. On CIFAR-10 that is 625 optimizer steps (LPL, batch 1024: "
-        "20), 0.13% of the paper's 469 000, each with about 1/64 of the multiply-adds: it checks the whole "
+        "1000) is tested once on the full test split. On CIFAR-10 that is 625 optimizer steps (SCFF 200, LPL "
+        "19), 0.13% of the paper's 469 000, each with about 1/64 of the multiply-adds: it checks the whole "
         "pipeline and compares the rules early in training; it does not reproduce the published accuracies.",
         overrides=("model.width=0.125", "data.train_subset=20000", "train.epochs=1", "probe.train_subset=20000"),
         per_dataset={
