@@ -26,7 +26,11 @@ def test_table2_published_numbers_match_the_paper():
     assert rows["CLAPP++"].published_std == {"cifar10": 0.27, "stl10": 0.16, "tinyimagenet": 0.32}
     assert rows["Naive CLAPP DFA"].published == {"stl10": 52.30}
     assert rows["Stochastic FF (Zhu et al., 2025)"].published == {"cifar10": 76.96}
-    assert len(TABLE2.rows) == 13  # the paper's 12 rows + random init
+    assert len(TABLE2.rows) == 14  # the paper's 12 rows + random init read by the two probes
+    assert TABLE2.floor_of(rows["CLAPP (Illing et al., 2021)"]).preset == "random-patch"
+    assert TABLE2.floor_of(rows["CLAPP++"]).preset == "random"
+    assert TABLE2.floor_of(rows["Random init (not in Table 2)"]) is None
+    assert TABLE2.floor_of(rows["Random init, patch-grid probe (floor of the CLAPP 2021 row)"]) is None
 
 
 def test_reproduce_table2_smoke(tmp_path, monkeypatch):
@@ -41,6 +45,7 @@ def test_reproduce_table2_smoke(tmp_path, monkeypatch):
     assert all(0.0 <= float(r["test_acc"]) <= 100.0 for r in rows)
     md = (out / "results.md").read_text()
     assert "scale **`smoke`**" in md and "pipeline check only" in md
+    assert "- **Against Random init (not in Table 2), " in md  # each trained row against its floor
     for row in TABLE2.rows:
         if row.preset not in available_presets():
             assert f"not run: preset `{row.preset}` does not exist" in md

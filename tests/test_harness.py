@@ -28,7 +28,7 @@ from localssl.experiments.harness import (
     run_or_reuse,
     run_table,
 )
-from localssl.experiments.report import write_results_page
+from localssl.experiments.report import versus_floor, write_results_page
 from localssl.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,6 +54,19 @@ def test_mean_std_is_the_sample_standard_deviation():
     assert mean_std([80.51]) == (80.51, None)
     with pytest.raises(ValueError):
         mean_std([])
+
+
+def test_versus_floor_is_a_two_standard_error_test():
+    # means 60 and 58, sample variances 1 and 1 over 3 seeds each: SE = sqrt(1/3 + 1/3) = 0.816
+    assert versus_floor([59.0, 60.0, 61.0], [57.0, 58.0, 59.0]) == (pytest.approx(2.0), "above")  # 2 > 1.63
+    assert versus_floor([58.0, 59.0, 60.0], [57.0, 58.0, 59.0]) == (pytest.approx(1.0), "level")
+    assert versus_floor([55.0, 56.0, 57.0], [57.0, 58.0, 59.0]) == (pytest.approx(-2.0), "below")
+    assert versus_floor([62.0], [57.0, 58.0, 59.0]) == (pytest.approx(4.0), "one seed")
+
+
+def test_a_floor_preset_must_have_a_row():
+    with pytest.raises(ValueError, match=r"floor preset\(s\) \['random'\] have no row"):
+        _table(Row("Local", "clapp++"), floor="random")
 
 
 def test_format_mean_std():
@@ -170,7 +183,7 @@ def test_edited_run_directory_is_refused(cifar_root, tmp_path):
 TINY_SCALE = Scale("tiny", "test scale", overrides=(*TINY, "train.epochs=1"))
 
 
-def _table(*rows):
+def _table(*rows, floor=None):
     return Table(
         name="test-table",
         title="Test table",
@@ -178,6 +191,7 @@ def _table(*rows):
         datasets=("cifar10", "stl10"),
         rows=rows,
         scales={"tiny": TINY_SCALE},
+        floor=floor,
     )
 
 
@@ -187,6 +201,7 @@ def test_grid_resumes_where_it_stopped(cifar_root, tmp_path, monkeypatch):
         Row("Not yet", "no-such-preset", published={"cifar10": 50.0}),
         Row("Backprop", "bp-clapp++", published={"stl10": 80.36}),
         Row("Random", "random"),
+        floor="random",
     )
     out = tmp_path / "out"
     fits = {"n": 0}
@@ -221,7 +236,12 @@ def test_grid_resumes_where_it_stopped(cifar_root, tmp_path, monkeypatch):
 
     md = (out / "results.md").read_text()
     assert "not run: preset `no-such-preset` does not exist" in md
-    assert "STL-10:** not run (dataset not available: `localssl data download stl10`" in md
+    assert "STL-10:** not run (dataset not on disk; get it with `localssl data download stl10`" in md
+    floor = next(x for x in md.splitlines() if x.startswith("- **Against Random, CIFAR-10:**"))
+    rnd = [float(r["test_acc"]) for r in rows if r["method"] == "Random"]
+    delta, verdict = versus_floor(local, rnd)
+    assert f"*{verdict}*: " in floor and f"Local {delta:+.2f}" in floor and "Backprop " in floor
+    assert "Random -" not in floor and "Random +" not in floor  # the floor is not compared with itself
     line = next(x for x in md.splitlines() if x.startswith("| Local "))
     assert f"| {format_mean_std(local)} | 80.51 ± 0.27 |" in line
     assert "| Not yet | `no-such-preset` | not run | 50.00 |" in md
@@ -260,7 +280,9 @@ def test_data_label_names_the_jpeg_copy(cifar_zip_root):
 
 def test_data_label_official_pickles(cifar_root):
     assert harness.data_label("cifar10", str(cifar_root)) == "CIFAR-10"
-    assert "localssl data download stl10" in harness.data_missing("stl10", str(cifar_root))
+    why = harness.data_missing("stl10", str(cifar_root))
+    assert "localssl data download stl10" in why
+    assert str(cifar_root) not in why  # the committed report names no path of this machine
 
 
 # ------------------------------------------------------------------------------------- results page

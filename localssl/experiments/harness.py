@@ -73,6 +73,7 @@ class Row:
     published_std: Mapping[str, float] = dataclasses.field(default_factory=dict)
     datasets: tuple[str, ...] | None = None  # run only on these columns (None: all)
     note: str = ""  # shown under the table (e.g. how our preset differs from the paper's setup)
+    floor: str | None = None  # preset of the row this one is compared against (default: the table's floor)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +97,26 @@ class Table:
     rows: tuple[Row, ...]
     scales: Mapping[str, Scale]
     metric: str = "linear-probe test accuracy (%)"
+    floor: str | None = None  # preset of the baseline row (random init) every trained row is compared with
+
+    def floors(self) -> set[str]:
+        """Presets that serve as a floor (they are never compared with a floor themselves)."""
+        return {p for p in [self.floor, *(r.floor for r in self.rows)] if p is not None}
+
+    def floor_of(self, row: Row) -> Row | None:
+        """The row ``row`` is compared against (``None``: no floor, or ``row`` is a floor)."""
+        preset = row.floor or self.floor
+        if preset is None or row.preset in self.floors():
+            return None
+        return next(r for r in self.rows if r.preset == preset)
 
     def __post_init__(self) -> None:
         labels = [r.label for r in self.rows]
         if len(set(labels)) != len(labels):
             raise ValueError(f"table {self.name}: row labels must be unique, got {labels}")
+        presets = {r.preset for r in self.rows}
+        if not self.floors() <= presets:
+            raise ValueError(f"table {self.name}: floor preset(s) {sorted(self.floors() - presets)} have no row")
 
     def scale(self, name: str) -> Scale:
         if name not in self.scales:
@@ -356,9 +372,9 @@ def data_missing(name: str, root: str | None) -> str | None:
     info = dataset_info(name)
     try:
         load_split(name, info.test_split, root)
-    except DatasetError as err:
-        first = str(err).splitlines()[0]
-        return f"dataset not available: `localssl data download {name}` ({first})"
+    except DatasetError:
+        # the reader's message names absolute paths of this machine; the committed report must not
+        return f"dataset not on disk; get it with `localssl data download {name}`, then rerun"
     return None
 
 

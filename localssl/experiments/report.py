@@ -9,11 +9,13 @@ writes its ``cpu`` results to that default place (``localssl reproduce NAME --sc
 from __future__ import annotations
 
 import csv
+import math
 import re
 import subprocess
 import textwrap
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -178,6 +180,7 @@ def markdown(result: GridResult) -> str:
     for row in t.rows:
         if row.note:
             notes.append(f"- **{row.label}:** {row.note}")
+    notes += floor_notes(result)
     steps = {}
     for c in result.cells:
         steps.setdefault(result.columns[c.dataset], {}).setdefault(c.row.label, set()).add(c.steps)
@@ -190,6 +193,48 @@ def markdown(result: GridResult) -> str:
         lines += ["", "![ours beside the published numbers](results.png)"]
     lines += ["", f"Per-seed values: `results.csv`. Runs: `{result.runs_dir}`."]
     return "\n".join(lines) + "\n"
+
+
+def versus_floor(ours: Sequence[float], floor: Sequence[float]) -> tuple[float, str]:
+    """Difference of means (points) and a verdict: ``above``/``below`` when it exceeds two standard
+    errors of the difference (SE² = s²/n + s_f²/n_f, sample variances over seeds), else ``level``;
+    ``one seed`` when either side has a single value (no spread to test against)."""
+    from localssl.experiments.harness import mean_std
+
+    (m, s), (mf, sf) = mean_std(ours), mean_std(floor)
+    delta = m - mf
+    if s is None or sf is None:
+        return delta, "one seed"
+    se = math.sqrt(s**2 / len(ours) + sf**2 / len(floor))
+    return delta, "above" if delta > 2 * se else ("below" if delta < -2 * se else "level")
+
+
+def floor_notes(result: GridResult) -> list[str]:
+    """One note per (dataset, floor row): every compared row's difference from the floor and verdict."""
+    notes = []
+    for ds in result.table.datasets:
+        groups: dict[str, dict[str, list[str]]] = {}
+        for row in result.table.rows:
+            floor = result.table.floor_of(row)
+            ours = values(result, row, ds)
+            base = [] if floor is None else values(result, floor, ds)
+            if not ours or not base:
+                continue
+            delta, verdict = versus_floor(ours, base)
+            groups.setdefault(floor.label, {}).setdefault(verdict, []).append((delta, row.label))
+        for floor_label, by_verdict in groups.items():
+            parts = [
+                f"*{v}*: " + ", ".join(f"{label} {d:+.2f}" for d, label in sorted(by_verdict[v], reverse=True))
+                for v in ("above", "level", "below", "one seed")
+                if v in by_verdict
+            ]
+            notes.append(
+                f"- **Against {floor_label}, {result.columns.get(ds, _plain_label(ds))}:** difference of means "
+                f"in points; *above*/*below* = more than two standard errors of the difference over seeds — "
+                + "; ".join(parts)
+                + "."
+            )
+    return notes
 
 
 def _plain_label(dataset: str) -> str:
