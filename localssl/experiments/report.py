@@ -213,7 +213,7 @@ def floor_notes(result: GridResult) -> list[str]:
     """One note per (dataset, floor row): every compared row's difference from the floor and verdict."""
     notes = []
     for ds in result.table.datasets:
-        groups: dict[str, dict[str, list[str]]] = {}
+        groups: dict[str, dict[str, list[tuple[float, str]]]] = {}  # floor label -> verdict -> (delta, row)
         for row in result.table.rows:
             floor = result.table.floor_of(row)
             ours = values(result, row, ds)
