@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 from conftest import jpeg_bytes, write_idx
+from PIL import Image
 
 from localssl.data import DatasetError, dataset_info, load_split
 
@@ -143,3 +146,30 @@ def test_download_prints_commands_offline(tmp_path):
 
     text = manual_instructions("stl10", tmp_path)
     assert "stl10_binary.tar.gz" in text and "tar xzf" in text
+
+
+def _png(path, value: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((32, 32, 3), value, np.uint8)).save(path, format="PNG")
+
+
+def test_decode_cache_keyed_by_every_file(tmp_path, monkeypatch):
+    """An added, a changed and a corrupt image deep in the folder are never served stale from the cache."""
+    monkeypatch.setenv("LOCALSSL_CACHE", str(tmp_path / "cache"))
+    split = tmp_path / "cifar10" / "train"
+    _png(split / "cat" / "0.png", 10)
+    _png(split / "dog" / "0.png", 20)
+    first = load_split("cifar10", "train", tmp_path)
+    assert first.labels.tolist() == [0, 1] and len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    _png(split / "dog" / "1.png", 30)  # added: neither the split folder's nor the source's mtime changes
+    added = load_split("cifar10", "train", tmp_path)
+    assert added.labels.tolist() == [0, 1, 1] and int(added.images[2, 0, 0, 0]) == 30
+    changed_file = split / "cat" / "0.png"
+    _png(changed_file, 90)
+    os.utime(changed_file, ns=(1, 1))  # a new mtime (and content) for the same path and size
+    changed = load_split("cifar10", "train", tmp_path)
+    assert int(changed.images[0, 0, 0, 0]) == 90
+    (split / "dog" / "1.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"dog/1\.png"):
+        load_split("cifar10", "train", tmp_path)
+    assert not list((tmp_path / "cache").glob("*.tmp"))  # writes are atomic: no partial file left

@@ -46,10 +46,30 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LOCALSSL_CACHE", Path.home() / ".cache" / "localssl")).expanduser()
 
 
+def manifest_key(source: Path, split: str) -> str:
+    """Hash of the manifest of ``source``: (relative path, size, mtime) of every file under it.
+
+    A directory's own mtime does not change when a file deep inside it is added or rewritten, so the
+    key lists every file; an added, removed, changed or corrupted image gives a new key and is read
+    again (a corrupt one then fails decoding with its name). A ``.zip`` is one file.
+    """
+    digest = hashlib.sha1(f"{source.resolve()}|{split}".encode())
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    for path in files:
+        st = path.stat()
+        digest.update(
+            f"\n{path.relative_to(source) if source.is_dir() else path.name}|{st.st_size}|{st.st_mtime_ns}".encode()
+        )
+    return digest.hexdigest()[:16]
+
+
 def cached_decode(source: Path, split: str, decode: Callable[[], ImageData]) -> ImageData:
-    """Decode once, then reuse ``.npz`` in :func:`cache_dir` keyed by path, size and mtime of ``source``."""
-    st = source.stat()
-    key = hashlib.sha1(f"{source.resolve()}|{st.st_size}|{st.st_mtime_ns}|{split}".encode()).hexdigest()[:16]
+    """Decode once, then reuse ``.npz`` in :func:`cache_dir` keyed by :func:`manifest_key`.
+
+    The cache is written atomically (temporary file, then rename) and read with
+    ``np.load(allow_pickle=False)``, so loading it never executes code.
+    """
+    key = manifest_key(source, split)
     path = cache_dir() / f"{source.name}-{split}-{key}.npz"
     if path.exists():
         try:
