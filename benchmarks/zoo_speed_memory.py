@@ -49,7 +49,7 @@ def bench_one(preset: str, overrides: list[str], rounds: int, steps: int, thread
     """``localssl bench PRESET --vs none`` in a child process; its JSON row for ``preset``."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench.json"
-        cmd = [sys.executable, "-m", "localssl", "bench", preset, *overrides, "--vs", "none", "--no-record"]
+        cmd = [sys.executable, "-m", "localssl", "bench", preset, *overrides, "--vs", "none"]
         cmd += ["--rounds", str(rounds), "--steps", str(steps), "--threads", str(threads), "--out", str(out)]
         proc = subprocess.run(
             cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}

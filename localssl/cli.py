@@ -1,4 +1,9 @@
-"""Command line: ``localssl pretrain | probe | demo | reproduce | align | bench | data`` (DESIGN.md §4)."""
+"""Command line: ``localssl pretrain | probe | demo | reproduce | align | bench | config | data`` (DESIGN.md §4).
+
+Options and ``key=value`` overrides may come in any order (``localssl bench P --out f.json k=v``): tokens
+that argparse leaves over and that look like ``key=value`` are added to the subcommand's ``overrides``.
+To add an option to a subcommand, add it to that subcommand's block in :func:`build_parser`.
+"""
 
 from __future__ import annotations
 
@@ -49,7 +54,14 @@ def _cmd_data(args: argparse.Namespace) -> int:
     from localssl.data.download import download
 
     root = Path(args.root) if args.root else default_data_root()
-    print(download(args.name, root))
+    print(download(args.name, root))  # raises DownloadNotDone (exit 1) when nothing was downloaded
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from localssl.config import describe_config, load_config
+
+    print(describe_config(load_config(args.preset, args.overrides)))
     return 0
 
 
@@ -81,7 +93,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = None if args.no_record else Path(args.results)
+    results = Path(args.results) if args.results else None
     bench(
         args.preset,
         args.vs,
@@ -107,42 +119,82 @@ def _cmd_align(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose ``--help`` ends with a list computed only when help is printed
+    (``lazy_epilog``: a callable returning the text), so listing choices costs nothing otherwise."""
+
+    lazy_epilog = None
+
+    def format_help(self) -> str:
+        if self.lazy_epilog is not None:
+            self.epilog = self.lazy_epilog()
+        return super().format_help()
+
+
+def _presets_help() -> str:
+    """One line per preset: the first comment line of its YAML file."""
+    from localssl.config import CONFIG_DIR, available_presets
+
+    lines = ["presets (configs/*.yaml; `localssl config PRESET` shows every key and its meaning):"]
+    for name in available_presets():
+        first = (CONFIG_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ").strip()
+        lines.append(f"  {name:20s} {first[:95]}")
+    return "\n".join(lines)
+
+
+def _datasets_help() -> str:
+    from localssl.data.catalog import DATASETS
+
+    return "datasets:\n" + "\n".join(f"  {name}" for name in sorted(DATASETS))
+
+
+def _experiments_help() -> str:
+    from localssl.experiments import load_all
+
+    exps = load_all()
+    return "experiments:\n" + "\n".join(f"  {n:14s} {exps[n].description}" for n in sorted(exps))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="localssl", description="Local self-supervised learning rules and baselines.")
+    p = _Parser(prog="localssl", description="Local self-supervised learning rules and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("pretrain", help="self-supervised pretraining; prints the run directory last")
+    def add(name: str, help: str, epilog=None) -> _Parser:
+        s = sub.add_parser(name, help=help, description=help, formatter_class=argparse.RawDescriptionHelpFormatter)
+        s.lazy_epilog = epilog
+        return s
+
+    s = add("pretrain", "self-supervised pretraining; prints the run directory last", _presets_help)
     s.add_argument("preset", nargs="?", help="preset name (e.g. clapp++) or YAML file")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4 model.width=0.25")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly")
     s.set_defaults(fn=_cmd_pretrain)
 
-    s = sub.add_parser("probe", help="linear probe of a run; writes RUN_DIR/probe.json")
+    s = add("probe", "linear probe of a run; writes RUN_DIR/probe.json")
     s.add_argument("run_dir")
     s.add_argument("overrides", nargs="*", help="probe.* overrides, e.g. probe.epochs=50")
     s.set_defaults(fn=_cmd_probe)
 
-    s = sub.add_parser("demo", help="the offline main job: CLAPP++ vs BP-CLAPP++ vs random init")
+    s = add("demo", "the offline main job: CLAPP++ vs BP-CLAPP++ vs random init")
     s.add_argument("--data-dir", help="a data root holding full CIFAR-10 (else the shipped subset)")
     s.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     s.set_defaults(fn=_cmd_demo)
 
-    s = sub.add_parser("reproduce", help="run a paper table/figure")
-    s.add_argument("name")
+    s = add("reproduce", "run a paper table/figure", _experiments_help)
+    s.add_argument("name", help="experiment name (listed below)")
     s.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="cpu")
     s.add_argument("--seeds", type=int, default=1)
     s.add_argument("--out", help="output folder (default results/NAME/SCALE)")
     s.add_argument("--steps", type=int, help="training-step budget (experiments that train, e.g. fig3b, fig4c)")
     s.set_defaults(fn=_cmd_reproduce)
 
-    s = sub.add_parser("bench", help="images/s and peak (activation) memory vs the backprop counterpart")
+    s = add("bench", "images/s and peak (activation) memory vs the backprop counterpart", _presets_help)
     s.add_argument("preset")
     s.add_argument("overrides", nargs="*", help="key=value overrides applied to both presets")
     s.add_argument("--vs", help="preset to compare with (default: the backprop counterpart; 'none' to skip)")
     s.add_argument("--own", action="append", default=[], metavar="KEY=VALUE", help="override for PRESET only")
     s.add_argument("--out", metavar="FILE.json", help="write the measurements as JSON")
-    s.add_argument("--results", default="benchmarks/RESULTS.md", help="Markdown file to append the table to")
-    s.add_argument("--no-record", action="store_true", help="do not append to the results file")
+    s.add_argument("--results", metavar="FILE.md", help="append the table to this Markdown file (default: none)")
     s.add_argument("--rounds", type=int, default=5, help="alternating timing rounds (0: memory only)")
     s.add_argument("--steps", type=int, default=2, help="steps per preset and round")
     s.add_argument("--warmup", type=int, default=1, help="untimed steps per preset first")
@@ -151,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--note", default="", help="a sentence added to the results entry")
     s.set_defaults(fn=_cmd_bench)
 
-    s = sub.add_parser("align", help="per-layer alignment of a run's rule with backprop; writes RUN_DIR/alignment.json")
+    s = add("align", "per-layer alignment of a run's rule with backprop; writes RUN_DIR/alignment.json")
     s.add_argument("run_dir")
     s.add_argument("--batches", type=int, default=8, help="held-out batches to average over (default 8)")
     s.add_argument("--split", default="test", help="data split the batches come from (default test)")
@@ -159,17 +211,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", choices=("weight", "all"), default="weight", help="compare weights only or all")
     s.set_defaults(fn=_cmd_align)
 
-    s = sub.add_parser("data", help="dataset utilities")
+    s = add("config", "print a preset's resolved config, every key with its meaning", _presets_help)
+    s.add_argument("preset", help="preset name (listed below) or YAML file")
+    s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4")
+    s.set_defaults(fn=_cmd_config)
+
+    s = add("data", "dataset utilities")
     dsub = s.add_subparsers(dest="data_command", required=True)
-    d = dsub.add_parser("download", help="download a dataset (or print the commands when offline)")
-    d.add_argument("name")
+    d = dsub.add_parser(
+        "download",
+        help="download a dataset (exit 1 with the commands to run when it cannot)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.lazy_epilog = _datasets_help
+    d.add_argument("name", help="dataset name (listed below)")
     d.add_argument("--root", help="data root (default $LOCALSSL_DATA or ./data)")
     d.set_defaults(fn=_cmd_data)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value tokens after an option (``bench P --out f.json k=v``) belong to the overrides
+    overrides = [t for t in extra if "=" in t and not t.startswith("-")]
+    unknown = [t for t in extra if t not in overrides]
+    if unknown or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = [*args.overrides, *overrides]
     try:
         return args.fn(args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:

@@ -181,6 +181,40 @@ def load_config(preset: str, overrides: list[str] | None = None) -> RunConfig:
     return config_from_dict(raw)
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """Meaning of each field of dataclass ``cls``: its trailing ``# comment`` in the source (the one
+    place the meaning is written), else the class docstring's first line."""
+    import inspect
+    import re
+
+    try:
+        src = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    out = {}
+    for m in re.finditer(r"^\s+(\w+):[^#\n]*#\s*(.+)$", src, re.MULTILINE):
+        out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def describe_config(cfg: RunConfig) -> str:
+    """The resolved config as ``section.key = value  # meaning`` lines (``localssl config``)."""
+    lines = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            doc = (type(value).__doc__ or "").strip().splitlines()
+            doc = [] if not doc or doc[0].startswith(f"{type(value).__name__}(") else doc  # dataclass's own
+            lines.append(f"# {f.name}: {type(value).__name__}" + (f" — {doc[0]}" if doc else ""))
+            notes = field_comments(type(value))
+            for sub in dataclasses.fields(value):
+                note = notes.get(sub.name, "")
+                lines.append(f"{f.name}.{sub.name} = {getattr(value, sub.name)!r}" + (f"  # {note}" if note else ""))
+        else:
+            lines.append(f"{f.name} = {value!r}")
+    return "\n".join(lines)
+
+
 def save_config(cfg: RunConfig, path: Path) -> None:
     from localssl.utils import atomic_write_bytes
 

@@ -22,17 +22,22 @@ def manual_instructions(name: str, root: Path) -> str:
     return "\n".join(lines)
 
 
+class DownloadNotDone(RuntimeError):
+    """Nothing was downloaded; the message holds the shell commands to run instead."""
+
+
 def download(name: str, root: Path) -> str:
-    """Download ``name`` into ``root``; returns a message. Without torchvision (or for Tiny
-    ImageNet, which torchvision does not ship) it returns the shell commands instead."""
+    """Download ``name`` into ``root``; returns a message. Without torchvision, offline, or for a
+    dataset torchvision does not ship, raises :class:`DownloadNotDone` with the shell commands instead."""
     info = dataset_info(name)
     root.mkdir(parents=True, exist_ok=True)
     try:
         import torchvision.datasets as tvd  # type: ignore[import-not-found]
     except Exception:  # noqa: BLE001 - missing or broken torchvision
-        return "torchvision is not installed (pip install 'localssl[download]'); run instead:\n" + manual_instructions(
-            name, root
-        )
+        raise DownloadNotDone(
+            "torchvision is not installed (pip install 'localssl[download]'); run instead:\n"
+            + manual_instructions(name, root)
+        ) from None
     try:
         if name == "cifar10":
             tvd.CIFAR10(str(root), train=True, download=True)
@@ -42,7 +47,13 @@ def download(name: str, root: Path) -> str:
         elif name == "stl10":
             tvd.STL10(str(root), split="train+unlabeled", download=True)
         else:
-            return manual_instructions(name, root)
-    except Exception as err:  # noqa: BLE001 - no network, checksum error, ...
-        return f"download of {info.name} failed ({err}); run instead:\n" + manual_instructions(name, root)
+            raise DownloadNotDone(
+                f"torchvision does not ship {info.name}; run instead:\n" + manual_instructions(name, root)
+            )
+    except DownloadNotDone:
+        raise
+    except Exception as err:  # no network, checksum error, ...
+        raise DownloadNotDone(
+            f"download of {info.name} failed ({err}); run instead:\n" + manual_instructions(name, root)
+        ) from err
     return f"{name} is in {root}"
