@@ -8,6 +8,7 @@ them and a random-init encoder, prints a table and writes ``demo.png`` and ``dem
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -34,12 +35,14 @@ def run_demo(data_dir: str | None = None, out_dir: Path = Path("runs/demo")) -> 
         base, epochs = ["data.name=cifar10-mini", *DEMO_SUBSET], EPOCHS_SUBSET
         data_desc = "CIFAR-10 subset shipped with localssl (4000 train / 1000 test)"
     results: dict[str, dict] = {}
-    for preset, label in METHODS:
+    for i, (preset, label) in enumerate(METHODS, 1):
         t0 = time.perf_counter()
         trained = [] if preset == "random" else [f"train.epochs={epochs}"]
-        cfg = load_config(preset, [*base, *trained, f"out_dir={out_dir}", "train.progress=false"])
+        cfg = load_config(preset, [*base, *trained, f"out_dir={out_dir}"])
+        print(f"[{i}/{len(METHODS)}] {label}: pretrain {cfg.train.epochs} epoch(s)", file=sys.stderr, flush=True)
         run_dir = pretrain(cfg)
         t1 = time.perf_counter()
+        print(f"[{i}/{len(METHODS)}] {label}: linear probe, {cfg.probe.epochs} epochs", file=sys.stderr, flush=True)
         res = probe(run_dir)
         results[preset] = {
             "label": label,
@@ -58,7 +61,8 @@ def run_demo(data_dir: str | None = None, out_dir: Path = Path("runs/demo")) -> 
             f"{r['pretrain_s']:>11.1f}"
         )
     (out_dir / "demo.json").write_text(json.dumps(results, indent=2))
-    _plot(results, out_dir / "demo.png", data_desc)
+    budget = f"VGG-6 ×1/8, {epochs} epoch(s) of pretraining, 1 seed"
+    _plot(results, out_dir / "demo.png", f"{data_desc}\n{budget}; linear probe on all 6 layers")
     print(f"\nwrote {out_dir / 'demo.json'} and {out_dir / 'demo.png'}")
     return results
 
@@ -74,8 +78,12 @@ def _plot(results: dict[str, dict], path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     bars = ax.bar(labels, accs, color=["#999999", "#1f77b4", "#ff7f0e"][: len(accs)])
     ax.bar_label(bars, fmt="%.1f")
+    ax.axhline(10.0, color="k", ls=":", lw=1, label="chance (10 %)")
+    if "random" in results:
+        ax.axhline(100 * results["random"]["test_acc"], color="#999999", ls="--", lw=1, label="random init")
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_ylabel("linear-probe test accuracy (%)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8)
     ax.set_ylim(0, max(accs) * 1.2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
