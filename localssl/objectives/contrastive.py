@@ -10,9 +10,13 @@ With a decreasing function ``f`` the layer loss is
 CLAPP++ pools each layer with ``AvgPool2d(k_l)`` before flattening, so the dense ``B`` couples
 channels *and* locations ("2D spatial dependence"); global pooling removes that dependence.
 
-With several references (CLAPP++both: same layer + top layer) the official code concatenates the
-contexts into one ``B`` — equivalently the predictions ``B_j r_j`` are summed inside one loss
-(``combine='sum_scores'``); the paper's text describes the sum of two losses (``'sum_losses'``).
+With several references (CLAPP++both: same layer + top layer) the layer loss is the sum of one loss
+per reference, each with its own ``B_j`` and the same positive/negative draws:
+``L = Σ_j L(hᵀB_j r_j)`` (``combine='sum_losses'``, the default) — the paper's "we optimize the sum of
+two losses at each layer" and the authors' script (``--extra_lateral_loss``: a second ``CPLoss`` with
+the same-layer reference added to the top-layer one). ``combine='sum_scores'`` instead scores one
+hinge on ``hᵀ(Σ_j B_j r_j)`` — one ``B`` over the concatenated contexts, the official code's unused
+``--predict_module_num both``.
 
 The Forward-Forward family is this formalism with ``B = I`` and the reference = the target row itself
 (``r = h``, not detached), so ``s = hᵀh`` is the *goodness* (Table 1):
@@ -53,7 +57,7 @@ class ContrastiveConfig:
     B_rank: int | None = None  # low-rank B = U V (Delrocq et al. App. D)
     B_l2: float = 0.0  # λ‖B‖²_F added to the loss (Eq. 1)
     pooling: str | list[int] = "paper"  # paper (dataset kernels) | global | none | [k1, ..., kL]
-    combine: str = "sum_scores"  # several references: sum_scores (official code) | sum_losses
+    combine: str = "sum_losses"  # several references: sum_losses (Σ_j L_j, paper) | sum_scores (one L)
     detach_reference: bool = True  # the reference (context) carries no gradient
     either_pos_or_neg: bool = False  # CLAPP 2021: each sample takes only its pos or its neg term
     score: str = "dot"  # dot (hᵀBr) | mean (hᵀBr / dim) | cosine (PhyLL) | channel_mean (per location, SCFF)
@@ -71,7 +75,7 @@ class ContrastiveConfig:
         if self.B not in ("trainable", "identity", "fixed"):
             raise ConfigError(f"objective.B must be trainable, identity or fixed, got '{self.B}'")
         if self.combine not in ("sum_scores", "sum_losses"):
-            raise ConfigError(f"objective.combine must be sum_scores or sum_losses, got '{self.combine}'")
+            raise ConfigError(f"objective.combine must be sum_losses or sum_scores, got '{self.combine}'")
 
     @property
     def margin_value(self) -> float:
