@@ -45,6 +45,9 @@ class TrainConfig:
     weight_decay: float | str = "auto"  # auto: the dataset's paper value (1e-5 Tiny ImageNet, else 0)
     optimizer: str = "adamw"  # adamw | adam | sgd
     momentum: float = 0.9  # sgd only
+    schedule: str = "constant"  # constant (paper) | cosine (linear warmup, then cosine decay to min_lr)
+    warmup_epochs: float = 0.0  # cosine only: linear warmup length, in epochs (fractions allowed)
+    min_lr: float = 0.0  # cosine only: the learning rate at the last step
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
     precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA)

@@ -34,6 +34,7 @@ from localssl.config import RunConfig, read_run_config, save_config
 from localssl.data import ImageData, dataset_info, load_split
 from localssl.distributed import SINGLE, GradSync, World
 from localssl.rules.base import Metrics
+from localssl.schedule import check_schedule, learning_rate
 from localssl.utils import append_csv, atomic_torch_save, atomic_write_json, epoch_seed, make_optimizer
 from localssl.views.base import ViewBatch
 
@@ -56,6 +57,7 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     """Fill dataset-dependent ``auto`` values that the trainer itself uses."""
     info = dataset_info(cfg.data.name)
     train = cfg.train
+    check_schedule(train.schedule, train.warmup_epochs, train.epochs)
     if train.weight_decay == "auto":
         train = dataclasses.replace(train, weight_decay=info.weight_decay)
     return dataclasses.replace(cfg, train=train)
@@ -257,6 +259,23 @@ class Trainer:
                 "Fix: lower train.lr, use train.precision=fp32, or check the input data."
             )
 
+    def apply_schedule(self, steps_per_epoch: int) -> None:
+        """Set every optimizer's learning rate for ``self.global_step`` (see :mod:`localssl.schedule`)."""
+        t = self.cfg.train
+        if t.schedule == "constant":
+            return
+        lr = learning_rate(
+            t.schedule,
+            t.lr,
+            self.global_step,
+            t.epochs * steps_per_epoch,
+            round(t.warmup_epochs * steps_per_epoch),
+            t.min_lr,
+        )
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = lr
+
     def train_epoch(self) -> dict[str, float]:
         cfg = self.cfg
         seed = epoch_seed(cfg.train.seed, self.epoch)
@@ -278,6 +297,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         for step in bar:
+            self.apply_schedule(n_steps)
             metrics = self.optimize(self.make_views(perm[distributed.rank_slice(step, bs, self.world)]))
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0) + v.float()
