@@ -1,4 +1,4 @@
-"""Command line: ``localssl pretrain | probe | demo | reproduce | align | bench | config | data`` (DESIGN.md §4).
+"""Command line: ``localssl pretrain | probe | plot | demo | reproduce | align | bench | config | data`` (DESIGN.md §4).
 
 Options and ``key=value`` overrides may come in any order (``localssl bench P --out f.json k=v``): tokens
 that argparse leaves over and that look like ``key=value`` are added to the subcommand's ``overrides``.
@@ -155,6 +155,13 @@ def _experiments_help() -> str:
     return "experiments:\n" + "\n".join(f"  {n:14s} {exps[n].description}" for n in sorted(exps))
 
 
+def _cmd_plot(args: argparse.Namespace) -> int:
+    from localssl.experiments.curves import plot_runs
+
+    print(plot_runs([Path(d) for d in args.run_dirs], Path(args.out)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="localssl", description="Local self-supervised learning rules and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.add_argument("overrides", nargs="*", help="probe.* overrides, e.g. probe.epochs=50")
     s.set_defaults(fn=_cmd_probe)
+
+    s = add("plot", "learning curves (per-layer loss) of several runs on one figure")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    s.add_argument("--out", default="curves.png", help="figure file (default curves.png)")
+    s.set_defaults(fn=_cmd_plot)
 
     s = add("demo", "the offline main job: CLAPP++ vs BP-CLAPP++ vs random init")
     s.add_argument("--data-dir", help="a data root holding full CIFAR-10 (else the shipped subset)")
