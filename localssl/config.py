@@ -56,6 +56,7 @@ class TrainConfig:
     step_each_layer: bool = False  # one optimizer per layer, stepped right after that layer's backward
     max_steps_per_epoch: int | None = None  # cut epochs short (quick runs, benchmarks)
     log_every: int = 50  # steps between metric rows and NaN checks
+    tensorboard: bool = False  # also write the metric rows to RUN_DIR/tensorboard (extra: tensorboard)
     progress: bool = True
 
 

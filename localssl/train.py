@@ -35,6 +35,7 @@ from localssl.data import ImageData, dataset_info, load_split
 from localssl.distributed import SINGLE, GradSync, World
 from localssl.rules.base import Metrics
 from localssl.schedule import check_schedule, learning_rate
+from localssl.tensorboard_log import TensorBoardLog, require_tensorboard
 from localssl.utils import append_csv, atomic_torch_save, atomic_write_json, epoch_seed, make_optimizer
 from localssl.views.base import ViewBatch
 
@@ -58,6 +59,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     info = dataset_info(cfg.data.name)
     train = cfg.train
     check_schedule(train.schedule, train.warmup_epochs, train.epochs)
+    if train.tensorboard:
+        require_tensorboard()
     if train.weight_decay == "auto":
         train = dataclasses.replace(train, weight_decay=info.weight_decay)
     return dataclasses.replace(cfg, train=train)
@@ -146,6 +149,7 @@ class Trainer:
         )
         self.epoch = 0
         self.global_step = 0
+        self.tensorboard = TensorBoardLog(run_dir) if cfg.train.tensorboard and world.is_main else None
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -310,6 +314,9 @@ class Trainer:
                 row.update({k: round(float(v) / k_steps, 6) for k, v in window.items()})
                 if self.world.is_main:
                     append_csv(self.run_dir / "steps.csv", row)
+                    if self.tensorboard is not None:
+                        lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                        self.tensorboard.scalars("step", {**row, "lr": lr}, self.global_step + 1)
                 losses = [float(v) / k_steps for k, v in window.items() if k.startswith("loss")]
                 if losses:
                     bar.set_postfix(loss=f"{sum(losses):.4f}")
@@ -335,6 +342,8 @@ class Trainer:
             if not self.world.is_main:
                 continue
             append_csv(self.run_dir / "metrics.csv", {"epoch": self.epoch, "step": self.global_step, **row})
+            if self.tensorboard is not None:
+                self.tensorboard.scalars("epoch", row, self.global_step)
             print(
                 f"epoch {self.epoch}/{cfg.train.epochs}: "
                 + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith("loss") or k == "images_per_s"),
@@ -354,6 +363,8 @@ class Trainer:
         }
         if self.world.is_main:
             atomic_write_json(summary, self.run_dir / "summary.json")
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         return summary
 
 
