@@ -49,7 +49,7 @@ def main(overrides: list[str]) -> dict:
     """Pretrain VGG-6 with the local rule and the new objective, then fit the linear probe."""
     cfg = load_config("vicreg", ["objective.name=cosine-variance", *overrides])
     run_dir = pretrain(cfg)
-    result = probe(run_dir, cache_features=False)
+    result = probe(run_dir)
     print(f"{run_dir}: linear-probe test accuracy {result['test_acc']:.4f}")
     return result
 

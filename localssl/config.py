@@ -74,6 +74,7 @@ class ProbeConfig:
     standardize: bool = True  # z-score features with train statistics
     train_subset: int | None = None  # use only N labelled train images (quick runs)
     seed: int = 0
+    cache_features: bool = False  # keep features-<key>.pt in the run dir (~1 GB at width 1/8 on CIFAR-10)
 
 
 @dataclasses.dataclass

@@ -177,16 +177,19 @@ def compute_features(
 
 
 def probe(
-    run_dir: str | os.PathLike, overrides: list[str] | None = None, cache_features: bool = True
+    run_dir: str | os.PathLike, overrides: list[str] | None = None, cache_features: bool | None = None
 ) -> dict[str, Any]:
-    """``localssl probe RUN_DIR``: writes and returns ``RUN_DIR/probe.json``. ``cache_features=False``
-    skips writing the feature cache (callers that probe a run once, like the reproduction harness)."""
+    """``localssl probe RUN_DIR``: writes and returns ``RUN_DIR/probe.json``. The feature cache
+    (``features-<key>.pt``, ~1 GB at width 1/8 on CIFAR-10) is written only when ``cache_features``
+    is true, or, when it is ``None``, with the option ``probe.cache_features=true`` (default: not)."""
     run_dir = Path(run_dir)
     for item in overrides or []:
         if not item.split("=", 1)[0].startswith(PROBE_OVERRIDABLE_PREFIXES):
             raise ValueError(f"probe overrides must be probe.*, data.root or train.device; got '{item}'")
     cfg = read_run_config(run_dir, overrides)
     device = resolve_device(cfg.train.device)
+    if cache_features is None:
+        cache_features = cfg.probe.cache_features
     info = dataset_info(cfg.data.name)
     if info.kind == "sequence":  # audio: one probe row per labelled 10 ms frame
         from localssl.evaluate.frame_probe import compute_frame_features
