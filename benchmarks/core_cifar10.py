@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from localssl.build import build
+from localssl.checkpoint import load_checkpoint
 from localssl.config import load_config
 from localssl.evaluate.probe import probe
 from localssl.train import pretrain, resume
@@ -58,7 +59,7 @@ def run_preset(preset: str, args: argparse.Namespace, out: Path) -> list[dict]:
         ckpt = run_dir / "checkpoint.pt"
         if not ckpt.exists():
             pretrain(load_config(preset, [*overrides, f"train.epochs={epoch}"]), run_dir=run_dir)
-        elif torch.load(ckpt, weights_only=False)["epoch"] < epoch:
+        elif load_checkpoint(ckpt)["epoch"] < epoch:
             resume(run_dir, [f"train.epochs={epoch}"])
         res = probe(run_dir)
         summary = json.loads((run_dir / "summary.json").read_text())

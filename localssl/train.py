@@ -30,13 +30,14 @@ from tqdm import tqdm
 
 from localssl import distributed
 from localssl.build import Components, build, resolve_device
+from localssl.checkpoint import load_latest, save_checkpoint
 from localssl.config import RunConfig, read_run_config, save_config
 from localssl.data import ImageData, dataset_info, load_split
 from localssl.distributed import SINGLE, GradSync, World
 from localssl.rules.base import Metrics
 from localssl.schedule import check_schedule, learning_rate
 from localssl.tensorboard_log import TensorBoardLog, require_tensorboard
-from localssl.utils import append_csv, atomic_torch_save, atomic_write_json, epoch_seed, make_optimizer
+from localssl.utils import append_csv, atomic_write_json, epoch_seed, make_optimizer, trim_csv
 from localssl.views.base import ViewBatch
 
 
@@ -170,7 +171,7 @@ class Trainer:
             ),
             "epoch": self.epoch,
             "global_step": self.global_step,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),
         }
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -189,7 +190,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.world.is_main:
-            atomic_torch_save(self.state(), self.run_dir / "checkpoint.pt")
+            save_checkpoint(self.state(), self.run_dir)
         distributed.barrier()
 
     # ------------------------------------------------------------------ one optimisation step
@@ -337,11 +338,13 @@ class Trainer:
         while self.epoch < cfg.train.epochs:
             row = self.train_epoch()
             self.epoch += 1
-            self.save_checkpoint()
             history.append(row)
+            if self.world.is_main:  # the row before the checkpoint: a crash between them only repeats it, and
+                # resume trims rows past the checkpoint's step, so the CSVs never miss or duplicate a row
+                append_csv(self.run_dir / "metrics.csv", {"epoch": self.epoch, "step": self.global_step, **row})
+            self.save_checkpoint()
             if not self.world.is_main:
                 continue
-            append_csv(self.run_dir / "metrics.csv", {"epoch": self.epoch, "step": self.global_step, **row})
             if self.tensorboard is not None:
                 self.tensorboard.scalars("epoch", row, self.global_step)
             print(
@@ -415,9 +418,10 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
 def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
     """Continue the run in ``run_dir`` from its last checkpoint (``train.epochs=N`` extends it)."""
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path} does not exist: nothing to resume (start with `localssl pretrain`)")
+    if not (run_dir / "checkpoint.pt").exists() and not (run_dir / "checkpoint.prev.pt").exists():
+        raise FileNotFoundError(
+            f"{run_dir / 'checkpoint.pt'} does not exist: nothing to resume (start with `localssl pretrain`)"
+        )
     for item in overrides or []:
         key = item.split("=", 1)[0]
         if key not in RESUME_OVERRIDABLE:
@@ -429,8 +433,11 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
     world, started = _join_world(cfg)
     try:
         trainer = Trainer(cfg, run_dir, world=world)
-        trainer.load_state(torch.load(ckpt_path, map_location=trainer.device, weights_only=False))
+        ckpt, _ = load_latest(run_dir, map_location=trainer.device)
+        trainer.load_state(ckpt)
         if world.is_main:
+            for log in ("steps.csv", "metrics.csv"):  # rows logged after the checkpoint are trained again
+                trim_csv(run_dir / log, trainer.global_step)
             save_config(cfg, run_dir / "config.yaml")
         trainer.fit()
     finally:

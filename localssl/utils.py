@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import tempfile
@@ -47,6 +48,31 @@ def append_csv(path: Path, row: dict[str, Any]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def trim_csv(path: Path, last_step: int) -> None:
+    """Drop the rows of a log whose ``step`` column is past ``last_step`` (atomically): the rows a resumed
+    run will log again, so that a crash never leaves a duplicated row."""
+    path = Path(path)
+    if not path.exists():
+        return
+    text = path.read_text()
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or "step" not in rows[0]:
+        return
+    if not text.endswith("\n"):  # a row cut short by a crash
+        rows = rows[:-1]
+    col, width = rows[0].index("step"), len(rows[0])
+    keep = [rows[0]] + [r for r in rows[1:] if len(r) == width and r[col].isdigit() and int(r[col]) <= last_step]
+    if len(keep) == len(rows) and text.endswith("\n"):
+        return
+
+    def write(fh) -> None:
+        buf = io.StringIO()
+        csv.writer(buf).writerows(keep)
+        fh.write(buf.getvalue().encode())
+
+    atomic_write_bytes(path, write)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

@@ -117,7 +117,7 @@ def _reference(cfg, world_size: int) -> dict[str, torch.Tensor]:
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     return {**{f"encoder.{k}": v for k, v in ckpt["encoder"].items()}, **ckpt["rule"]}
 
 

@@ -147,13 +147,13 @@ def test_interrupted_run_resumes_bit_identically(cifar_root, tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         run_or_reuse(cfg, tmp_path / "runs")
     run_dir = find_run_dir(cfg, tmp_path / "runs")
-    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1
     monkeypatch.setattr(Trainer, "train_epoch", original)
 
     again, status = run_or_reuse(cfg, tmp_path / "runs")
     assert (again, status) == (run_dir, "resumed")
-    a = torch.load(reference / "checkpoint.pt", weights_only=False)
-    b = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    a = torch.load(reference / "checkpoint.pt", weights_only=True)
+    b = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2
     for k in a["encoder"]:
         assert torch.equal(a["encoder"][k], b["encoder"][k]), k

@@ -35,8 +35,8 @@ def test_resume_is_bit_identical(cifar_root, tmp_path, preset):
     full = pretrain(_cfg(preset, cifar_root, tmp_path / "a", "train.epochs=2"))
     half = pretrain(_cfg(preset, cifar_root, tmp_path / "b", "train.epochs=1"))
     resume(half, ["train.epochs=2"])
-    a = torch.load(full / "checkpoint.pt", weights_only=False)
-    b = torch.load(half / "checkpoint.pt", weights_only=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(half / "checkpoint.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 2 and a["global_step"] == b["global_step"]
     for key in ("encoder", "rule"):
         for name, tensor in a[key].items():
@@ -67,7 +67,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_root, tmp_path, mon
     with pytest.raises(NonFiniteLossError, match="loss_l3") as err:
         trainer.fit()
     assert "epoch 1" in str(err.value) and "train.lr" in str(err.value)
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert ckpt["epoch"] == 1
     for name, tensor in ckpt["encoder"].items():
         assert torch.isfinite(tensor).all(), name

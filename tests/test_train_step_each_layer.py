@@ -69,12 +69,12 @@ def test_step_each_layer_resume_is_bit_identical(cifar_root, tmp_path):
     args.append(f"data.root={cifar_root}")
     full = pretrain(load_config("clapp++", [*args, "train.epochs=2", f"out_dir={tmp_path / 'a'}"]))
     half = pretrain(load_config("clapp++", [*args, "train.epochs=1", f"out_dir={tmp_path / 'b'}"]))
-    assert set(torch.load(half / "checkpoint.pt", weights_only=False)["optimizer"]["per_layer"]) == {
+    assert set(torch.load(half / "checkpoint.pt", weights_only=True)["optimizer"]["per_layer"]) == {
         str(i) for i in range(6)
     }
     resume(half, ["train.epochs=2"])
-    a = torch.load(full / "checkpoint.pt", weights_only=False)
-    b = torch.load(half / "checkpoint.pt", weights_only=False)
+    a = torch.load(full / "checkpoint.pt", weights_only=True)
+    b = torch.load(half / "checkpoint.pt", weights_only=True)
     for key in ("encoder", "rule"):
         for name, tensor in a[key].items():
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs after resume"

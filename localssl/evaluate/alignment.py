@@ -289,6 +289,7 @@ def align_run(run_dir, batches: int = 8, split: str = "test", optimal_steps: int
     from pathlib import Path
 
     from localssl.build import build, resolve_device
+    from localssl.checkpoint import load_checkpoint
     from localssl.config import read_run_config
     from localssl.data import load_split
     from localssl.train import load_pretrain_data
@@ -303,7 +304,7 @@ def align_run(run_dir, batches: int = 8, split: str = "test", optimal_steps: int
     cfg = read_run_config(run_dir)
     device = resolve_device(cfg.train.device)
     comp = build(cfg, device)
-    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    ckpt = load_checkpoint(ckpt_path, map_location=device)
     comp.encoder.load_state_dict(ckpt["encoder"])
     comp.rule.load_state_dict(ckpt["rule"])
     data = load_split(cfg.data.name, split, cfg.data.root)

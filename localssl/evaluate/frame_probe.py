@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from localssl.build import build_encoder
+from localssl.checkpoint import load_checkpoint
 from localssl.config import RunConfig
 from localssl.data import dataset_info, load_split
 from localssl.evaluate.features import parse_layers
@@ -53,7 +54,7 @@ def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device):
     if not ckpt_path.exists():
         raise FileNotFoundError(f"{ckpt_path} does not exist; train first with `localssl pretrain`")
     encoder = build_encoder(cfg, info)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     encoder.load_state_dict(ckpt["encoder"])
     encoder.to(device)
     layers = parse_layers(cfg.probe.layers, len(encoder))

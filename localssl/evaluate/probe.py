@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localssl.build import build_encoder, resolve_device
+from localssl.checkpoint import CorruptCheckpointError, load_checkpoint
 from localssl.config import ProbeConfig, RunConfig, read_run_config
 from localssl.data import dataset_info, load_split
 from localssl.evaluate.features import FeatureExtractor, parse_layers
@@ -128,7 +129,7 @@ def compute_features(
     if not ckpt_path.exists():
         raise FileNotFoundError(f"{ckpt_path} does not exist; train first with `localssl pretrain`")
     encoder = build_encoder(cfg, info)
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     encoder.load_state_dict(ckpt["encoder"])
     encoder.to(device).eval()
     layers = parse_layers(cfg.probe.layers, len(encoder))
@@ -136,7 +137,10 @@ def compute_features(
     cache = run_dir / f"features-{key}.pt"
     meta = {"checkpoint_epoch": int(ckpt.get("epoch", 0)), "layers": [i + 1 for i in layers], "cache": cache.name}
     if cache.exists():
-        return FeatureSet(**torch.load(cache, weights_only=False)), meta
+        try:
+            return FeatureSet(**load_checkpoint(cache)), meta
+        except CorruptCheckpointError:
+            pass  # a cache cut short by a crash is recomputed (an unsafe one is refused above)
 
     views = VIEWS.get(cfg.views.name).builder(cfg.views, info)
     if hasattr(views, "feature_extractor"):  # e.g. patch_grid: encode patches, average over the grid
