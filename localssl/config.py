@@ -50,7 +50,7 @@ class TrainConfig:
     min_lr: float = 0.0  # cosine only: the learning rate at the last step
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
-    precision: str = "fp32"  # fp32 | bf16 (autocast, CUDA)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA or CPU)
     channels_last: bool | str = "auto"  # auto: on CUDA
     compile: bool = False
     step_each_layer: bool = False  # one optimizer per layer, stepped right after that layer's backward
