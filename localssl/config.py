@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,59 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
         if isinstance(section, str):
             section = {"name": section}
         kwargs[key] = registry.make_config(section)
-    return RunConfig(**kwargs)
+    cfg = RunConfig(**kwargs)
+    validate(cfg)
+    return cfg
+
+
+# (key, value must be ...) checks on the numbers a run needs; ``None`` means "not set" and is allowed.
+_AT_LEAST_ONE = (
+    "train.batch_size",
+    "train.log_every",
+    "train.max_steps_per_epoch",
+    "data.train_subset",
+    "probe.epochs",
+    "probe.batch_size",
+    "probe.train_subset",
+)
+_AT_LEAST_ZERO = (
+    "train.epochs",
+    "train.warmup_epochs",
+    "train.min_lr",
+    "train.weight_decay",
+    "probe.val_size",
+    "probe.weight_decay",
+    "probe.augment_copies",
+)
+_POSITIVE = ("train.lr", "probe.lr")  # model.width: checked by the model config
+
+
+def validate(cfg: RunConfig) -> None:
+    """Refuse numbers no run can use (batch size 0, negative epochs, lr <= 0, width <= 0, ...) with an
+    error naming the key and the fix, before anything is written to disk."""
+
+    def value(key: str) -> Any:
+        section, name = key.split(".")
+        return getattr(getattr(cfg, section), name, None)
+
+    def bad(key: str, need: str) -> None:
+        raise ConfigError(
+            f"{key}={value(key)!r} is invalid: it must be {need} (set e.g. {key}=... on the command line)"
+        )
+
+    for keys, ok, need in (
+        (_AT_LEAST_ONE, lambda v: v >= 1, "a whole number >= 1"),
+        (_AT_LEAST_ZERO, lambda v: v >= 0, ">= 0"),
+        (_POSITIVE, lambda v: v > 0 and math.isfinite(v), "a finite number > 0"),
+    ):
+        for key in keys:
+            v = value(key)
+            if v is None or isinstance(v, str):  # unset, or 'auto' (resolved later)
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v):
+                bad(key, need)
+            if need.startswith("a whole") and not isinstance(v, int):
+                bad(key, need)
 
 
 def load_config(preset: str, overrides: list[str] | None = None) -> RunConfig:

@@ -398,6 +398,7 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
     cfg = resolve_config(cfg)
     world, started = _join_world(cfg)
     try:
+        data = load_pretrain_data(cfg)  # missing or unreadable data fails here, before a run directory exists
 
         def prepare() -> str:
             path = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
@@ -408,7 +409,7 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
             return str(path)
 
         path = Path(_on_main_then_share(world, prepare))
-        Trainer(cfg, path, world=world).fit()
+        Trainer(cfg, path, data=data, world=world).fit()
     finally:
         if started:
             distributed.shutdown()
@@ -435,6 +436,14 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
         trainer = Trainer(cfg, run_dir, world=world)
         ckpt, _ = load_latest(run_dir, map_location=trainer.device)
         trainer.load_state(ckpt)
+        if trainer.epoch >= cfg.train.epochs and trainer.comp.rule.trains_encoder:
+            if world.is_main:  # nothing to train: leave every file of the run as it is
+                print(
+                    f"{run_dir}: already trained for {trainer.epoch} epochs (train.epochs={cfg.train.epochs}); "
+                    f"nothing to do, nothing changed. To continue: --resume {run_dir} train.epochs={trainer.epoch + 1}",
+                    file=sys.stderr,
+                )
+            return run_dir
         if world.is_main:
             for log in ("steps.csv", "metrics.csv"):  # rows logged after the checkpoint are trained again
                 trim_csv(run_dir / log, trainer.global_step)

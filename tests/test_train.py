@@ -50,6 +50,15 @@ def test_resume_refuses_changes_that_break_exactness(cifar_root, tmp_path):
         resume(run, ["train.lr=0.1"])
 
 
+def test_resume_with_nothing_to_do_changes_nothing(cifar_root, tmp_path, capsys):
+    run = pretrain(_cfg("clapp++", cifar_root, tmp_path, "train.epochs=1"))
+    before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
+    for extra in ([], ["train.epochs=1"]):
+        resume(run, extra)
+        assert "nothing to do" in capsys.readouterr().err
+        assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == before
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_root, tmp_path, monkeypatch):
     cfg = _cfg("clapp++", cifar_root, tmp_path, "train.epochs=3", "train.log_every=1")
     run = tmp_path / "run"
