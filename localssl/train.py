@@ -19,6 +19,7 @@ batch, gradients are averaged over ranks, and rank 0 writes the run directory.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -53,6 +54,34 @@ RESUME_OVERRIDABLE = {
     "train.max_steps_per_epoch",
     "data.root",
 }
+
+
+def config_fingerprint(cfg: RunConfig) -> str:
+    """The settings a checkpoint was trained under, as sorted JSON of ``section.key`` values, without the
+    keys that may change on resume (:data:`RESUME_OVERRIDABLE`) and ``out_dir``."""
+    flat: dict[str, Any] = {}
+    for section, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            flat[section] = value
+    keep = {k: v for k, v in flat.items() if k not in RESUME_OVERRIDABLE and k != "out_dir"}
+    return json.dumps(keep, sort_keys=True, default=str)
+
+
+def check_config_unchanged(ckpt: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a resume whose ``config.yaml`` was edited by hand since the checkpoint was written (the
+    optimizer state would silently keep the old settings while the config says otherwise)."""
+    if "config" not in ckpt:  # checkpoints written before the config was stored in them
+        return
+    then, now = json.loads(ckpt["config"]), json.loads(config_fingerprint(cfg))
+    changed = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+    if changed:
+        diffs = "; ".join(f"{k}: checkpoint {then.get(k)!r}, config.yaml {now.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{run_dir / 'config.yaml'} differs from the config its checkpoint was trained with ({diffs}). "
+            "Restore those values to resume exactly, or start a new run with `localssl pretrain`."
+        )
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
@@ -172,6 +201,7 @@ class Trainer:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "torch_version": str(torch.__version__),
+            "config": config_fingerprint(self.cfg),
         }
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -435,6 +465,7 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
     try:
         trainer = Trainer(cfg, run_dir, world=world)
         ckpt, _ = load_latest(run_dir, map_location=trainer.device)
+        check_config_unchanged(ckpt, trainer.cfg, run_dir)
         trainer.load_state(ckpt)
         if trainer.epoch >= cfg.train.epochs and trainer.comp.rule.trains_encoder:
             if world.is_main:  # nothing to train: leave every file of the run as it is

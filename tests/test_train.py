@@ -50,6 +50,17 @@ def test_resume_refuses_changes_that_break_exactness(cifar_root, tmp_path):
         resume(run, ["train.lr=0.1"])
 
 
+def test_resume_names_a_hand_edited_config(cifar_root, tmp_path):
+    run = pretrain(_cfg("clapp++", cifar_root, tmp_path, "train.epochs=1"))
+    text = (run / "config.yaml").read_text()
+    assert "lr: 0.0002" in text
+    (run / "config.yaml").write_text(text.replace("lr: 0.0002", "lr: 0.1"))
+    with pytest.raises(ValueError, match=r"differs from the config its checkpoint was trained with \(train\.lr"):
+        resume(run, ["train.epochs=2"])
+    (run / "config.yaml").write_text(text)
+    resume(run, ["train.epochs=2"])  # restored: resumes
+
+
 def test_resume_with_nothing_to_do_changes_nothing(cifar_root, tmp_path, capsys):
     run = pretrain(_cfg("clapp++", cifar_root, tmp_path, "train.epochs=1"))
     before = {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()}
