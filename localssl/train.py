@@ -179,6 +179,8 @@ class Trainer:
         )
         self.epoch = 0
         self.global_step = 0
+        self._logged_losses: list[float] = []
+        self._divergence_warned = False
         self.tensorboard = TensorBoardLog(run_dir) if cfg.train.tensorboard and world.is_main else None
 
     @property
@@ -276,6 +278,29 @@ class Trainer:
         cap = self.cfg.train.max_steps_per_epoch
         return min(n, cap) if cap else n
 
+    DIVERGENCE_FACTOR = 100.0  # warn when the logged loss exceeds this many times its running median
+    DIVERGENCE_WINDOW = 20  # logged rows the running median is taken over (at least 5 before any warning)
+
+    def check_divergence(self, row: dict[str, Any]) -> None:
+        """Warn (once per run) when the summed magnitude of a logged row's losses grows by two orders of
+        magnitude over its running median: the run is diverging (e.g. ``train.lr`` too high) even though
+        the losses are still finite. Uses the values already logged, so it adds no device sync."""
+        total = sum(abs(v) for k, v in row.items() if k.startswith("loss"))
+        history = self._logged_losses
+        recent = history[-self.DIVERGENCE_WINDOW :]
+        history.append(total)
+        if self._divergence_warned or len(recent) < 5:
+            return
+        median = sorted(recent)[len(recent) // 2]
+        if median > 0 and total > self.DIVERGENCE_FACTOR * median:
+            self._divergence_warned = True
+            print(
+                f"warning: the loss ({total:.3g}) at epoch {row['epoch']}, step {row['step']} is "
+                f"{total / median:.0f}x its running median ({median:.3g}): the run is diverging. "
+                "Fix: lower train.lr (or use train.schedule=cosine with warmup) and start again.",
+                file=sys.stderr,
+            )
+
     def check_finite(self, metrics: dict[str, torch.Tensor], where: str) -> None:
         losses = {k: v for k, v in metrics.items() if k.startswith("loss")}
         if not losses:
@@ -343,6 +368,7 @@ class Trainer:
                 self.check_finite(window, f"epoch {self.epoch + 1}, step {step + 1}")
                 row = {"epoch": self.epoch + 1, "step": self.global_step + 1}
                 row.update({k: round(float(v) / k_steps, 6) for k, v in window.items()})
+                self.check_divergence(row)
                 if self.world.is_main:
                     append_csv(self.run_dir / "steps.csv", row)
                     if self.tensorboard is not None:

@@ -70,6 +70,30 @@ def test_resume_with_nothing_to_do_changes_nothing(cifar_root, tmp_path, capsys)
         assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == before
 
 
+def test_divergence_warns_once(cifar_root, tmp_path, monkeypatch, capsys):
+    cfg = _cfg("clapp++", cifar_root, tmp_path, "train.epochs=2", "train.log_every=1")
+    run = tmp_path / "run"
+    run.mkdir()
+    trainer = Trainer(cfg, run)
+    original = trainer.comp.rule.step
+
+    def exploding(encoder, views):
+        metrics = original(encoder, views)
+        if trainer.epoch == 1:  # finite, but 1e6 x larger: a diverging run
+            metrics = {k: v * 1e6 if k.startswith("loss") else v for k, v in metrics.items()}
+        return metrics
+
+    trainer.comp.rule.step = exploding
+    trainer.fit()
+    err = capsys.readouterr().err
+    assert err.count("the run is diverging") == 1 and "train.lr" in err
+
+
+def test_no_divergence_warning_on_a_normal_run(cifar_root, tmp_path, capsys):
+    pretrain(_cfg("clapp++", cifar_root, tmp_path, "train.epochs=2", "train.log_every=1"))
+    assert "diverging" not in capsys.readouterr().err
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_root, tmp_path, monkeypatch):
     cfg = _cfg("clapp++", cifar_root, tmp_path, "train.epochs=3", "train.log_every=1")
     run = tmp_path / "run"
