@@ -70,20 +70,26 @@ def test_resume_with_nothing_to_do_changes_nothing(cifar_root, tmp_path, capsys)
         assert {f.name: f.read_bytes() for f in run.iterdir() if f.is_file()} == before
 
 
-def test_divergence_warns_once(cifar_root, tmp_path, monkeypatch, capsys):
-    cfg = _cfg("clapp++", cifar_root, tmp_path, "train.epochs=2", "train.log_every=1")
-    run = tmp_path / "run"
+def _trainer_altering_epoch_1(cfg, run, alter):
+    """A trainer whose rule's metrics pass through ``alter`` during epoch 1 (the second epoch)."""
     run.mkdir()
     trainer = Trainer(cfg, run)
     original = trainer.comp.rule.step
 
-    def exploding(encoder, views):
+    def step(encoder, views):
         metrics = original(encoder, views)
-        if trainer.epoch == 1:  # finite, but 1e6 x larger: a diverging run
-            metrics = {k: v * 1e6 if k.startswith("loss") else v for k, v in metrics.items()}
-        return metrics
+        return alter(metrics) if trainer.epoch == 1 else metrics
 
-    trainer.comp.rule.step = exploding
+    trainer.comp.rule.step = step
+    return trainer
+
+
+def test_divergence_warns_once(cifar_root, tmp_path, capsys):
+    cfg = _cfg("clapp++", cifar_root, tmp_path, "train.epochs=2", "train.log_every=1")
+    # finite, but 1e6 x larger: a diverging run
+    trainer = _trainer_altering_epoch_1(
+        cfg, tmp_path / "run", lambda m: {k: v * 1e6 if k.startswith("loss") else v for k, v in m.items()}
+    )
     trainer.fit()
     err = capsys.readouterr().err
     assert err.count("the run is diverging") == 1 and "train.lr" in err
@@ -94,20 +100,10 @@ def test_no_divergence_warning_on_a_normal_run(cifar_root, tmp_path, capsys):
     assert "diverging" not in capsys.readouterr().err
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_root, tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(cifar_root, tmp_path):
     cfg = _cfg("clapp++", cifar_root, tmp_path, "train.epochs=3", "train.log_every=1")
     run = tmp_path / "run"
-    run.mkdir()
-    trainer = Trainer(cfg, run)
-    original = trainer.comp.rule.step
-
-    def poisoned(encoder, views):
-        metrics = original(encoder, views)
-        if trainer.epoch == 1:
-            metrics["loss_l3"] = torch.tensor(float("nan"))
-        return metrics
-
-    trainer.comp.rule.step = poisoned
+    trainer = _trainer_altering_epoch_1(cfg, run, lambda m: {**m, "loss_l3": torch.tensor(float("nan"))})
     with pytest.raises(NonFiniteLossError, match="loss_l3") as err:
         trainer.fit()
     assert "epoch 1" in str(err.value) and "train.lr" in str(err.value)
