@@ -195,18 +195,18 @@ _AT_LEAST_ONE = (
 )
 _AT_LEAST_ZERO = (
     "train.epochs",
-    "train.warmup_epochs",
     "train.min_lr",
     "train.weight_decay",
     "probe.val_size",
     "probe.weight_decay",
     "probe.augment_copies",
 )
-_POSITIVE = ("train.lr", "probe.lr")  # model.width: checked by the model config
+_POSITIVE = ("train.lr", "probe.lr")
+# model.width is checked by the model config, train.warmup_epochs by localssl.schedule.check_schedule
 
 
 def validate(cfg: RunConfig) -> None:
-    """Refuse numbers no run can use (batch size 0, negative epochs, lr <= 0, width <= 0, ...) with an
+    """Refuse numbers no run can use (batch size 0, negative epochs, lr <= 0, ...) with an
     error naming the key and the fix, before anything is written to disk."""
 
     def value(key: str) -> Any:
