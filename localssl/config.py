@@ -59,6 +59,11 @@ class TrainConfig:
     log_every: int = 50  # steps between metric rows and NaN checks
     tensorboard: bool = False  # also write the metric rows to RUN_DIR/tensorboard (extra: tensorboard)
     progress: bool = True
+    online_probe: bool = False  # train linear read-outs (each layer, all layers) alongside; held-out acc logged
+    online_probe_every: int | None = None  # also score the held-out images every N steps (at the first steps.csv row from there)
+    online_probe_holdout: int = 1000  # labelled pretraining images never used to train the read-outs
+    online_probe_lr: float = 1e-3  # Adam learning rate of the read-outs
+    online_probe_batch: int = 8  # images of each training batch the read-outs train on (cost: ~1/4 of the batch)
 
 
 @dataclasses.dataclass
@@ -188,6 +193,9 @@ _AT_LEAST_ONE = (
     "train.batch_size",
     "train.log_every",
     "train.max_steps_per_epoch",
+    "train.online_probe_every",
+    "train.online_probe_holdout",
+    "train.online_probe_batch",
     "data.train_subset",
     "probe.epochs",
     "probe.batch_size",
@@ -201,7 +209,7 @@ _AT_LEAST_ZERO = (
     "probe.weight_decay",
     "probe.augment_copies",
 )
-_POSITIVE = ("train.lr", "probe.lr")
+_POSITIVE = ("train.lr", "train.online_probe_lr", "probe.lr")
 # model.width is checked by the model config, train.warmup_epochs by localssl.schedule.check_schedule
 
 

@@ -35,11 +35,13 @@ from localssl.checkpoint import load_latest, save_checkpoint
 from localssl.config import RunConfig, read_run_config, save_config
 from localssl.data import ImageData, dataset_info, load_split
 from localssl.distributed import SINGLE, GradSync, World
+from localssl.online_probe import OnlineProbe, holdout_indices
 from localssl.rules.base import Metrics
 from localssl.schedule import check_schedule, learning_rate
 from localssl.tensorboard_log import TensorBoardLog, require_tensorboard
 from localssl.utils import append_csv, atomic_write_json, epoch_seed, make_optimizer, trim_csv
 from localssl.views.base import ViewBatch
+from localssl.views.simclr import Normalize
 
 
 class NonFiniteLossError(RuntimeError):
@@ -94,6 +96,24 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     if train.weight_decay == "auto":
         train = dataclasses.replace(train, weight_decay=info.weight_decay)
     return dataclasses.replace(cfg, train=train)
+
+
+def check_online_probe(cfg: RunConfig, data: ImageData, world: World = SINGLE) -> None:
+    """Refuse ``train.online_probe=true`` where it cannot run, before anything is written."""
+    if not cfg.train.online_probe:
+        return
+    info = dataset_info(cfg.data.name)
+    why = None
+    if info.kind != "image":
+        why = f"{cfg.data.name} is a {info.kind} dataset (frame labels); use `localssl probe` after training"
+    elif cfg.views.name == "patch_grid":
+        why = "patch_grid views read out the average over image patches; use `localssl probe` after training"
+    elif world.distributed:
+        why = "it runs in one process only (each rank would train its own read-outs); drop it under torchrun"
+    elif not bool((data.labels >= 0).any()):
+        why = f"the pretraining split of {cfg.data.name} has no labels (e.g. STL-10 unlabeled)"
+    if why:
+        raise ValueError(f"train.online_probe=true is not available here: {why}. Set train.online_probe=false.")
 
 
 def load_pretrain_data(cfg: RunConfig) -> ImageData:
@@ -182,6 +202,20 @@ class Trainer:
         self._logged_losses: list[float] = []
         self._divergence_warned = False
         self.tensorboard = TensorBoardLog(run_dir) if cfg.train.tensorboard and world.is_main else None
+        self.online_probe: OnlineProbe | None = None
+        if t.online_probe:
+            check_online_probe(cfg, self.data, world)
+            info = dataset_info(cfg.data.name)
+            n_layers = len(self.comp.encoder)
+            kernels = list(info.pool_kernels) if len(info.pool_kernels) == n_layers else [None] * n_layers
+            norm = Normalize(info.mean, info.std).to(self.device)
+            self.online_probe = OnlineProbe(self.comp.encoder, norm, kernels, info.num_classes, t.online_probe_lr, t.seed)
+            self.online_probe.to(self.device)
+            held = holdout_indices(self.data.labels, t.online_probe_holdout, t.seed).to(self.images.device)
+            self.probe_holdout = held
+            trainable = self.labels >= 0
+            trainable[held] = False
+            self.probe_trainable = trainable
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -204,6 +238,7 @@ class Trainer:
             "global_step": self.global_step,
             "torch_version": str(torch.__version__),
             "config": config_fingerprint(self.cfg),
+            **({"online_probe": self.online_probe.state()} if self.online_probe is not None else {}),
         }
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
@@ -219,6 +254,8 @@ class Trainer:
                 opt.load_state_dict(state["per_layer"][str(i)])
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
+        if self.online_probe is not None and "online_probe" in ckpt:
+            self.online_probe.load(ckpt["online_probe"], self.images[:2].to(self.device))
 
     def save_checkpoint(self) -> None:
         if self.world.is_main:
@@ -336,6 +373,24 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = lr
 
+    def online_probe_step(self, idx: torch.Tensor) -> torch.Tensor | None:
+        """One step of the online read-outs on the first ``train.online_probe_batch`` labelled, not held-out
+        images of the batch (no-op without an online probe)."""
+        if self.online_probe is None:
+            return None
+        keep = idx[self.probe_trainable[idx]][: self.cfg.train.online_probe_batch]
+        if len(keep) == 0:
+            return None
+        imgs = self.images[keep].to(self.device, non_blocking=True)
+        return self.online_probe.train_step(imgs, self.labels[keep].to(self.device))
+
+    def online_probe_accuracy(self) -> dict[str, float]:
+        """Held-out accuracy (%) of every online read-out (empty without an online probe)."""
+        if self.online_probe is None:
+            return {}
+        held = self.probe_holdout
+        return self.online_probe.accuracy(self.images[held].to(self.device), self.labels[held].to(self.device))
+
     def train_epoch(self) -> dict[str, float]:
         cfg = self.cfg
         seed = epoch_seed(cfg.train.seed, self.epoch)
@@ -347,6 +402,7 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         window: dict[str, torch.Tensor] = {}
         bs = cfg.train.batch_size
+        postfix: dict[str, str] = {}
         t0 = time.perf_counter()
         bar = tqdm(
             range(n_steps),
@@ -358,7 +414,11 @@ class Trainer:
         )
         for step in bar:
             self.apply_schedule(n_steps)
-            metrics = self.optimize(self.make_views(perm[distributed.rank_slice(step, bs, self.world)]))
+            idx = perm[distributed.rank_slice(step, bs, self.world)]
+            metrics = self.optimize(self.make_views(idx)) if self.comp.rule.trains_encoder else {}
+            probe_loss = self.online_probe_step(idx)
+            if probe_loss is not None:
+                metrics = {**metrics, "probe_loss": probe_loss}
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0) + v.float()
                 window[k] = window.get(k, 0) + v.float()
@@ -368,6 +428,14 @@ class Trainer:
                 self.check_finite(window, f"epoch {self.epoch + 1}, step {step + 1}")
                 row = {"epoch": self.epoch + 1, "step": self.global_step + 1}
                 row.update({k: round(float(v) / k_steps, 6) for k, v in window.items()})
+                if self.online_probe is not None:  # every row has the columns (csv header); scored every N steps
+                    every = cfg.train.online_probe_every
+                    done = self.global_step + 1  # steps trained so far; score at the first row past each multiple
+                    scored = bool(every) and done // every > (done - k_steps) // every
+                    acc = self.online_probe_accuracy() if scored else {}
+                    row.update({f"probe_acc_{n}": acc.get(f"probe_acc_{n}", "") for n in self.online_probe.names})
+                    if scored:
+                        postfix["probe"] = f"{acc['probe_acc_all']:.1f}%"
                 self.check_divergence(row)
                 if self.world.is_main:
                     append_csv(self.run_dir / "steps.csv", row)
@@ -376,7 +444,9 @@ class Trainer:
                         self.tensorboard.scalars("step", {**row, "lr": lr}, self.global_step + 1)
                 losses = [float(v) / k_steps for k, v in window.items() if k.startswith("loss")]
                 if losses:
-                    bar.set_postfix(loss=f"{sum(losses):.4f}")
+                    postfix["loss"] = f"{sum(losses):.4f}"
+                if postfix:
+                    bar.set_postfix(postfix)
                 window = {}
             self.global_step += 1
         if self.device.type == "cuda":
@@ -384,13 +454,14 @@ class Trainer:
         seconds = time.perf_counter() - t0
         out = {k: float(v) / n_steps for k, v in distributed.mean_over_ranks(sums).items()}
         out.update(seconds=seconds, images_per_s=n_steps * bs * self.world.size / seconds)
+        out.update(self.online_probe_accuracy())  # held-out accuracy at the epoch's end (timed apart)
         return out
 
     def fit(self) -> dict[str, Any]:
         cfg = self.cfg
         history = []
-        if not self.comp.rule.trains_encoder:
-            self.epoch = cfg.train.epochs  # random init: nothing to train
+        if not self.comp.rule.trains_encoder and self.online_probe is None:
+            self.epoch = cfg.train.epochs  # random init: nothing to train (with an online probe: train only it)
         while self.epoch < cfg.train.epochs:
             row = self.train_epoch()
             self.epoch += 1
@@ -405,7 +476,7 @@ class Trainer:
                 self.tensorboard.scalars("epoch", row, self.global_step)
             print(
                 f"epoch {self.epoch}/{cfg.train.epochs}: "
-                + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith("loss") or k == "images_per_s"),
+                + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith("loss") or k in ("images_per_s", "probe_acc_all")),
                 file=sys.stderr,
             )
         if not (self.run_dir / "checkpoint.pt").exists() or not history:
@@ -455,6 +526,7 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
     world, started = _join_world(cfg)
     try:
         data = load_pretrain_data(cfg)  # missing or unreadable data fails here, before a run directory exists
+        check_online_probe(cfg, data, world)
 
         def prepare() -> str:
             path = Path(run_dir) if run_dir is not None else new_run_dir(cfg)
@@ -493,7 +565,8 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
         ckpt, _ = load_latest(run_dir, map_location=trainer.device)
         check_config_unchanged(ckpt, trainer.cfg, run_dir)
         trainer.load_state(ckpt)
-        if trainer.epoch >= cfg.train.epochs and trainer.comp.rule.trains_encoder:
+        trains = trainer.comp.rule.trains_encoder or trainer.online_probe is not None
+        if trainer.epoch >= cfg.train.epochs and trains:
             if world.is_main:  # nothing to train: leave every file of the run as it is
                 print(
                     f"{run_dir}: already trained for {trainer.epoch} epochs (train.epochs={cfg.train.epochs}); "
