@@ -91,7 +91,8 @@ class OnlineProbe(nn.Module):
         g = torch.Generator().manual_seed(self.seed)
         device = feats[0].device
         for f in feats:
-            head = nn.Linear(f.shape[1], self.num_classes)
+            with torch.random.fork_rng(devices=[]):  # nn.Linear's own init must not advance the run's generator
+                head = nn.Linear(f.shape[1], self.num_classes)
             bound = 1.0 / f.shape[1] ** 0.5  # nn.Linear's default init, from the probe's own generator
             with torch.no_grad():
                 head.weight.copy_(torch.empty_like(head.weight).uniform_(-bound, bound, generator=g))
