@@ -26,7 +26,12 @@ from localssl.train import Trainer, load_pretrain_data
 def measure(preset: str, width: float, steps: int, rounds: int, holdout: int, every: int) -> dict[str, float]:
     cfg = load_config(
         preset,
-        [f"model.width={width}", "train.online_probe=true", f"train.online_probe_holdout={holdout}", "data.train_subset=5000"],
+        [
+            f"model.width={width}",
+            "train.online_probe=true",
+            f"train.online_probe_holdout={holdout}",
+            "data.train_subset=5000",
+        ],
     )
     with tempfile.TemporaryDirectory() as tmp:
         tr = Trainer(cfg, Path(tmp), data=load_pretrain_data(cfg))
@@ -71,8 +76,10 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=500, help="train.online_probe_every the scoring is amortised over")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, torch threads {torch.get_num_threads()}, width {args.width}, batch 32")
-    print("| preset | rule step (ms) | probe step (ms) | step ratio (median of rounds) | rounds | scoring 1000 held-out (s) "
-          f"| ratio incl. scoring every {args.every} steps |")
+    print(
+        "| preset | rule step (ms) | probe step (ms) | step ratio (median) | rounds | scoring 1000 held-out (s) "
+        f"| ratio incl. scoring every {args.every} steps |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for preset in args.presets:
         m = measure(preset, args.width, args.steps, args.rounds, args.holdout, args.every)

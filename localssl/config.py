@@ -60,7 +60,7 @@ class TrainConfig:
     tensorboard: bool = False  # also write the metric rows to RUN_DIR/tensorboard (extra: tensorboard)
     progress: bool = True
     online_probe: bool = False  # train linear read-outs (each layer, all layers) alongside; held-out acc logged
-    online_probe_every: int | None = None  # also score the held-out images every N steps (at the first steps.csv row from there)
+    online_probe_every: int | None = None  # also score held-out images every N steps (first steps.csv row on)
     online_probe_holdout: int = 1000  # labelled pretraining images never used to train the read-outs
     online_probe_lr: float = 1e-3  # Adam learning rate of the read-outs
     online_probe_batch: int = 8  # images of each training batch the read-outs train on (cost: ~1/4 of the batch)

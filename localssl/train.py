@@ -43,6 +43,8 @@ from localssl.utils import append_csv, atomic_write_json, epoch_seed, make_optim
 from localssl.views.base import ViewBatch
 from localssl.views.simclr import Normalize
 
+_EPOCH_PRINTED = ("images_per_s", "probe_acc_all")  # printed with the losses at each epoch's end
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the last good checkpoint is kept untouched."""
@@ -209,7 +211,9 @@ class Trainer:
             n_layers = len(self.comp.encoder)
             kernels = list(info.pool_kernels) if len(info.pool_kernels) == n_layers else [None] * n_layers
             norm = Normalize(info.mean, info.std).to(self.device)
-            self.online_probe = OnlineProbe(self.comp.encoder, norm, kernels, info.num_classes, t.online_probe_lr, t.seed)
+            self.online_probe = OnlineProbe(
+                self.comp.encoder, norm, kernels, info.num_classes, t.online_probe_lr, t.seed
+            )
             self.online_probe.to(self.device)
             held = holdout_indices(self.data.labels, t.online_probe_holdout, t.seed).to(self.images.device)
             self.probe_holdout = held
@@ -476,7 +480,11 @@ class Trainer:
                 self.tensorboard.scalars("epoch", row, self.global_step)
             print(
                 f"epoch {self.epoch}/{cfg.train.epochs}: "
-                + " ".join(f"{k}={v:.4g}" for k, v in row.items() if k.startswith("loss") or k in ("images_per_s", "probe_acc_all")),
+                + " ".join(
+                    f"{k}={v:.4g}"
+                    for k, v in row.items()
+                    if k.startswith("loss") or k in ("images_per_s", "probe_acc_all")
+                ),
                 file=sys.stderr,
             )
         if not (self.run_dir / "checkpoint.pt").exists() or not history:
