@@ -36,8 +36,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from localssl.evaluate.probe import probe
 
-    result = probe(Path(args.run_dir), args.overrides)
-    keys = ("test_acc", "val_acc", "best_epoch", "feature_dim", "n_train", "n_val", "n_test", "checkpoint_epoch")
+    result = probe(Path(args.run_dir), args.overrides, per_layer=args.per_layer)
+    if args.per_layer:
+        from localssl.evaluate.per_layer import per_layer_table, plot_per_layer
+
+        print(per_layer_table(result))
+        print(plot_per_layer(result, Path(args.run_dir) / f"probe_per_layer_{result['protocol']}.png"))
+        return 0
+    if result["protocol"] == "paper":
+        keys = ("test_acc", "best_test_acc_selected_on_test", "best_epoch_selected_on_test")
+    else:
+        keys = ("test_acc", "val_acc", "best_epoch")
+    keys = ("protocol", *keys, "feature_dim", "n_train", "n_val", "n_test", "checkpoint_epoch")
     print(json.dumps({k: result[k] for k in keys}, indent=2))
     return 0
 
@@ -177,9 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly")
     s.set_defaults(fn=_cmd_pretrain)
 
-    s = add("probe", "linear probe of a run; writes RUN_DIR/probe.json")
+    s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json")
     s.add_argument("run_dir")
-    s.add_argument("overrides", nargs="*", help="probe.* overrides, e.g. probe.epochs=50")
+    s.add_argument("overrides", nargs="*", help="probe.* overrides, e.g. probe.epochs=50 probe.protocol=paper")
+    s.add_argument("--per-layer", action="store_true", help="each layer alone and all together: table and plot")
     s.set_defaults(fn=_cmd_probe)
 
     s = add("plot", "learning curves (per-layer loss) of several runs on one figure")

@@ -70,6 +70,7 @@ class TrainConfig:
 class ProbeConfig:
     """Linear probe on the concatenated pooled features of all layers (CLAPP++ App. B)."""
 
+    protocol: str = "honest"  # honest (val split, z-scored, fixed features) | paper (the authors' eval_ssl.py)
     epochs: int = 30
     lr: float = 1e-3
     batch_size: int = 256
@@ -81,6 +82,7 @@ class ProbeConfig:
     train_subset: int | None = None  # use only N labelled train images (quick runs)
     seed: int = 0
     cache_features: bool = False  # keep features-<key>.pt in the run dir (~1 GB at width 1/8 on CIFAR-10)
+    progress: bool = True  # progress bars (stderr) for feature extraction and probe epochs; off if train.progress=false
 
 
 @dataclasses.dataclass
@@ -210,6 +212,7 @@ _AT_LEAST_ZERO = (
     "probe.augment_copies",
 )
 _POSITIVE = ("train.lr", "train.online_probe_lr", "probe.lr")
+PROBE_PROTOCOLS = ("honest", "paper")
 # model.width is checked by the model config, train.warmup_epochs by localssl.schedule.check_schedule
 
 
@@ -226,6 +229,11 @@ def validate(cfg: RunConfig) -> None:
             f"{key}={value(key)!r} is invalid: it must be {need} (set e.g. {key}=... on the command line)"
         )
 
+    if cfg.probe.protocol not in PROBE_PROTOCOLS:
+        raise ConfigError(
+            f"probe.protocol={cfg.probe.protocol!r} is invalid: it must be one of {', '.join(PROBE_PROTOCOLS)}"
+            " (e.g. probe.protocol=paper)"
+        )
     for keys, ok, need in (
         (_AT_LEAST_ONE, lambda v: v >= 1, "a whole number >= 1"),
         (_AT_LEAST_ZERO, lambda v: v >= 0, ">= 0"),

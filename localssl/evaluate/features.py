@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import torch
 from torch import nn
+from tqdm import tqdm
 
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import SpatialPool
@@ -51,15 +53,38 @@ class FeatureExtractor(nn.Module):
         batch_size: int = 256,
         transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
         dtype: torch.dtype = torch.float32,
+        progress: bool = False,
+        desc: str = "features",
     ) -> torch.Tensor:
         """Features of all ``images`` (kept on CPU); ``transform`` maps a float [0,1] batch to an
-        augmented float [0,1] batch (e.g. crop + flip for the augmented probe)."""
+        augmented float [0,1] batch (e.g. crop + flip for the augmented probe). The output is allocated
+        once and filled batch by batch (no list of batches and concatenated copy: half the peak memory);
+        ``progress`` shows a bar on stderr."""
         self.eval()
         device = next(self.encoder.parameters()).device
-        out = []
-        for start in range(0, len(images), batch_size):
+        out: torch.Tensor | None = None
+        starts = range(0, len(images), batch_size)
+        for start in tqdm(starts, desc=desc, leave=False, disable=not progress, file=sys.stderr):
             x = images[start : start + batch_size].to(device)
             if transform is not None:
                 x = transform(x.float().div_(255.0)).clamp_(0, 1)
-            out.append(self.forward(x).to("cpu", dtype))
-        return torch.cat(out)
+            z = self.forward(x)
+            if out is None:
+                out = torch.empty(len(images), z.shape[1], dtype=dtype)
+            out[start : start + len(z)] = z.to("cpu", dtype)
+        if out is None:
+            raise ValueError("no images to extract features from (an empty split?)")
+        return out
+
+    @torch.no_grad()
+    def layer_dims(self, images: torch.Tensor) -> list[int]:
+        """Width of each chosen layer's block in :meth:`forward`'s concatenated features, in order."""
+        chosen = self.layers
+        try:
+            dims = []
+            for i in chosen:
+                self.layers = [i]
+                dims.append(int(self.forward(images).shape[1]))
+        finally:
+            self.layers = chosen
+        return dims

@@ -4,7 +4,12 @@ Features: every layer pooled with the dataset's kernels, concatenated, z-scored 
 statistics. A linear classifier is trained with Adam (lr 1e-3) on the labelled train split minus a
 held-out validation part; the epoch with the best *validation* accuracy is kept and the test set is
 evaluated once, at the end. Features are cached in the run directory (keyed by checkpoint and probe
-settings), so re-probing with other classifier settings is cheap.
+settings) only on request (``probe.cache_features=true``), so re-probing with other classifier settings is cheap.
+
+This is ``probe.protocol=honest`` (the default). ``probe.protocol=paper`` is the authors' own evaluation
+(:mod:`localssl.evaluate.paper_probe`). ``RUN_DIR/probe.json`` keeps each protocol's result under its own
+key (``"honest"``, ``"paper"``, ``"per_layer": {"honest": ..., "paper": ...}``); its top-level fields are the
+honest protocol's result, as before the keys existed.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +26,15 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
-from localssl.build import build_encoder, resolve_device
+from localssl.build import resolve_device
 from localssl.checkpoint import CorruptCheckpointError, load_checkpoint
 from localssl.config import ProbeConfig, RunConfig, read_run_config
 from localssl.data import dataset_info, load_split
-from localssl.evaluate.features import FeatureExtractor, parse_layers
-from localssl.registry import VIEWS
+from localssl.evaluate.frozen import frozen_extractor
+from localssl.evaluate.paper_probe import layer_blocks, paper_probe
 from localssl.utils import atomic_torch_save, atomic_write_json
-from localssl.views.simclr import Normalize
 
 PROBE_OVERRIDABLE_PREFIXES = ("probe.", "data.root", "train.device")
 
@@ -43,7 +49,9 @@ class FeatureSet:
     test_y: torch.Tensor
 
 
-def train_linear_probe(fs: FeatureSet, cfg: ProbeConfig, num_classes: int, standardize: bool = True) -> dict[str, Any]:
+def train_linear_probe(
+    fs: FeatureSet, cfg: ProbeConfig, num_classes: int, standardize: bool = True, progress: bool = False
+) -> dict[str, Any]:
     """Adam on cross-entropy; the best-validation epoch's classifier is tested once."""
     g = torch.Generator().manual_seed(cfg.seed)
     d = fs.val.shape[1]
@@ -52,7 +60,9 @@ def train_linear_probe(fs: FeatureSet, cfg: ProbeConfig, num_classes: int, stand
         mean, std = ref.mean(0), ref.std(0).clamp_min(1e-6)
     else:
         mean, std = torch.zeros(d), torch.ones(d)
-    clf = nn.Linear(d, num_classes)
+    with torch.random.fork_rng(devices=[]):  # the init depends on probe.seed only, not on what ran before
+        torch.manual_seed(cfg.seed)
+        clf = nn.Linear(d, num_classes)
     opt = torch.optim.Adam(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     def accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -68,7 +78,7 @@ def train_linear_probe(fs: FeatureSet, cfg: ProbeConfig, num_classes: int, stand
     best = (-1.0, 0, {k: v.clone() for k, v in clf.state_dict().items()})
     history = []
     n = len(fs.train_y)
-    for epoch in range(cfg.epochs):
+    for epoch in tqdm(range(cfg.epochs), desc="probe epochs", leave=False, disable=not progress, file=sys.stderr):
         x_all = fs.train[epoch % len(fs.train)]
         perm = torch.randperm(n, generator=g)
         total = 0.0
@@ -122,54 +132,49 @@ def _feature_key(cfg: RunConfig, ckpt: Path, layers: list[int]) -> str:
 
 
 def compute_features(
-    cfg: RunConfig, run_dir: Path, device: torch.device, cache_features: bool = True
+    cfg: RunConfig, run_dir: Path, device: torch.device, cache_features: bool = True, progress: bool = False
 ) -> tuple[FeatureSet, dict[str, Any]]:
+    """Features of the probe's train, validation and test images (``meta["layer_dims"]``: each chosen
+    layer's width in the concatenated features)."""
     info = dataset_info(cfg.data.name)
+    extractor, meta = frozen_extractor(cfg, run_dir, device)
     ckpt_path = run_dir / "checkpoint.pt"
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path} does not exist; train first with `localssl pretrain`")
-    encoder = build_encoder(cfg, info)
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-    encoder.load_state_dict(ckpt["encoder"])
-    encoder.to(device).eval()
-    layers = parse_layers(cfg.probe.layers, len(encoder))
-    key = _feature_key(cfg, ckpt_path, layers)
+    key = _feature_key(cfg, ckpt_path, [i - 1 for i in meta["layers"]])
     cache = run_dir / f"features-{key}.pt"
-    meta = {"checkpoint_epoch": int(ckpt.get("epoch", 0)), "layers": [i + 1 for i in layers], "cache": cache.name}
+    meta["cache"] = cache.name
+    train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root)
+    meta["layer_dims"] = extractor.layer_dims(train.images[:2].to(device))
     if cache.exists():
         try:
             return FeatureSet(**load_checkpoint(cache)), meta
         except CorruptCheckpointError:
             pass  # a cache cut short by a crash is recomputed (an unsafe one is refused above)
 
-    views = VIEWS.get(cfg.views.name).builder(cfg.views, info)
-    if hasattr(views, "feature_extractor"):  # e.g. patch_grid: encode patches, average over the grid
-        extractor = views.feature_extractor(encoder, layers).to(device)
-    else:
-        kernels = list(info.pool_kernels) if len(info.pool_kernels) == len(encoder) else [None] * len(encoder)
-        extractor = FeatureExtractor(encoder, Normalize(info.mean, info.std), kernels, layers).to(device)
-    train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root)
     test = load_split(cfg.data.name, info.test_split, cfg.data.root)
     val_idx, train_idx = split_train_val(len(train), cfg.probe)
     if cfg.probe.train_subset is not None:
         train_idx = train_idx[: cfg.probe.train_subset]
-    dtype = torch.float16 if extractor(train.images[:2].to(device)).shape[1] > 8192 else torch.float32
+    dtype = torch.float16 if sum(meta["layer_dims"]) > 8192 else torch.float32
     tr_images = train.images[train_idx]
+
+    def extract(images: torch.Tensor, desc: str, transform: nn.Module | None = None) -> torch.Tensor:
+        return extractor.extract(images, transform=transform, dtype=dtype, progress=progress, desc=desc)
+
     copies: list[torch.Tensor] = []
     if cfg.probe.augment_copies > 0:
         aug = nn.Sequential(
             K.RandomResizedCrop((info.image_size, info.image_size), scale=info.crop_scale), K.RandomHorizontalFlip()
         )
         torch.manual_seed(cfg.probe.seed)
-        copies = [extractor.extract(tr_images, transform=aug, dtype=dtype) for _ in range(cfg.probe.augment_copies)]
+        copies = [extract(tr_images, f"train features (copy {c + 1})", aug) for c in range(cfg.probe.augment_copies)]
     else:
-        copies = [extractor.extract(tr_images, dtype=dtype)]
+        copies = [extract(tr_images, "train features")]
     fs = FeatureSet(
         train=copies,
         train_y=train.labels[train_idx],
-        val=extractor.extract(train.images[val_idx], dtype=dtype),
+        val=extract(train.images[val_idx], "validation features"),
         val_y=train.labels[val_idx],
-        test=extractor.extract(test.images, dtype=dtype),
+        test=extract(test.images, "test features"),
         test_y=test.labels,
     )
     if cache_features:
@@ -180,12 +185,67 @@ def compute_features(
     return fs, meta
 
 
+def columns(fs: FeatureSet, cols: slice) -> FeatureSet:
+    """The same images' features restricted to the columns ``cols`` (views, no copy)."""
+    return FeatureSet(
+        train=[x[:, cols] for x in fs.train],
+        train_y=fs.train_y,
+        val=fs.val[:, cols],
+        val_y=fs.val_y,
+        test=fs.test[:, cols],
+        test_y=fs.test_y,
+    )
+
+
+SECTIONS = ("honest", "paper", "per_layer")
+
+
+def store_result(run_dir: Path, result: dict[str, Any], per_layer: bool = False) -> dict[str, Any]:
+    """Write ``result`` into ``RUN_DIR/probe.json`` under its protocol's key (``per_layer``: under
+    ``"per_layer"``, then the protocol), keeping the other protocols' results of the same checkpoint epoch
+    (results of another checkpoint epoch are dropped, not mixed). The top-level fields are the honest
+    protocol's result, so readers of the file from before the keys existed read what they read then."""
+    path = run_dir / "probe.json"
+    sections: dict[str, Any] = {}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if isinstance(old, dict):
+            sections = {k: old[k] for k in SECTIONS if isinstance(old.get(k), dict)}
+            if "honest" not in sections and "test_acc" in old:  # a file from before the keys: the honest result
+                sections["honest"] = {k: v for k, v in old.items() if k not in SECTIONS}
+    epoch = result["checkpoint_epoch"]
+    kept: dict[str, Any] = {}
+    for key, value in sections.items():
+        if key == "per_layer":
+            same = {p: r for p, r in value.items() if isinstance(r, dict) and r.get("checkpoint_epoch") == epoch}
+            if same:
+                kept[key] = same
+        elif value.get("checkpoint_epoch") == epoch:
+            kept[key] = value
+    if per_layer:
+        kept.setdefault("per_layer", {})[result["protocol"]] = result
+    else:
+        kept[result["protocol"]] = result
+    out = {**kept.get("honest", {}), **kept}
+    atomic_write_json(out, path)
+    return out
+
+
 def probe(
-    run_dir: str | os.PathLike, overrides: list[str] | None = None, cache_features: bool | None = None
+    run_dir: str | os.PathLike,
+    overrides: list[str] | None = None,
+    cache_features: bool | None = None,
+    per_layer: bool = False,
 ) -> dict[str, Any]:
-    """``localssl probe RUN_DIR``: writes and returns ``RUN_DIR/probe.json``. The feature cache
-    (``features-<key>.pt``, ~1 GB at width 1/8 on CIFAR-10) is written only when ``cache_features``
-    is true, or, when it is ``None``, with the option ``probe.cache_features=true`` (default: not)."""
+    """``localssl probe RUN_DIR``: the ``probe.protocol`` result, stored in ``RUN_DIR/probe.json`` (see
+    :func:`store_result`) and returned. ``per_layer``: the same protocol on each chosen layer alone and on
+    all of them together (``result["results"]``: ``"1"``, ..., ``"all"``). The honest protocol's feature
+    cache (``features-<key>.pt``, ~1 GB at width 1/8 on CIFAR-10) is written only when ``cache_features``
+    is true, or, when it is ``None``, with the option ``probe.cache_features=true`` (default: not); the
+    paper protocol streams its features and stores none."""
     run_dir = Path(run_dir)
     for item in overrides or []:
         if not item.split("=", 1)[0].startswith(PROBE_OVERRIDABLE_PREFIXES):
@@ -194,21 +254,38 @@ def probe(
     device = resolve_device(cfg.train.device)
     if cache_features is None:
         cache_features = cfg.probe.cache_features
+    progress = cfg.probe.progress and cfg.train.progress
     info = dataset_info(cfg.data.name)
+    if cfg.probe.protocol == "paper":
+        result = paper_probe(cfg, run_dir, device, per_layer, progress)
+        store_result(run_dir, result, per_layer)
+        return result
     if info.kind == "sequence":  # audio: one probe row per labelled 10 ms frame
+        if per_layer:
+            raise ValueError("--per-layer is for image datasets; for audio, probe one layer at a time: probe.layers=N")
         from localssl.evaluate.frame_probe import compute_frame_features
 
         fs, meta = compute_frame_features(cfg, run_dir, device)
     else:
-        fs, meta = compute_features(cfg, run_dir, device, cache_features)
-    result = train_linear_probe(fs, cfg.probe, info.num_classes, cfg.probe.standardize)
-    result.update(meta)
-    result.update(
-        feature_dim=int(fs.val.shape[1]),
+        fs, meta = compute_features(cfg, run_dir, device, cache_features, progress)
+    layer_dims = meta.pop("layer_dims", None)
+    common = dict(
+        protocol="honest",
         n_train=len(fs.train_y),
         n_val=len(fs.val_y),
         n_test=len(fs.test_y),
         probe=dataclasses.asdict(cfg.probe),
     )
-    atomic_write_json(result, run_dir / "probe.json")
+    if per_layer:
+        blocks = layer_blocks(meta["layers"], layer_dims)
+        results = {}
+        for name, cols in tqdm(blocks.items(), desc="layers", leave=False, disable=not progress, file=sys.stderr):
+            results[name] = train_linear_probe(columns(fs, cols), cfg.probe, info.num_classes, cfg.probe.standardize)
+            results[name]["feature_dim"] = cols.stop - cols.start
+        result = {**meta, **common, "results": results}
+    else:
+        result = train_linear_probe(fs, cfg.probe, info.num_classes, cfg.probe.standardize, progress)
+        result.update(meta)
+        result.update(feature_dim=int(fs.val.shape[1]), **common)
+    store_result(run_dir, result, per_layer)
     return result

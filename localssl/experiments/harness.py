@@ -339,6 +339,7 @@ def _probe_signature(settings: dict[str, Any]) -> dict[str, Any]:
     from localssl.config import ProbeConfig
 
     defaults = dataclasses.asdict(ProbeConfig())
+    defaults.pop("progress")  # progress bars change no result
     return {k: settings.get(k, v) for k, v in defaults.items() if settings.get(k, v) != v}
 
 
@@ -354,6 +355,7 @@ def probe_or_reuse(cfg: RunConfig, run_dir: Path, epochs: int, keep_features: bo
     path = run_dir / "probe.json"
     if path.exists():
         old = json.loads(path.read_text())
+        old = old.get(cfg.probe.protocol) or old  # probe.json keeps each protocol's result under its name
         same = _probe_signature(old.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
         if same and old.get("checkpoint_epoch") == epochs:
             return old, "reused"

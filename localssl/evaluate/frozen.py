@@ -1,0 +1,40 @@
+"""A run's checkpointed encoder, frozen, with the probe's read-out of its layers (used by both probe protocols)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from localssl.build import build_encoder
+from localssl.checkpoint import load_checkpoint
+from localssl.config import RunConfig
+from localssl.data import dataset_info
+from localssl.evaluate.features import FeatureExtractor, parse_layers
+from localssl.registry import VIEWS
+from localssl.views.simclr import Normalize
+
+
+def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tuple[FeatureExtractor, dict[str, Any]]:
+    """The run's checkpointed encoder, frozen, with its probe read-out (``probe.layers``, pooled with the
+    dataset's kernels; a view's own ``feature_extractor`` when it has one, e.g. ``patch_grid``), and
+    ``{"checkpoint_epoch", "layers"}`` (1-based)."""
+    info = dataset_info(cfg.data.name)
+    ckpt_path = Path(run_dir) / "checkpoint.pt"
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"{ckpt_path} does not exist; train first with `localssl pretrain`")
+    encoder = build_encoder(cfg, info)
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+    encoder.load_state_dict(ckpt["encoder"])
+    encoder.to(device).eval()
+    for p in encoder.parameters():
+        p.requires_grad_(False)
+    layers = parse_layers(cfg.probe.layers, len(encoder))
+    views = VIEWS.get(cfg.views.name).builder(cfg.views, info)
+    if hasattr(views, "feature_extractor"):  # e.g. patch_grid: encode patches, average over the grid
+        extractor = views.feature_extractor(encoder, layers).to(device)
+    else:
+        kernels = list(info.pool_kernels) if len(info.pool_kernels) == len(encoder) else [None] * len(encoder)
+        extractor = FeatureExtractor(encoder, Normalize(info.mean, info.std), kernels, layers).to(device)
+    return extractor, {"checkpoint_epoch": int(ckpt.get("epoch", 0)), "layers": [i + 1 for i in layers]}
