@@ -4,13 +4,15 @@ For each preset (default: ``random`` = VGG-6 at init, and ``clapp++`` after ``--
 ``--subset`` CIFAR-10 train images), one run is pretrained and probed with both protocols on the same
 encoder:
 
-- honest: ``--probe-subset`` labelled images, 5000 held out for validation, fixed features z-scored, 30
+- honest: ``--probe-subset`` labelled images besides ``--val-size`` held out for validation, fixed features z-scored, 30
   epochs, batch 256, the best-validation epoch tested once;
 - paper: ``--probe-subset`` labelled images (no validation split), a fresh crop + flip of every image each
   epoch, no z-scoring, batch 32, ``--paper-epochs`` epochs (the paper: 300); the last epoch's test accuracy
   and, selected on the test set, the best epoch's.
 
     OMP_NUM_THREADS=1 python benchmarks/probe_protocols.py --data-root /work/shared/data
+    OMP_NUM_THREADS=1 python benchmarks/probe_protocols.py --dataset cifar10-mini --subset 4000 \
+        --probe-subset 4000 --val-size 800 --paper-epochs 8
 
 Prints a Markdown table and writes every result to ``--out``/probe_protocols.json.
 """
@@ -32,10 +34,12 @@ from localssl.train import pretrain
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--presets", nargs="+", default=["random", "clapp++"])
+    p.add_argument("--dataset", default="cifar10")
     p.add_argument("--width", type=float, default=0.125)
     p.add_argument("--subset", type=int, default=10000, help="pretraining images")
     p.add_argument("--epochs", type=int, default=1, help="pretraining epochs (presets that train)")
     p.add_argument("--probe-subset", type=int, default=10000, help="labelled train images for either probe")
+    p.add_argument("--val-size", type=int, default=5000, help="the honest probe's held-out images")
     p.add_argument("--paper-epochs", type=int, default=10)
     p.add_argument("--data-root", default=None)
     p.add_argument("--out", default="runs/probe-protocols")
@@ -46,6 +50,7 @@ def main() -> None:
     rows, results = [], {}
     for preset in a.presets:
         overrides = [
+            f"data.name={a.dataset}",
             f"model.width={a.width}",
             f"data.train_subset={a.subset}",
             "train.progress=false",
@@ -58,7 +63,9 @@ def main() -> None:
             overrides.append(f"data.root={a.data_root}")
         run = pretrain(load_config(preset, overrides))
         t0 = time.process_time()
-        honest = probe(run, [f"probe.train_subset={a.probe_subset}", "probe.progress=false"])
+        honest = probe(
+            run, [f"probe.train_subset={a.probe_subset}", f"probe.val_size={a.val_size}", "probe.progress=false"]
+        )
         t1 = time.process_time()
         paper = probe(
             run,

@@ -120,7 +120,9 @@ def test_probe_json_keeps_both_protocols_and_per_layer(random_run, capsys):
     assert main(["probe", str(random_run), "--per-layer", "probe.protocol=paper", "probe.epochs=1"]) == 0
     data = json.loads((random_run / "probe.json").read_text())
     assert set(data["per_layer"]) == {"honest", "paper"}
-    assert set(data["per_layer"]["paper"]["results"]) == {"1", "2", "3", "4", "5", "6", "all"}
+    per = data["per_layer"]["paper"]["results"]
+    assert set(per) == {"1", "2", "3", "4", "5", "6", "all"}
+    assert per["all"]["history"] == data["paper"]["history"]  # same crops, same init: the plain paper run
 
 
 def test_store_result_reads_old_files_and_drops_other_checkpoints(tmp_path):

@@ -95,13 +95,15 @@ def train_paper_probe(
     ``probe.batch_size``, each batch's loss the mean cross-entropy, one Adam step per batch and classifier.
     The test accuracy is taken after every epoch; returns per block the last epoch's (``test_acc``) and,
     labelled as such, the best epoch's (``best_test_acc_selected_on_test``)."""
-    torch.manual_seed(cfg.seed)  # the classifiers' init and the crops (kornia draws from torch's generator)
+    torch.manual_seed(cfg.seed)  # the crops (kornia draws from torch's generator)
     order = torch.Generator().manual_seed(cfg.seed)
     d = test_features.shape[1]
     blocks = blocks or {"all": slice(0, d)}
     heads = {}
     for name, cols in blocks.items():
-        clf = nn.Linear(cols.stop - cols.start, num_classes).to(device)
+        with torch.random.fork_rng(devices=[]):  # each classifier's init from probe.seed alone
+            torch.manual_seed(cfg.seed)
+            clf = nn.Linear(cols.stop - cols.start, num_classes).to(device)
         opt = torch.optim.Adam(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         heads[name] = _Head(cols, clf, opt)
     test_x, test_y = test_features.to(device), test_labels.to(device)
