@@ -22,7 +22,9 @@ What that script does, and what this module does the same way:
 Differences, stated: accuracy is correct / total over the test images (the script averages per-batch
 accuracies, which weighs its smaller last batch more: at most 0.16 points on 10 000 test images); crops
 are drawn by kornia on the device instead of torchvision on PIL images (same scale and aspect-ratio
-ranges, bilinear); datasets the script does not cover (MNIST, image folders) get its CIFAR-10 recipe.
+ranges, bilinear); datasets the script does not cover (MNIST, image folders) get its CIFAR-10 recipe;
+presets with their own read-out (``patch_grid`` views: CLAPP 2021, CPC, GIM) get the same crops before their
+patch grid, which is this script's protocol, not those papers' own.
 """
 
 from __future__ import annotations
