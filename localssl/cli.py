@@ -52,10 +52,20 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from localssl.demo import run_demo
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
 
-    run_demo(data_dir=args.data_dir, out_dir=Path(args.out))
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from localssl.demo import DEFAULT_BUDGET, run_demo
+
+    budget = dataclasses.replace(DEFAULT_BUDGET, seeds=args.seeds)
+    run_demo(data_dir=args.data_dir, out_dir=Path(args.out), budget=budget, workers=args.workers)
     return 0
 
 
@@ -198,9 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="curves.png", help="figure file (default curves.png)")
     s.set_defaults(fn=_cmd_plot)
 
-    s = add("demo", "the offline main job: CLAPP++ vs BP-CLAPP++ vs random init")
-    s.add_argument("--data-dir", help="a data root holding full CIFAR-10 (else the shipped subset)")
+    s = add("demo", "the offline main job: local CLAPP vs backprop vs random init (synthetic speech; CIFAR-10)")
+    s.add_argument("--data-dir", help="a data root holding full CIFAR-10 for the CIFAR panel (else the shipped subset)")
     s.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    s.add_argument("--seeds", type=_positive_int, default=3, help="seeds per method (default 3)")
+    s.add_argument("--workers", type=_positive_int, default=None, help="processes (default: up to 2 cores)")
     s.set_defaults(fn=_cmd_demo)
 
     s = add("reproduce", "run a paper table/figure", _experiments_help)
