@@ -99,6 +99,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         if "steps" not in inspect.signature(experiments[args.name].run).parameters:
             raise ConfigError(f"experiment '{args.name}' takes no --steps budget")
         kwargs["steps"] = args.steps
+    if args.only:
+        import inspect
+
+        if "only" not in inspect.signature(experiments[args.name].run).parameters:
+            raise ConfigError(f"experiment '{args.name}' cannot re-run single rows (--only); run it whole")
+        kwargs["only"] = args.only
     out = Path(args.out) if args.out else Path("results") / args.name / args.scale
     out.mkdir(parents=True, exist_ok=True)
     experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
@@ -221,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=1)
     s.add_argument("--out", help="output folder (default results/NAME/SCALE)")
     s.add_argument("--steps", type=int, help="training-step budget (experiments that train, e.g. fig3b, fig4c)")
+    s.add_argument(
+        "--only",
+        action="append",
+        metavar="PRESET",
+        help="re-run only this row (repeatable; table2) and keep the other rows from OUT/results.csv",
+    )
     s.set_defaults(fn=_cmd_reproduce)
 
     s = add("bench", "images/s and peak (activation) memory vs the backprop counterpart", _presets_help)

@@ -21,10 +21,16 @@ set, else ``OUT/runs``.
 A row whose preset does not exist in this version of the library is skipped with a visible note; a
 dataset that is not on disk is reported as not run with the command that gets it. No number is ever
 filled in for a cell that did not run.
+
+**Re-running some rows.** ``only=[preset, ...]`` (``localssl reproduce NAME --only PRESET``) runs only
+those rows and keeps every other row's per-seed values from the ``results.csv`` already in ``OUT``
+(:func:`kept_cells`), e.g. after a fix to one preset when the other rows' run folders are gone;
+``results.md`` states which rows were re-run and that the others were kept.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import hashlib
 import json
@@ -137,8 +143,8 @@ class Cell:
     epochs: int
     steps: int  # optimizer steps of the pretraining
     run_dir: Path
-    trained: str  # 'trained', 'resumed' or 'reused'
-    probed: str  # 'probed' or 'reused'
+    trained: str  # 'trained', 'resumed', 'reused' or 'kept' (from an earlier results.csv, see ``only``)
+    probed: str  # 'probed', 'reused' or 'kept'
     provenance: dict[str, Any]  # the run's harness.json: code version that created it, CPU seconds
 
 
@@ -153,6 +159,7 @@ class GridResult:
     row_notes: dict[str, str]  # row label -> why it did not run (or where it did not)
     runs_dir: Path
     seconds: float
+    only: tuple[str, ...] = ()  # presets re-run by ``only``; the other rows are kept from results.csv
 
 
 # The ``smoke`` scale of every table: a pipeline check in about a minute, not a measurement.
@@ -186,7 +193,7 @@ IMAGE_SCALES: dict[str, Scale] = {
     "cpu": Scale(
         "cpu",
         "reduced for 2 CPU cores: VGG-6 at width 1/8 (16-32-32-64-128-128 channels); pretraining on 20 000 train "
-        "images (drawn with the seed) for one epoch (STL-10: 2000 unlabeled+train images, 3 epochs; Tiny ImageNet: "
+        "images (drawn with the seed) for one epoch (STL-10: 2000 unlabeled images, 3 epochs; Tiny ImageNet: "
         "5000 images, 3 epochs), each preset with its own optimizer, learning rate and batch size (32 images; SCFF "
         "100, LPL 1024, as published); "
         "linear probe as implemented by `localssl probe`: 30 epochs of Adam 1e-3 on the z-scored pooled features "
@@ -414,17 +421,27 @@ def run_table(
     runs_dir: Path | None = None,
     root: str | None = None,
     keep_features: bool = False,
+    only: Sequence[str] | None = None,
 ) -> GridResult:
     """Run (or reuse) every cell of ``table`` at ``scale`` for seeds ``0..seeds-1``; write the reports.
 
     Seeds are the outer loop, so a grid stopped part-way already holds whole tables for the first
     seeds. The tables are rewritten after every cell, the figure after every seed. Several processes
-    may run the same grid at once (they share the run store; see :class:`RunLock`)."""
+    may run the same grid at once (they share the run store; see :class:`RunLock`). ``only``: run just
+    these presets' rows, keeping the others from ``OUT/results.csv`` (:func:`kept_cells`)."""
     from localssl.experiments.report import write_reports
 
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
     sc = table.scale(scale)
+    if only is not None:
+        only = tuple(dict.fromkeys(only))
+        unknown = [p for p in only if p not in {r.preset for r in table.rows}]
+        if unknown:
+            raise ConfigError(
+                f"--only {', '.join(unknown)}: not a preset of table {table.name}; its presets: "
+                + ", ".join(r.preset for r in table.rows)
+            )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs_dir = Path(runs_dir) if runs_dir is not None else runs_root(out)
@@ -452,8 +469,11 @@ def run_table(
         else:
             columns[ds] = data_label(data_name, root)
 
-    result = GridResult(table, sc, seeds, [], columns, not_run, row_notes, runs_dir, 0.0)
+    result = GridResult(table, sc, seeds, [], columns, not_run, row_notes, runs_dir, 0.0, only or ())
     order = {(r.label, ds): i for i, (ds, r) in enumerate((ds, r) for ds in columns for r in rows)}
+    if only is not None:  # read before any cell runs: a results.csv that cannot be kept stops here
+        result.cells.extend(kept_cells(result, out / "results.csv", order))
+        rows = [r for r in rows if r.preset in only]
 
     def cell(row: Row, ds: str, seed: int, wait: bool) -> bool:
         """Run or reuse one cell under its lock; ``False`` if another process holds it and ``wait`` is off."""
@@ -505,6 +525,54 @@ def run_table(
     result.seconds = time.perf_counter() - t0
     write_reports(result, out)
     return result
+
+
+def kept_cells(result: GridResult, path: Path, order: Mapping[tuple[str, str], int]) -> list[Cell]:
+    """The per-seed values of every row not in ``result.only`` from ``path`` (the grid's earlier
+    ``results.csv``), as cells marked ``kept``. Their provenance is the run folder's ``harness.json`` when the
+    folder is still in the run store, else it says the run is not on disk. A file from another table or
+    scale, or with a row or dataset column this grid does not run, is refused (naming the fix)."""
+    table, sc = result.table, result.scale
+    rerun = f"run the whole table without --only: `localssl reproduce {table.name} --scale {sc.name}`"
+    if not path.exists():
+        raise ConfigError(f"--only keeps the other rows from {path}, which does not exist; {rerun}")
+    by_preset = {r.preset: r for r in table.rows}
+    cells = []
+    with path.open(newline="") as fh:
+        for rec in csv.DictReader(fh):
+            if (rec.get("table"), rec.get("scale")) != (table.name, sc.name):
+                raise ConfigError(
+                    f"{path} holds table {rec.get('table')} at scale {rec.get('scale')}, not {table.name} at "
+                    f"{sc.name}; give the matching --out or {rerun}"
+                )
+            if rec["preset"] in result.only or int(rec["seed"]) >= result.seeds:
+                continue
+            row = by_preset.get(rec["preset"])
+            if row is None or (row.label, rec["dataset"]) not in order:
+                raise ConfigError(
+                    f"{path} has {rec['preset']} on {rec['dataset']}, which this run of table {table.name} does not "
+                    f"include (preset missing or dataset not on disk); {rerun}"
+                )
+            run_dir = Path(result.runs_dir) / rec["run"]
+            provenance = _provenance(run_dir) or {"code": "run folder not on disk (value kept from results.csv)"}
+            cells.append(
+                Cell(
+                    row,
+                    rec["dataset"],
+                    rec["data"],
+                    int(rec["seed"]),
+                    float(rec["test_acc"]),
+                    float(rec["val_acc"]),
+                    int(rec["epochs"]),
+                    int(rec["steps"]),
+                    run_dir,
+                    "kept",
+                    "kept",
+                    provenance,
+                )
+            )
+    cells.sort(key=lambda c: (c.seed, order[(c.row.label, c.dataset)]))
+    return cells
 
 
 class RunLock:

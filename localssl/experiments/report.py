@@ -146,15 +146,25 @@ def markdown(result: GridResult) -> str:
         "reported, ± where the paper gives a standard deviation.",
         f"- **Code:** {code_version()}; generated {time.strftime('%Y-%m-%d %H:%M')}.",
     ]
+    if result.only:
+        names = ", ".join(f"`{p}`" for p in result.only)
+        flags = " ".join(f"--only {p}" for p in result.only)
+        lines.append(
+            f"- **Partial re-run:** `{cmd} {flags}` re-ran the rows of {names}; every other row's per-seed values "
+            "were kept from the previous `results.csv` (not re-run)."
+        )
     made = Counter(c.provenance.get("code", "unknown") for c in result.cells)
     if made:
         versions = "; ".join(f"{code} ({n} runs)" for code, n in sorted(made.items()))
         pre = sum(c.provenance.get("pretrain_cpu_s", 0.0) for c in result.cells) / 3600
         pro = sum(c.provenance.get("probe_cpu_s", 0.0) for c in result.cells) / 3600
         lines.append(f"- **Runs created by:** {versions}.")
+        timed = [c for c in result.cells if "pretrain_cpu_s" in c.provenance or "probe_cpu_s" in c.provenance]
+        untimed = len(result.cells) - len(timed)
         lines.append(
             f"- **Compute:** {pre:.2f} CPU-hours of pretraining and {pro:.2f} of probing for these "
-            f"{len(result.cells)} runs (process CPU time, all threads; wall time on a shared machine is longer)."
+            f"{len(timed)} runs (process CPU time, all threads; wall time on a shared machine is longer)"
+            + (f"; {untimed} runs without a record on disk are not counted." if untimed else ".")
         )
     lines.append("")
     header = ["Method", "Preset"]

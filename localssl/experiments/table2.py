@@ -68,5 +68,5 @@ TABLE2 = Table(
 
 
 @experiment("table2", "CLAPP++ Table 2: every implemented rule, linear probe on CIFAR-10 / STL-10 / Tiny ImageNet")
-def run(out: Path, scale: str, seeds: int) -> None:
-    run_table(TABLE2, out, scale, seeds)
+def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
+    run_table(TABLE2, out, scale, seeds, only=only)
