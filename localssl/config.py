@@ -32,7 +32,7 @@ class DataConfig:
     name: str = "cifar10"
     root: str | None = None  # None: $LOCALSSL_DATA, then ./data, then ../shared/data
     train_subset: int | None = None  # first N (shuffled with the seed) pretraining images
-    pretrain_split: str = "auto"  # auto: 'unlabeled+train' for stl10, 'train' otherwise
+    pretrain_split: str = "auto"  # auto: 'unlabeled' for stl10 (paper), 'train' otherwise; or e.g. 'unlabeled+train'
     on_device: bool = True  # keep the uint8 dataset on the training device
 
 

@@ -26,7 +26,7 @@ PATCH_SCALES: dict[str, Scale] = {
     ),
     "cpu": Scale(
         "cpu",
-        "reduced for 2 CPU cores: VGG-6 at width 1/8, pretraining on 2000 images of STL-10 unlabeled+train "
+        "reduced for 2 CPU cores: VGG-6 at width 1/8, pretraining on 2000 images of STL-10 unlabeled "
         "(drawn with the seed) for 3 epochs, batch 32 images (7×7 patches each), the preset's optimizer and "
         "learning rate; linear probe as implemented by `localssl probe` on the preset's probe layers (30 epochs "
         "of Adam 1e-3, best of 1000 held-out train images, tested once on the 8000 test images).",
@@ -35,7 +35,7 @@ PATCH_SCALES: dict[str, Scale] = {
     "paper": Scale(
         "paper",
         "the presets as published: VGG-6 at full width, the preset's epochs (600 for CLAPP, 300 for CPC/GIM), batch "
-        "32 images, all of STL-10 unlabeled+train; linear probe as implemented by `localssl probe`.",
+        "32 images, all of STL-10 unlabeled; linear probe as implemented by `localssl probe`.",
     ),
 }
 
