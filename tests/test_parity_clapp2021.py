@@ -38,7 +38,7 @@ def test_fixture_setup_matches_tool():
     assert FIXTURE["reference"]["commit"].startswith("73671e1")
     assert FIXTURE["setup"]["channels"] == list(tool.CHANNELS)
     assert tuple(FIXTURE["setup"]["grid"]) == tool.GRID and FIXTURE["setup"]["steps"] == tool.STEPS
-    assert set(FIXTURE["variants"]) == set(tool.VARIANTS) == set(PRESETS)
+    assert set(FIXTURE["variants"]) == set(tool.VARIANTS) == {*PRESETS, "cpc"}
 
 
 @pytest.mark.parametrize("variant", list(PRESETS))
@@ -81,3 +81,51 @@ def test_clapp2021_matches_authors_contrastive_loss(variant):
                 atol=1e-12,
                 msg=where,
             )
+
+
+def _cpc_draws(record: dict) -> Draws:
+    """The authors' negatives (replayed from their seed, checked against the stored sums) as localssl's
+    flat positions: theirs index the (row below the shift, column, image) positions of the target region,
+    ours index ``zt.reshape(-1, D)`` of the whole ``(B, T, S, D)`` map."""
+    rows, cols = tool.GRID
+    b, n_neg = tool.BATCH, tool.CPC_NEGATIVES
+    draws = tool.replay_cpc_draws(record["negatives"]["draw_seed"], b, tool.GRID)
+    assert [int(d.sum()) for d in draws] == record["negatives"]["sums"], "torch.randint no longer replays"
+    negatives = []
+    for k, d in enumerate(draws, start=1):
+        shift = k + 1
+        f = d.view(rows - shift, cols, b, n_neg)
+        r, c, img = f // (cols * b), (f // b) % cols, f % b
+        ours = img * rows * cols + (r + shift) * cols + c
+        negatives.append(ours.permute(3, 2, 0, 1))  # (N, B, T', S)
+    return Draws(negatives, None)
+
+
+@pytest.mark.parametrize("preset,layers", [("cpc", [6]), ("gim", [2, 4, 6])])
+def test_cpc_and_gim_match_authors_multiclass_loss(preset, layers):
+    cfg = load_config(preset, ["model.width=0.0625"])
+    o = cfg.objective
+    assert (o.loss, o.negatives, o.n_negatives, o.steps, o.skip) == ("infonce", "random", tool.CPC_NEGATIVES, 5, 1)
+    rule = build(cfg).rule.double()
+    assert sorted(int(k) for k in rule.objectives) == layers
+    x = tool.seeded_inputs("cpc", FIXTURE["setup"]["seed"])
+    for layer in layers:
+        item, ref = x["layers"][layer - 1], FIXTURE["variants"]["cpc"][layer - 1]
+        obj = rule.objectives[str(layer)]
+        for lin, w in zip(obj.W, item["W"][0]):
+            lin.weight.data.copy_(w.T)  # ours W acts on the context: theirs transposed
+        h = item["h"].clone().requires_grad_()
+        loss = obj.compute(h, h, _cpc_draws(ref)).loss
+        grads = torch.autograd.grad(loss, [h, *(lin.weight for lin in obj.W)])
+        where = f"{preset} layer {layer}"
+        # theirs takes log(softmax + 1e-11): a relative difference of about 1e-11 / p, far below the tolerance
+        assert _rel(float(loss.detach()), ref["loss"]) <= 1e-6, where
+        assert _rel(float(grads[0].norm()), ref["grad_norm"]["h"]) <= 1e-6, where
+        for i, (g, norm, e) in enumerate(zip(grads[1:], ref["grad_norm"]["W"], ref["grad_entries"]["W"])):
+            assert _rel(float(g.norm()), norm) <= 1e-6, f"{where} W {i}"
+            got = g.T.flatten()[e["index"]]
+            torch.testing.assert_close(got, torch.tensor(e["value"], dtype=torch.float64), rtol=1e-6, atol=1e-12)
+        e = ref["grad_entries"]["h"]
+        torch.testing.assert_close(
+            grads[0].flatten()[e["index"]], torch.tensor(e["value"], dtype=torch.float64), rtol=1e-6, atol=1e-12
+        )

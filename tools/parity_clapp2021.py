@@ -10,7 +10,9 @@ variants, as ``VGG_like_Encoder.evaluate_loss`` composes them (module ``predict_
 * ``either``: ``loss(z, c)`` on the same tensor, each sample taking its positive or its negative term;
 * ``both_terms``: the same without ``--either_pos_or_neg_update`` (every sample takes both terms);
 * ``asymmetric``: ``--asymmetric_W_pred``: ``loss(z, detach(c)) + loss_mirror(detach(z), c)`` with two
-  matrices. localssl's ``clapp2021-asym`` is ``½(…)`` of that, as the paper's Eq. 10 writes it.
+  matrices. localssl's ``clapp2021-asym`` is ``½(…)`` of that, as the paper's Eq. 10 writes it;
+* ``cpc``: ``--contrast_mode multiclass --negative_samples 16`` (no local sampling): CPC's InfoNCE over 16
+  negatives from any target position of the batch, the loss of the ``cpc`` and ``gim`` presets.
 
 The authors' losses draw their negatives (``torch.randint``) and the pos/neg choice
 (``numpy.random.choice``) inside ``forward``; this script seeds both generators before each call (the
@@ -39,7 +41,9 @@ VARIANTS = {  # name -> (--either_pos_or_neg_update, --asymmetric_W_pred)
     "either": (True, False),
     "both_terms": (False, False),
     "asymmetric": (True, True),
+    "cpc": (False, False),  # --contrast_mode multiclass --negative_samples 16: CPC / GIM (CLAPP 2021 Table 1)
 }
+CPC_NEGATIVES = 16
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "parity" / "clapp2021.json"
 
 
@@ -54,6 +58,19 @@ def seeded_inputs(variant: str, seed: int = 0) -> dict:
         ws = [[torch.randn(c, c, generator=g, dtype=torch.float64) / c for _ in range(STEPS)] for _ in range(n_modules)]
         layers.append({"h": h, "W": ws})
     return {"layers": layers}
+
+
+def replay_cpc_draws(seed: int, batch: int, grid: tuple[int, int], n_neg: int = CPC_NEGATIVES) -> list[torch.Tensor]:
+    """The negative indices the authors' multiclass loss draws after ``torch.manual_seed(seed)``: per step k
+    one ``torch.randint`` over the (row, column, image) positions of the target region (rows k+1 .. end),
+    flattened in that order, ``n_neg`` per position (``ContrastiveLoss.sample_negative_samples``)."""
+    torch.manual_seed(seed)
+    rows, cols = grid
+    draws = []
+    for k in range(1, STEPS + 1):
+        n_flat = (rows - k - 1) * cols * batch
+        draws.append(torch.randint(n_flat, (n_flat * n_neg, 1), dtype=torch.long))
+    return draws
 
 
 def entry_index(numel: int) -> list[int]:
@@ -108,9 +125,11 @@ def main(checkout: str) -> None:
         "variants": {},
     }
     for variant, (either, asymmetric) in VARIANTS.items():
+        cpc = variant == "cpc"
         opt = _Opt(
-            negative_samples=1, contrast_mode="hinge", sample_negs_locally=True,
-            sample_negs_locally_same_everywhere=True, either_pos_or_neg_update=either, device=torch.device("cpu"),
+            negative_samples=CPC_NEGATIVES if cpc else 1, contrast_mode="multiclass" if cpc else "hinge",
+            sample_negs_locally=not cpc, sample_negs_locally_same_everywhere=not cpc,
+            either_pos_or_neg_update=either, device=torch.device("cpu"),
         )  # fmt: skip
         x = seeded_inputs(variant)
         records = []
@@ -133,6 +152,10 @@ def main(checkout: str) -> None:
                     part, _, _ = m(z, ctx, skip_step=1)
                 loss = loss + part
                 negatives = [d.tolist() for d in rec.draws]
+                if cpc:  # too many to store: the test replays them (checked here and by their sums there)
+                    replayed = replay_cpc_draws(draw_seed, BATCH, GRID)
+                    assert all(torch.equal(a, b) for a, b in zip(rec.draws, replayed, strict=True))
+                    negatives = {"draw_seed": draw_seed, "sums": [int(d.sum()) for d in rec.draws]}
                 which = m.which_update if isinstance(m.which_update, str) else m.which_update.tolist()
             wrt = [h] + [conv.weight for m in modules for conv in m.W_k]
             grads = torch.autograd.grad(loss, wrt)
