@@ -7,7 +7,10 @@ Six trainable layers, each ``3×3 conv (stride 1, pad 1) + ReLU`` with no batch 
 Forward-Forward family options (off by default): ``activity_norm`` normalises each layer's *input*
 (``rms``: FF, ``std``: SCFF; see :mod:`localssl.models.norm`) for layers 2–6, and for layer 1 too with
 ``norm_image``; ``self_concat`` makes layer 1 SCFF's shared-weight convolution of the two channel halves
-of ``[x, x']`` (Chen et al. 2025), reading a plain image ``x`` as ``[x, x]`` (the probe's input).
+of ``[x, x']`` (Chen et al. 2025), reading a plain image ``x`` as ``[x, x]`` (the probe's input);
+``output_before_pool`` takes each layer's output *before* its max-pool, which then opens the next layer
+(the last layer's pool is dropped): the same network up to the last pool, but objectives and probe see the
+unpooled ``ReLU(conv)`` map, where the official SCFF code computes its goodness.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class VGG6Config:
     activity_norm: str = "none"  # none | rms (Forward-Forward) | std (SCFF): applied to each layer's input
     norm_image: bool = False  # also normalise the image entering layer 1 (SCFF)
     self_concat: bool = False  # SCFF: layer 1 = one conv shared by both channel halves of [x, x']
+    output_before_pool: bool = False  # a layer's output before its max-pool (the pool opens the next layer)
 
     def __post_init__(self) -> None:
         if not self.width > 0:
@@ -53,9 +57,17 @@ class SharedHalvesConv2d(nn.Conv2d):
 
 
 class ConvLayer(nn.Sequential):
-    """One trainable layer: [input normalisation] conv3×3 + ReLU (+ MaxPool 2)."""
+    """One trainable layer: [MaxPool 2 of the input] [input normalisation] conv3×3 + ReLU (+ MaxPool 2)."""
 
-    def __init__(self, c_in: int, c_out: int, pool: bool, input_norm: str = "none", self_concat: bool = False) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        pool: bool,
+        input_norm: str = "none",
+        self_concat: bool = False,
+        pool_input: bool = False,
+    ) -> None:
         conv = SharedHalvesConv2d if self_concat else nn.Conv2d
         mods: list[nn.Module] = [conv(c_in, c_out, 3, padding=1), nn.ReLU()]
         if pool:
@@ -63,8 +75,11 @@ class ConvLayer(nn.Sequential):
         super().__init__(*mods)
         self.input_norm = input_norm  # a name, not a module: normalisation has no parameters
         self.self_concat = self_concat
+        self.pool_input = pool_input  # the previous layer's max-pool (VGG6Config.output_before_pool)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool_input:
+            x = nn.functional.max_pool2d(x, 2)
         if self.self_concat and x.shape[1] == self[0].in_channels:
             x = torch.cat([x, x], dim=1)  # a plain image is the positive input [x, x]
         return super().forward(normalize_activity(x, self.input_norm))
@@ -76,9 +91,13 @@ class VGG6(LayeredEncoder):
         channels = [max(1, round(c * cfg.width)) for c in VGG6_CHANNELS]
         layers = []
         c_in = in_channels
+        before = cfg.output_before_pool
         for i, (c_out, pool) in enumerate(zip(channels, VGG6_POOL)):
             norm = cfg.activity_norm if (i > 0 or cfg.norm_image) else "none"
-            layers.append(ConvLayer(c_in, c_out, pool, norm, self_concat=cfg.self_concat and i == 0))
+            pool_input = before and i > 0 and VGG6_POOL[i - 1]
+            layers.append(
+                ConvLayer(c_in, c_out, pool and not before, norm, cfg.self_concat and i == 0, pool_input=pool_input)
+            )
             c_in = c_out
         super().__init__(layers)
         self.channels = channels
