@@ -53,7 +53,7 @@ class TrainConfig:
     device: str = "auto"  # auto: cuda if available, else cpu
     precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA or CPU)
     channels_last: bool | str = "auto"  # auto: on CUDA
-    compile: bool = False
+    compile: bool | str = False  # true: torch.compile each layer and its objective | reduce-overhead: + CUDA graphs
     step_each_layer: bool = False  # one optimizer per layer, stepped right after that layer's backward
     max_steps_per_epoch: int | None = None  # cut epochs short (quick runs, benchmarks)
     log_every: int = 50  # steps between metric rows and NaN checks
@@ -64,6 +64,15 @@ class TrainConfig:
     online_probe_holdout: int = 1000  # labelled pretraining images never used to train the read-outs
     online_probe_lr: float = 1e-3  # Adam learning rate of the read-outs
     online_probe_batch: int = 8  # images of each training batch the read-outs train on (cost: ~1/4 of the batch)
+
+    def __post_init__(self) -> None:
+        if self.compile not in COMPILE_MODES:
+            raise ConfigError(
+                f"train.compile must be false, true or reduce-overhead (CUDA graphs), got {self.compile!r}"
+            )
+
+
+COMPILE_MODES = (False, True, "reduce-overhead")
 
 
 @dataclasses.dataclass

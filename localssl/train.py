@@ -140,6 +140,62 @@ def new_run_dir(cfg: RunConfig) -> Path:
     return run
 
 
+def compile_step(comp: Components, mode: bool | str, device: torch.device) -> bool:
+    """``train.compile``: ``torch.compile`` every layer and every layer's objective, i.e. the per-layer
+    step ``h = layer(x); loss = objective(h, refs)`` (and its backward) of the local rules, fused by
+    inductor into few kernels. ``reduce-overhead`` also records each compiled piece as a CUDA graph
+    (one launch per piece instead of one per kernel); that needs CUDA: on another device it compiles
+    without graphs and says so. Returns whether CUDA graphs are in use."""
+    if not mode:
+        return False
+    graphs = mode == "reduce-overhead" and device.type == "cuda"
+    if mode == "reduce-overhead" and not graphs:
+        print(
+            f"note: train.compile=reduce-overhead records CUDA graphs, which need a CUDA device; on {device.type} "
+            "the layers and objectives are compiled without them (as train.compile=true)",
+            file=sys.stderr,
+        )
+    modules = [*comp.encoder.layers, *getattr(comp.rule, "objectives", {}).values()]
+    for module in modules:
+        module.compile(mode="reduce-overhead" if graphs else None)
+    return graphs
+
+
+class DeviceSums:
+    """Running sums of the rule's per-step metrics, kept on the training device: one ``stack`` and one
+    ``add`` per step whatever the number of metrics, and no host synchronisation (no ``.item()``,
+    ``float()`` or ``bool()`` of a device tensor); :meth:`read` copies them to the host, once per
+    logged row. A step whose metric names differ from the sums' (no rule does that today) is added
+    name by name."""
+
+    def __init__(self) -> None:
+        self.keys: tuple[str, ...] = ()
+        self.total: torch.Tensor | None = None
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        if not metrics:
+            return
+        keys = tuple(metrics)
+        vec = torch.stack([v.detach().float() for v in metrics.values()])
+        if self.total is None:
+            self.keys, self.total = keys, vec
+        elif keys == self.keys:
+            self.total += vec
+        else:
+            merged = self.as_dict()
+            for k, v in zip(keys, vec):
+                merged[k] = merged[k] + v if k in merged else v
+            self.keys, self.total = tuple(merged), torch.stack(list(merged.values()))
+
+    def as_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.total is None else dict(zip(self.keys, self.total))
+
+    @staticmethod
+    def read(values: dict[str, torch.Tensor]) -> list[float]:
+        """The values on the host, in one device-to-host copy."""
+        return torch.stack(list(values.values())).tolist() if values else []
+
+
 class _Together:
     """The per-layer optimizers (``train.step_each_layer``) seen as one, for rules that step the weights
     themselves inside :meth:`Rule.step` (incremental predictive coding)."""
@@ -177,9 +233,7 @@ class Trainer:
             self.comp.rule.autocast = lambda: torch.autocast(dev, dtype=torch.bfloat16)
         elif cfg.train.precision != "fp32":
             raise ValueError(f"train.precision must be fp32 or bf16, got '{cfg.train.precision}'")
-        if cfg.train.compile:
-            for layer in self.comp.encoder.layers:
-                layer.compile()
+        self.cuda_graphs = compile_step(self.comp, cfg.train.compile, self.device)
         self.groups = self.comp.rule.layer_groups(self.comp.encoder)
         t = cfg.train
         if t.step_each_layer:
@@ -285,6 +339,8 @@ class Trainer:
 
     def optimize(self, views: ViewBatch) -> Metrics:
         """Gradients from the rule, averaged over ranks, then the optimizer step(s)."""
+        if self.cuda_graphs:  # a new training iteration: the graphs' previous outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         self._layers_done, self._pending_steps = set(), []
@@ -403,8 +459,7 @@ class Trainer:
         perm = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed))
         perm = perm.to(self.images.device)
         self.comp.encoder.train()
-        sums: dict[str, torch.Tensor] = {}
-        window: dict[str, torch.Tensor] = {}
+        sums, window = DeviceSums(), DeviceSums()
         bs = cfg.train.batch_size
         postfix: dict[str, str] = {}
         t0 = time.perf_counter()
@@ -423,15 +478,14 @@ class Trainer:
             probe_loss = self.online_probe_step(idx)
             if probe_loss is not None:
                 metrics = {**metrics, "probe_loss": probe_loss}
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0) + v.float()
-                window[k] = window.get(k, 0) + v.float()
+            window.add(metrics)  # on the device, no host sync: the values are read once per logged row
             if (step + 1) % cfg.train.log_every == 0 or step + 1 == n_steps:
                 k_steps = (step % cfg.train.log_every) + 1
-                window = distributed.mean_over_ranks(window)
+                sums.add(window.as_dict())
+                window = distributed.mean_over_ranks(window.as_dict())
                 self.check_finite(window, f"epoch {self.epoch + 1}, step {step + 1}")
                 row = {"epoch": self.epoch + 1, "step": self.global_step + 1}
-                row.update({k: round(float(v) / k_steps, 6) for k, v in window.items()})
+                row.update({k: round(v / k_steps, 6) for k, v in zip(window, DeviceSums.read(window))})
                 if self.online_probe is not None:  # every row has the columns (csv header); scored every N steps
                     every = cfg.train.online_probe_every
                     done = self.global_step + 1  # steps trained so far; score at the first row past each multiple
@@ -446,17 +500,18 @@ class Trainer:
                     if self.tensorboard is not None:
                         lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                         self.tensorboard.scalars("step", {**row, "lr": lr}, self.global_step + 1)
-                losses = [float(v) / k_steps for k, v in window.items() if k.startswith("loss")]
+                losses = [v for k, v in row.items() if k.startswith("loss")]
                 if losses:
                     postfix["loss"] = f"{sum(losses):.4f}"
                 if postfix:
                     bar.set_postfix(postfix)
-                window = {}
+                window = DeviceSums()
             self.global_step += 1
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        out = {k: float(v) / n_steps for k, v in distributed.mean_over_ranks(sums).items()}
+        epoch_means = distributed.mean_over_ranks(sums.as_dict())
+        out = {k: v / n_steps for k, v in zip(epoch_means, DeviceSums.read(epoch_means))}
         out.update(seconds=seconds, images_per_s=n_steps * bs * self.world.size / seconds)
         out.update(self.online_probe_accuracy())  # held-out accuracy at the epoch's end (timed apart)
         return out
