@@ -92,6 +92,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.name not in experiments:
         names = ", ".join(sorted(experiments)) or "(none registered)"
         raise ConfigError(f"unknown experiment '{args.name}'; available: {names}")
+    if args.scale not in experiments[args.name].scales:
+        raise ConfigError(
+            f"experiment '{args.name}' has no scale '{args.scale}'; scales: {', '.join(experiments[args.name].scales)}"
+        )
     kwargs = {}
     if args.steps is not None:
         import inspect
@@ -105,6 +109,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         if "only" not in inspect.signature(experiments[args.name].run).parameters:
             raise ConfigError(f"experiment '{args.name}' cannot re-run single rows (--only); run it whole")
         kwargs["only"] = args.only
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+        import os
+
+        os.environ["LOCALSSL_WORKERS"] = str(args.jobs)  # read by every experiment that runs jobs in parallel
     out = Path(args.out) if args.out else Path("results") / args.name / args.scale
     out.mkdir(parents=True, exist_ok=True)
     experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
@@ -223,7 +233,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("reproduce", "run a paper table/figure", _experiments_help)
     s.add_argument("name", help="experiment name (listed below)")
-    s.add_argument("--scale", choices=("smoke", "cpu", "paper"), default="cpu")
+    s.add_argument(
+        "--scale",
+        choices=("smoke", "cpu", "gpu", "paper"),
+        default="cpu",
+        help="smoke: pipeline check; cpu: reduced for 2 cores; gpu (table2): every row, full width, 1 epoch, "
+        "about 8 min of one H100-class device; paper: as published (300 epochs)",
+    )
+    s.add_argument(
+        "--jobs",
+        type=int,
+        help="runs at once, in separate processes (CPU: one per core, torch threads divided; CUDA: sharing the "
+        "device); the results are those of a sequential run (default 1, or $LOCALSSL_WORKERS)",
+    )
     s.add_argument("--seeds", type=int, default=1)
     s.add_argument("--out", help="output folder (default results/NAME/SCALE)")
     s.add_argument("--steps", type=int, help="training-step budget (experiments that train, e.g. fig3b, fig4c)")

@@ -31,16 +31,19 @@ class Experiment:
     name: str
     run: Callable[[Path, str, int], None]
     description: str
+    scales: tuple[str, ...] = SCALES  # the --scale values it has
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def experiment(name: str, description: str) -> Callable[[Callable[[Path, str, int], None]], Callable]:
+def experiment(
+    name: str, description: str, scales: tuple[str, ...] = SCALES
+) -> Callable[[Callable[[Path, str, int], None]], Callable]:
     def deco(fn: Callable[[Path, str, int], None]) -> Callable[[Path, str, int], None]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment '{name}' registered twice")
-        EXPERIMENTS[name] = Experiment(name, fn, description)
+        EXPERIMENTS[name] = Experiment(name, fn, description, tuple(scales))
         return fn
 
     return deco

@@ -422,13 +422,19 @@ def run_table(
     root: str | None = None,
     keep_features: bool = False,
     only: Sequence[str] | None = None,
+    jobs: int | None = None,
 ) -> GridResult:
     """Run (or reuse) every cell of ``table`` at ``scale`` for seeds ``0..seeds-1``; write the reports.
 
     Seeds are the outer loop, so a grid stopped part-way already holds whole tables for the first
     seeds. The tables are rewritten after every cell, the figure after every seed. Several processes
     may run the same grid at once (they share the run store; see :class:`RunLock`). ``only``: run just
-    these presets' rows, keeping the others from ``OUT/results.csv`` (:func:`kept_cells`)."""
+    these presets' rows, keeping the others from ``OUT/results.csv`` (:func:`kept_cells`).
+
+    ``jobs`` (default ``$LOCALSSL_WORKERS``, else 1): cells trained and probed at once, in that many
+    processes (:func:`run_cells_in_parallel`); the reports are then written from the finished runs in
+    the sequential order, so they hold the same numbers as a sequential grid."""
+    from localssl.experiments import worker_count
     from localssl.experiments.report import write_reports
 
     if seeds < 1:
@@ -474,6 +480,18 @@ def run_table(
     if only is not None:  # read before any cell runs: a results.csv that cannot be kept stops here
         result.cells.extend(kept_cells(result, out / "results.csv", order))
         rows = [r for r in rows if r.preset in only]
+    todo = [
+        (row, ds, seed)
+        for seed in range(seeds)
+        for ds in columns
+        for row in rows
+        if row.datasets is None or ds in row.datasets
+    ]
+    jobs = worker_count(1) if jobs is None else jobs
+    statuses: dict[Path, tuple[str, str]] = {}
+    if jobs > 1:
+        cfgs = [row_config(row, sc, ds, seed, root) for row, ds, seed in todo]
+        statuses = run_cells_in_parallel(cfgs, runs_dir, jobs, keep_features)
 
     def cell(row: Row, ds: str, seed: int, wait: bool) -> bool:
         """Run or reuse one cell under its lock; ``False`` if another process holds it and ``wait`` is off."""
@@ -490,6 +508,7 @@ def run_table(
             run_dir, trained = run_or_reuse(cfg, runs_dir)
             epochs = _finished_epochs(run_dir)
             res, probed = probe_or_reuse(cfg, run_dir, epochs, keep_features)
+            trained, probed = statuses.get(run_dir, (trained, probed))  # what a parallel worker did
         result.cells.append(
             Cell(
                 row,
@@ -512,14 +531,11 @@ def run_table(
         return True
 
     deferred = []
-    for seed in range(seeds):
-        for ds in columns:
-            for row in rows:
-                if row.datasets is not None and ds not in row.datasets:
-                    continue
-                if not cell(row, ds, seed, wait=False):
-                    deferred.append((row, ds, seed))
-        write_reports(result, out)
+    for i, (row, ds, seed) in enumerate(todo):
+        if not cell(row, ds, seed, wait=False):
+            deferred.append((row, ds, seed))
+        if i + 1 == len(todo) or todo[i + 1][2] != seed:  # the figure after every seed
+            write_reports(result, out)
     for row, ds, seed in deferred:  # cells another process was running: wait for it, then reuse
         cell(row, ds, seed, wait=True)
     result.seconds = time.perf_counter() - t0
@@ -573,6 +589,37 @@ def kept_cells(result: GridResult, path: Path, order: Mapping[tuple[str, str], i
             )
     cells.sort(key=lambda c: (c.seed, order[(c.row.label, c.dataset)]))
     return cells
+
+
+def _cell_job(cfg: RunConfig, runs_dir: Path, keep_features: bool, threads: int) -> tuple[str, str, str]:
+    """One cell in a worker process: train (or reuse) and probe it under its lock."""
+    import torch
+
+    torch.set_num_threads(threads)
+    with RunLock(runs_dir, run_key(cfg), wait=True):
+        run_dir, trained = run_or_reuse(cfg, runs_dir)
+        _, probed = probe_or_reuse(cfg, run_dir, _finished_epochs(run_dir), keep_features)
+    return str(run_dir), trained, probed
+
+
+def run_cells_in_parallel(
+    cfgs: list[RunConfig], runs_dir: Path, jobs: int, keep_features: bool = False
+) -> dict[Path, tuple[str, str]]:
+    """Train and probe the cells ``cfgs`` in ``jobs`` processes at once (``spawn``: a fresh interpreter
+    each; on CUDA they share the device), the cells handed out in the given order. On CPU each process
+    gets ``cpu_count // jobs`` torch threads, so ``jobs`` = the core count runs one single-threaded run per
+    core. Every run is seeded by its config alone, so which process runs it does not change what it
+    learns. Returns ``run_dir -> (trained, probed)`` as each worker reported it."""
+    import concurrent.futures as cf
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    print(f"running {len(cfgs)} cell(s) in {jobs} processes, {threads} torch thread(s) each", file=sys.stderr)
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(_cell_job, cfg, runs_dir, keep_features, threads) for cfg in cfgs]
+        done = [f.result() for f in futures]
+    return {Path(d): (trained, probed) for d, trained, probed in done}
 
 
 class RunLock:

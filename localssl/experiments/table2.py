@@ -1,5 +1,5 @@
 """CLAPP++ Table 2 (Delrocq et al. 2026): linear-probe accuracy of local and backprop SSL rules on
-CIFAR-10, STL-10 and Tiny ImageNet — ``localssl reproduce table2 --scale smoke|cpu|paper --seeds N``.
+CIFAR-10, STL-10 and Tiny ImageNet — ``localssl reproduce table2 --scale smoke|cpu|gpu|paper --seeds N [--jobs N]``.
 
 Rows whose preset is not in the library yet are listed as not run. Random init (not in the paper's
 table) is added as the floor of the linear probe, twice: read through the all-layer probe of the
@@ -11,10 +11,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from localssl.experiments import experiment
-from localssl.experiments.harness import IMAGE_SCALES, Row, Table, run_table
+from localssl.experiments import SCALES, experiment
+from localssl.experiments.harness import IMAGE_SCALES, PAPER_PROBE, Row, Scale, Table, run_table
 
 C, S, T = "cifar10", "stl10", "tinyimagenet"
+
+# Sizing of the ``gpu`` scale (benchmarks/table2_flops.py, benchmarks/RESULTS.md): one CIFAR-10 epoch
+# (50 000 images) of the 11 trained rows at full width is 15.1 PFLOP of training (CLAPP++ family 10-12
+# GFLOP per image, backprop rows 14.5, CLAPP 2021's 49 patches 63, predictive coding's inference 136);
+# half of it, plus each probe's feature pass (a forward pass of 60 000 images, about 3.8 PFLOP for all
+# rows), is about 11.4 PFLOP: 7.6 minutes at the assumed 25 TFLOP/s.
+GPU_TFLOPS = 25
+GPU = Scale(
+    "gpu",
+    "one H100-class GPU, about 8 minutes: VGG-6 at full width, every preset with its own optimizer, learning "
+    "rate and batch size (32 images; SCFF 100, LPL 1024, as published), one epoch on 25 000 CIFAR-10 train "
+    "images (drawn with the seed): 781 optimizer steps for the batch-32 rows, 0.17% of the paper's 469 000. "
+    f"Sized at an assumed {GPU_TFLOPS} TFLOP/s achieved on the device as a whole (TF32 convolutions at batch "
+    "32, several `--jobs` sharing it): 7.6 PFLOP of training and 3.8 PFLOP of probe features for all rows "
+    "(benchmarks/table2_flops.py); `benchmarks/device_check.sh` measures the real rate. " + PAPER_PROBE + ". "
+    "An early-training comparison of the rules, not the published accuracies.",
+    overrides=("model.width=1.0", "data.train_subset=25000", "train.epochs=1"),
+    datasets=(C,),
+)
 
 TABLE2 = Table(
     name="table2",
@@ -62,11 +81,15 @@ TABLE2 = Table(
             published_std={C: 0.18, S: 0.28, T: 0.67},
         ),
     ),
-    scales=IMAGE_SCALES,
+    scales={**IMAGE_SCALES, "gpu": GPU},
     floor="random",
 )
 
 
-@experiment("table2", "CLAPP++ Table 2: every implemented rule, linear probe on CIFAR-10 / STL-10 / Tiny ImageNet")
+@experiment(
+    "table2",
+    "CLAPP++ Table 2: every implemented rule, linear probe on CIFAR-10 / STL-10 / Tiny ImageNet",
+    scales=(*SCALES, "gpu"),
+)
 def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     run_table(TABLE2, out, scale, seeds, only=only)
