@@ -68,6 +68,21 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path) -> None:
     atomic_torch_save(state, current)
 
 
+RUN_FILES = (CHECKPOINT, "config.yaml", "steps.csv", "metrics.csv", "summary.json")
+
+
+def remove_partial_writes(run_dir: Path) -> list[Path]:
+    """Delete the temporaries (``.NAME.*.tmp``, see :func:`localssl.utils.atomic_write_bytes`) that a run
+    killed in the middle of writing one of its files leaves behind; returns the paths removed. Only for a
+    run directory no process is writing to (``--resume`` of a stopped run)."""
+    removed = []
+    for name in RUN_FILES:
+        for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def latest_path(run_dir: Path) -> Path | None:
     """The newest checkpoint file present (``checkpoint.pt``, else ``checkpoint.prev.pt``), or None."""
     for name in (CHECKPOINT, PREVIOUS):

@@ -57,6 +57,8 @@ class TrainConfig:
     step_each_layer: bool = False  # one optimizer per layer, stepped right after that layer's backward
     max_steps_per_epoch: int | None = None  # cut epochs short (quick runs, benchmarks)
     log_every: int = 50  # steps between metric rows and NaN checks
+    checkpoint_every: int | None = None  # also checkpoint every N global steps mid-epoch (None: epoch ends only)
+    checkpoint_every_minutes: float | None = None  # also checkpoint mid-epoch once N minutes passed since the last
     tensorboard: bool = False  # also write the metric rows to RUN_DIR/tensorboard (extra: tensorboard)
     progress: bool = True
     online_probe: bool = False  # train linear read-outs (each layer, all layers) alongside; held-out acc logged
@@ -207,6 +209,7 @@ _AT_LEAST_ONE = (
     "train.online_probe_every",
     "train.online_probe_holdout",
     "train.online_probe_batch",
+    "train.checkpoint_every",
     "data.train_subset",
     "probe.epochs",
     "probe.batch_size",
@@ -220,7 +223,7 @@ _AT_LEAST_ZERO = (
     "probe.weight_decay",
     "probe.augment_copies",
 )
-_POSITIVE = ("train.lr", "train.online_probe_lr", "probe.lr")
+_POSITIVE = ("train.lr", "train.online_probe_lr", "probe.lr", "train.checkpoint_every_minutes")
 PROBE_PROTOCOLS = ("honest", "paper")
 # model.width is checked by the model config, train.warmup_epochs by localssl.schedule.check_schedule
 

@@ -2,8 +2,11 @@
 
 A run directory holds ``config.yaml`` (the resolved config), ``metrics.csv`` (one row per epoch),
 ``steps.csv`` (one row every ``train.log_every`` steps), ``checkpoint.pt`` (written atomically at
-the end of every epoch) and ``summary.json``. Every epoch's shuffling and augmentation are seeded by
-``(seed, epoch)``, so ``--resume`` continues bit-identically on the same machine.
+the end of every epoch, and mid-epoch every ``train.checkpoint_every`` steps and/or
+``train.checkpoint_every_minutes``; the one before is kept as ``checkpoint.prev.pt``) and
+``summary.json``. Every epoch's shuffling and augmentation are seeded by ``(seed, epoch)``; a mid-epoch
+checkpoint also holds the position in the epoch, the augmentation RNG state at that moment and the
+epoch's partial metric sums, so ``--resume`` continues bit-identically on the same machine from either.
 
 ``train.step_each_layer=true`` gives every layer its own optimizer (the layer's weights and its
 objective's parameters) and steps it as soon as the rule announces that layer's gradients final
@@ -31,7 +34,7 @@ from tqdm import tqdm
 
 from localssl import distributed
 from localssl.build import Components, build, resolve_device
-from localssl.checkpoint import load_latest, save_checkpoint
+from localssl.checkpoint import load_latest, remove_partial_writes, save_checkpoint
 from localssl.config import RunConfig, read_run_config, save_config
 from localssl.data import ImageData, dataset_info, load_split
 from localssl.distributed import SINGLE, GradSync, World
@@ -56,6 +59,8 @@ RESUME_OVERRIDABLE = {
     "train.progress",
     "train.log_every",
     "train.max_steps_per_epoch",
+    "train.checkpoint_every",
+    "train.checkpoint_every_minutes",
     "data.root",
 }
 
@@ -79,12 +84,40 @@ def check_config_unchanged(ckpt: dict[str, Any], cfg: RunConfig, run_dir: Path) 
     if "config" not in ckpt:  # checkpoints written before the config was stored in them
         return
     then, now = json.loads(ckpt["config"]), json.loads(config_fingerprint(cfg))
-    changed = sorted(k for k in then.keys() | now.keys() if then.get(k) != now.get(k))
+    changed = sorted(
+        k
+        for k in then.keys() | now.keys()
+        if then.get(k) != now.get(k) and not (k not in then and now[k] == _default_setting(cfg, k))
+    )
     if changed:
         diffs = "; ".join(f"{k}: checkpoint {then.get(k)!r}, config.yaml {now.get(k)!r}" for k in changed)
         raise ValueError(
             f"{run_dir / 'config.yaml'} differs from the config its checkpoint was trained with ({diffs}). "
             "Restore those values to resume exactly, or start a new run with `localssl pretrain`."
+        )
+
+
+def _default_setting(cfg: RunConfig, key: str) -> Any:
+    """The default of ``section.key`` as it appears in :func:`config_fingerprint` (a key added to the library
+    after a checkpoint was written is absent from it: the run was trained with that key's default)."""
+    section, _, name = key.partition(".")
+    value = getattr(cfg, section, None)
+    for f in dataclasses.fields(value) if dataclasses.is_dataclass(value) else ():
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return json.loads(json.dumps(f.default, default=str))
+            if f.default_factory is not dataclasses.MISSING:
+                return json.loads(json.dumps(f.default_factory(), default=str))
+    return dataclasses.MISSING
+
+
+def check_world(cfg: RunConfig, world: World) -> None:
+    """Mid-epoch checkpoints hold one process's augmentation RNG state: refuse them under ``torchrun``."""
+    if world.distributed and (cfg.train.checkpoint_every or cfg.train.checkpoint_every_minutes):
+        raise ValueError(
+            "train.checkpoint_every / train.checkpoint_every_minutes (mid-epoch checkpoints) are not "
+            "supported under torchrun (every rank's augmentation RNG state would have to be saved); "
+            "unset them there: checkpoints are then written at the end of every epoch"
         )
 
 
@@ -215,6 +248,7 @@ class _Together:
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: Path, data: ImageData | None = None, world: World = SINGLE) -> None:
         cfg = resolve_config(cfg)
+        check_world(cfg, world)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.world = world
@@ -255,6 +289,9 @@ class Trainer:
         )
         self.epoch = 0
         self.global_step = 0
+        self._position: dict[str, Any] | None = None  # where a loaded mid-epoch checkpoint left the epoch
+        self._checkpoint_at: str | None = None  # where in training the last checkpoint written or loaded is
+        self._checkpoint_time = time.monotonic()
         self._logged_losses: list[float] = []
         self._divergence_warned = False
         self.tensorboard = TensorBoardLog(run_dir) if cfg.train.tensorboard and world.is_main else None
@@ -283,8 +320,9 @@ class Trainer:
         return self.optimizers[-1]
 
     # ------------------------------------------------------------------ checkpoints
-    def state(self) -> dict[str, Any]:
-        return {
+    def state(self, position: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Everything a resume needs; ``position`` (see :meth:`epoch_position`) marks a mid-epoch one."""
+        state = {
             "encoder": self.comp.encoder.state_dict(),
             "rule": self.comp.rule.state_dict(),
             "optimizer": (
@@ -297,7 +335,12 @@ class Trainer:
             "torch_version": str(torch.__version__),
             "config": config_fingerprint(self.cfg),
             **({"online_probe": self.online_probe.state()} if self.online_probe is not None else {}),
+            "logged_losses": self._logged_losses[-self.DIVERGENCE_WINDOW :],
+            "divergence_warned": self._divergence_warned,
         }
+        if position is not None:
+            state["position"] = position
+        return state
 
     def load_state(self, ckpt: dict[str, Any]) -> None:
         self.comp.encoder.load_state_dict(ckpt["encoder"])
@@ -314,11 +357,76 @@ class Trainer:
         self.global_step = int(ckpt["global_step"])
         if self.online_probe is not None and "online_probe" in ckpt:
             self.online_probe.load(ckpt["online_probe"], self.images[:2].to(self.device))
+        self._position = ckpt.get("position")
+        self._checkpoint_at = self._where(self._position)
+        self._logged_losses = [float(v) for v in ckpt.get("logged_losses", [])]
+        self._divergence_warned = bool(ckpt.get("divergence_warned", False))
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, position: dict[str, Any] | None = None) -> None:
         if self.world.is_main:
-            save_checkpoint(self.state(), self.run_dir)
+            save_checkpoint(self.state(position), self.run_dir)
         distributed.barrier()
+        self._checkpoint_at = self._where(position)
+        self._checkpoint_time = time.monotonic()
+
+    def _where(self, position: dict[str, Any] | None) -> str:
+        if position is None:
+            return f"end of epoch {self.epoch}, global step {self.global_step}"
+        return f"epoch {self.epoch + 1}, step {position['step']}, global step {self.global_step}"
+
+    # ------------------------------------------------------------------ mid-epoch checkpoints
+    def mid_epoch_checkpoint_due(self, done: int, n_steps: int) -> bool:
+        """After ``done`` of the epoch's ``n_steps`` steps: whether a mid-epoch checkpoint is due, every
+        ``train.checkpoint_every`` global steps or once ``train.checkpoint_every_minutes`` have passed since
+        the last checkpoint. Never after the epoch's last step: the epoch-end checkpoint follows its row."""
+        t = self.cfg.train
+        if done >= n_steps:
+            return False
+        if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
+            return True
+        minutes = t.checkpoint_every_minutes
+        return bool(minutes) and time.monotonic() - self._checkpoint_time >= 60 * minutes
+
+    def _rng_states(self) -> dict[str, torch.Tensor]:
+        """The generators the views and rules draw from (uint8 tensors, loadable with weights_only)."""
+        states = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            states["cuda"] = torch.cuda.get_rng_state(self.device)
+        return states
+
+    def epoch_position(self, done: int, sums: DeviceSums, window: DeviceSums, seconds: float) -> dict[str, Any]:
+        """The state of the epoch in progress after ``done`` steps: enough to continue it exactly (the
+        permutation is rebuilt from ``(seed, epoch)``; the augmentation RNG is restored from here)."""
+        return {
+            "epoch": self.epoch,
+            "step": done,
+            "seconds": seconds,
+            "rng": self._rng_states(),
+            "sums": sums.as_dict(),  # the steps up to the last logged row
+            "window": window.as_dict(),  # the steps since
+        }
+
+    def restore_position(self, n_steps: int, sums: DeviceSums, window: DeviceSums) -> tuple[int, float]:
+        """Continue the epoch where a loaded mid-epoch checkpoint left it: fill ``sums`` and ``window``, set
+        the RNG states, and return (steps already done, seconds already spent). (0, 0.0) without one."""
+        position, self._position = self._position, None
+        if position is None:
+            return 0, 0.0
+        done = int(position["step"])
+        if int(position["epoch"]) != self.epoch or not 0 < done < n_steps:
+            raise ValueError(
+                f"the checkpoint stopped after step {done} of epoch {int(position['epoch']) + 1}, which does not "
+                f"fit epoch {self.epoch + 1} of {n_steps} steps: resume with the run's own "
+                "train.max_steps_per_epoch and data"
+            )
+        sums.add(position["sums"])
+        window.add(position["window"])
+        torch.set_rng_state(position["rng"]["cpu"].cpu())  # map_location moved it to the device
+        if self.device.type == "cuda":
+            if "cuda" not in position["rng"]:
+                raise ValueError("this mid-epoch checkpoint was written on the CPU: resume it with train.device=cpu")
+            torch.cuda.set_rng_state(position["rng"]["cuda"].cpu(), self.device)
+        return done, float(position["seconds"])
 
     # ------------------------------------------------------------------ one optimisation step
     def _layer_done(self, index: int) -> None:
@@ -407,8 +515,8 @@ class Trainer:
             bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
             last = self.run_dir / "checkpoint.pt"
             kept = (
-                f"the last good checkpoint {last} (epoch {self.epoch}) is kept"
-                if last.exists()
+                f"the last good checkpoint {last} ({self._checkpoint_at}) is kept"
+                if last.exists() and self._checkpoint_at is not None
                 else "no checkpoint was written yet"
             )
             raise NonFiniteLossError(
@@ -460,11 +568,14 @@ class Trainer:
         perm = perm.to(self.images.device)
         self.comp.encoder.train()
         sums, window = DeviceSums(), DeviceSums()
+        start, seconds_before = self.restore_position(n_steps, sums, window)
         bs = cfg.train.batch_size
         postfix: dict[str, str] = {}
         t0 = time.perf_counter()
         bar = tqdm(
-            range(n_steps),
+            range(start, n_steps),
+            initial=start,
+            total=n_steps,
             desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}",
             leave=False,
             disable=not (cfg.train.progress and self.world.is_main),
@@ -507,9 +618,14 @@ class Trainer:
                     bar.set_postfix(postfix)
                 window = DeviceSums()
             self.global_step += 1
+            if self.mid_epoch_checkpoint_due(step + 1, n_steps):
+                # the steps since the last logged row must be finite too: a checkpoint is always a good one
+                self.check_finite(window.as_dict(), f"epoch {self.epoch + 1}, step {step + 1}")
+                seconds = time.perf_counter() - t0 + seconds_before
+                self.save_checkpoint(self.epoch_position(step + 1, sums, window, seconds))
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 + seconds_before
         epoch_means = distributed.mean_over_ranks(sums.as_dict())
         out = {k: v / n_steps for k, v in zip(epoch_means, DeviceSums.read(epoch_means))}
         out.update(seconds=seconds, images_per_s=n_steps * bs * self.world.size / seconds)
@@ -588,6 +704,7 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
     cfg = resolve_config(cfg)
     world, started = _join_world(cfg)
     try:
+        check_world(cfg, world)  # before the run directory exists
         data = load_pretrain_data(cfg)  # missing or unreadable data fails here, before a run directory exists
         check_online_probe(cfg, data, world)
 
@@ -608,9 +725,13 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
 
 
 def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
-    """Continue the run in ``run_dir`` from its last checkpoint (``train.epochs=N`` extends it)."""
+    """Continue the run in ``run_dir`` from its last checkpoint (``train.epochs=N`` extends it).
+
+    A run killed before its first checkpoint (it has a ``config.yaml`` but no checkpoint) is trained
+    again from step 0, which gives the same run: the initialisation is seeded by ``train.seed``."""
     run_dir = Path(run_dir)
-    if not (run_dir / "checkpoint.pt").exists() and not (run_dir / "checkpoint.prev.pt").exists():
+    has_checkpoint = (run_dir / "checkpoint.pt").exists() or (run_dir / "checkpoint.prev.pt").exists()
+    if not has_checkpoint and not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(
             f"{run_dir / 'checkpoint.pt'} does not exist: nothing to resume (start with `localssl pretrain`)"
         )
@@ -625,9 +746,14 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
     world, started = _join_world(cfg)
     try:
         trainer = Trainer(cfg, run_dir, world=world)
-        ckpt, _ = load_latest(run_dir, map_location=trainer.device)
-        check_config_unchanged(ckpt, trainer.cfg, run_dir)
-        trainer.load_state(ckpt)
+        if has_checkpoint:
+            ckpt, _ = load_latest(run_dir, map_location=trainer.device)
+            check_config_unchanged(ckpt, trainer.cfg, run_dir)
+            trainer.load_state(ckpt)
+        elif world.is_main:
+            print(
+                f"{run_dir}: no checkpoint was written before the run stopped; training it from step 0", file=sys.stderr
+            )
         trains = trainer.comp.rule.trains_encoder or trainer.online_probe is not None
         if trainer.epoch >= cfg.train.epochs and trains:
             if world.is_main:  # nothing to train: leave every file of the run as it is
@@ -638,6 +764,7 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
                 )
             return run_dir
         if world.is_main:
+            remove_partial_writes(run_dir)  # temporary files of writes cut short by the crash
             for log in ("steps.csv", "metrics.csv"):  # rows logged after the checkpoint are trained again
                 trim_csv(run_dir / log, trainer.global_step)
             save_config(cfg, run_dir / "config.yaml")

@@ -55,7 +55,7 @@ KEY_EXCLUDED = {
     "out_dir": None,
     "probe": None,
     "data": ("root",),
-    "train": ("device", "progress", "log_every"),
+    "train": ("device", "progress", "log_every", "checkpoint_every", "checkpoint_every_minutes"),
 }
 
 DATASET_LABELS = {
