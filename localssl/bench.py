@@ -50,7 +50,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from localssl.config import RunConfig, load_config
-from localssl.data import ImageData, dataset_info
+from localssl.data import ImageData, data_info
 from localssl.memory import MB, AllocatorPeak, SavedTensorMeter, optimizer_state_bytes, storage_bytes
 from localssl.train import Trainer
 
@@ -98,7 +98,7 @@ class Runner:
     def __init__(self, spec: Spec, overrides: list[str], n_batches: int = 4) -> None:
         self.spec = spec
         cfg = spec.config(["train.progress=false", *overrides])
-        info = dataset_info(cfg.data.name)
+        info = data_info(cfg.data)
         bs = cfg.train.batch_size
         g = torch.Generator().manual_seed(cfg.train.seed)
         shape = (bs * n_batches, info.channels, info.image_size, info.image_size)

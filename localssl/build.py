@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from localssl.config import RunConfig
-from localssl.data import DatasetInfo, dataset_info
+from localssl.data import DatasetInfo, data_info
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import MODELS, RULES, VIEWS
@@ -48,7 +48,7 @@ def build_encoder(cfg: RunConfig, info: DatasetInfo) -> LayeredEncoder:
 
 def build(cfg: RunConfig, device: torch.device | str = "cpu") -> Components:
     """Seeded construction: the same config and seed give the same initial weights."""
-    info = dataset_info(cfg.data.name)
+    info = data_info(cfg.data)
     torch.manual_seed(cfg.train.seed)
     encoder = build_encoder(cfg, info)
     layers = layer_specs(encoder, info, input_shape(cfg, info))

@@ -179,9 +179,11 @@ def _presets_help() -> str:
 
 
 def _datasets_help() -> str:
-    from localssl.data.catalog import DATASETS
+    from localssl.data.catalog import DATASETS, FOLDER
+    from localssl.data.user_folder import LAYOUT
 
-    return "datasets:\n" + "\n".join(f"  {name}" for name in sorted(DATASETS))
+    own = f"  {FOLDER:13s}your own images, nothing to download: data.name={FOLDER} data.root=DIR with {LAYOUT}"
+    return "datasets:\n" + "\n".join(f"  {name}" for name in sorted(DATASETS)) + "\n" + own
 
 
 def _experiments_help() -> str:

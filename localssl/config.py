@@ -32,8 +32,35 @@ class DataConfig:
     name: str = "cifar10"
     root: str | None = None  # None: $LOCALSSL_DATA, then ./data, then ../shared/data
     train_subset: int | None = None  # first N (shuffled with the seed) pretraining images
-    pretrain_split: str = "auto"  # auto: 'unlabeled' for stl10 (paper), 'train' otherwise; or e.g. 'unlabeled+train'
+    pretrain_split: str = "auto"  # auto: 'unlabeled' for stl10 (paper), 'unlabeled+train' for a folder with unlabeled/, else 'train'
     on_device: bool = True  # keep the uint8 dataset on the training device
+    image_size: int | None = None  # folder only: resize every image to N×N (None: all share one square size)
+    mean: list[float] | None = None  # folder only: per-channel mean in [0, 1] (None: from the train images)
+    std: list[float] | None = None  # folder only: per-channel std (None: from the train images)
+
+    def __post_init__(self) -> None:
+        folder_only = [k for k in ("image_size", "mean", "std") if getattr(self, k) is not None]
+        if folder_only and self.name != "folder":
+            raise ValueError(
+                f"data.{folder_only[0]} applies to data.name=folder only ({self.name}'s settings are fixed); remove it"
+            )
+        if self.image_size is not None and (
+            isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1
+        ):
+            raise ValueError(f"data.image_size must be a whole number of pixels >= 1, got {self.image_size!r}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is None:
+                continue
+            if not isinstance(value, (list, tuple)) or len(value) != 3 or not all(_is_number(v) for v in value):
+                raise ValueError(f"data.{key} must be 3 numbers (R, G, B in [0, 1]), e.g. data.{key}=[0.5,0.5,0.5]")
+            if key == "std" and min(value) <= 0:
+                raise ValueError(f"data.std must be > 0 for every channel, got {list(value)}")
+            setattr(self, key, [float(v) for v in value])
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclasses.dataclass

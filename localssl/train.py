@@ -36,7 +36,7 @@ from localssl import distributed
 from localssl.build import Components, build, resolve_device
 from localssl.checkpoint import load_latest, remove_partial_writes, save_checkpoint
 from localssl.config import RunConfig, read_run_config, save_config
-from localssl.data import ImageData, dataset_info, load_split
+from localssl.data import ImageData, data_info, load_split
 from localssl.distributed import SINGLE, GradSync, World
 from localssl.online_probe import OnlineProbe, holdout_indices
 from localssl.rules.base import Metrics
@@ -122,15 +122,20 @@ def check_world(cfg: RunConfig, world: World) -> None:
 
 
 def resolve_config(cfg: RunConfig) -> RunConfig:
-    """Fill dataset-dependent ``auto`` values that the trainer itself uses."""
-    info = dataset_info(cfg.data.name)
+    """Fill dataset-dependent ``auto`` values that the trainer itself uses; for ``data.name=folder``
+    also the normalisation computed from the images (stored in config.yaml, so the probe and a resume
+    normalise as the encoder was trained, even after images are added)."""
+    info = data_info(cfg.data)
     train = cfg.train
     check_schedule(train.schedule, train.warmup_epochs, train.epochs)
     if train.tensorboard:
         require_tensorboard()
     if train.weight_decay == "auto":
         train = dataclasses.replace(train, weight_decay=info.weight_decay)
-    return dataclasses.replace(cfg, train=train)
+    data = cfg.data
+    if data.name == "folder":
+        data = dataclasses.replace(data, mean=list(info.mean), std=list(info.std))
+    return dataclasses.replace(cfg, train=train, data=data)
 
 
 def check_online_probe(cfg: RunConfig, data: ImageData, world: World = SINGLE) -> None:
@@ -152,9 +157,9 @@ def check_online_probe(cfg: RunConfig, data: ImageData, world: World = SINGLE) -
 
 
 def load_pretrain_data(cfg: RunConfig) -> ImageData:
-    info = dataset_info(cfg.data.name)
+    info = data_info(cfg.data)
     split = info.pretrain_split if cfg.data.pretrain_split == "auto" else cfg.data.pretrain_split
-    data = load_split(cfg.data.name, split, cfg.data.root)
+    data = load_split(cfg.data.name, split, cfg.data.root, info)
     if cfg.data.train_subset is not None and cfg.data.train_subset < len(data):
         g = torch.Generator().manual_seed(cfg.train.seed)
         data = data.subset(torch.randperm(len(data), generator=g)[: cfg.data.train_subset])

@@ -1,6 +1,6 @@
 """Datasets as uint8 tensors (readers for the official formats) and their paper settings."""
 
 from localssl.data.base import DatasetError, ImageData
-from localssl.data.catalog import DATASETS, DatasetInfo, dataset_info, load_split
+from localssl.data.catalog import DATASETS, DatasetInfo, data_info, dataset_info, load_split
 
-__all__ = ["DATASETS", "DatasetError", "DatasetInfo", "ImageData", "dataset_info", "load_split"]
+__all__ = ["DATASETS", "DatasetError", "DatasetInfo", "ImageData", "data_info", "dataset_info", "load_split"]

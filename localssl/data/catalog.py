@@ -8,14 +8,24 @@ is the paper's AdamW value.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from localssl.data.base import DatasetError, ImageData, cached_decode
 from localssl.data.folder import read_image_folder
 from localssl.data.readers import read_cifar10, read_mnist, read_stl10, read_tinyimagenet
 from localssl.data.sequence import SequenceData
 from localssl.data.speech import read_librispeech, read_synthetic_speech
+from localssl.data.user_folder import (
+    LAYOUT,
+    check_root,
+    folder_classes,
+    read_folder_split,
+    train_stats,
+    vgg6_pool_kernels,
+)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 
@@ -181,17 +191,80 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
+FOLDER = "folder"  # your own images (data.name=folder data.root=DIR): settings from the files, see data_info
+
+
+class DataOptions(Protocol):
+    """The ``data`` section of a run config (:class:`localssl.config.DataConfig`) as seen here."""
+
+    name: str
+    root: str | None
+    image_size: int | None
+    mean: Sequence[float] | None
+    std: Sequence[float] | None
+
+
 def dataset_info(name: str) -> DatasetInfo:
+    if name == FOLDER:
+        raise DatasetError(
+            "data.name=folder reads your own images from data.root (nothing to download); its settings come "
+            "from the files: use localssl.data.data_info(cfg.data)"
+        )
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset '{name}'; known datasets: {', '.join(sorted(DATASETS))}")
+        raise DatasetError(
+            f"unknown dataset '{name}'; known datasets: {', '.join(sorted(DATASETS))}, "
+            f"or {FOLDER} for your own images ({LAYOUT})"
+        )
     return DATASETS[name]
 
 
-def load_split(name: str, split: str, root: str | Path | None = None) -> ImageData | SequenceData:
-    """Load ``split`` (``'train'``, ``'test'``, ``'unlabeled'``, or ``'a+b'``) of dataset ``name``."""
+def data_info(data: DataOptions) -> DatasetInfo:
+    """The settings of a run's dataset: the catalog's for a named dataset, else (``data.name=folder``)
+    from the images under ``data.root``:
+
+    - classes: the sorted class folders of ``train/`` (``test/`` must have the same ones);
+    - image size: the images' common square size, or ``data.image_size`` (then every image is resized);
+    - normalisation: per-channel mean and std of the train images in [0, 1], or ``data.mean``/``data.std``;
+    - pretraining split: ``unlabeled+train`` when ``unlabeled/`` exists, else ``train`` (as STL-10's);
+    - VGG-6 pool kernels: :func:`~localssl.data.user_folder.vgg6_pool_kernels` (Table A2's rule);
+    - crop scale (0.25, 1) up to 32 px (CIFAR-10's), else (0.08, 1); blur on; weight decay 0 (the paper's).
+    """
+    if data.name != FOLDER:
+        return dataset_info(data.name)
+    root = check_root(data.root)
+    classes = folder_classes(root)
+    size, mean, std = data.image_size, data.mean, data.std
+    if size is None or mean is None or std is None:
+        size, train_mean, train_std = train_stats(root, data.image_size)
+        mean = train_mean if mean is None else mean
+        std = train_std if std is None else std
+    return DatasetInfo(
+        FOLDER,
+        functools.partial(read_folder_split, image_size=data.image_size, expect=size),
+        size,
+        3,
+        len(classes),
+        "unlabeled+train" if (root / "unlabeled").is_dir() else "train",
+        "train",
+        "test",
+        vgg6_pool_kernels(size),
+        (0.25, 1.0) if size <= 32 else (0.08, 1.0),
+        True,
+        0.0,
+        tuple(float(v) for v in mean),
+        tuple(float(v) for v in std),
+        (),
+    )
+
+
+def load_split(
+    name: str, split: str, root: str | Path | None = None, info: DatasetInfo | None = None
+) -> ImageData | SequenceData:
+    """Load ``split`` (``'train'``, ``'test'``, ``'unlabeled'``, or ``'a+b'``) of dataset ``name``
+    (``info``: the dataset's settings, needed for ``folder``: ``data_info(cfg.data)``)."""
     from localssl.config import default_data_root
 
-    info = dataset_info(name)
+    info = info if info is not None else dataset_info(name)
     root_path = Path(root).expanduser() if root else default_data_root()
     parts = [info.reader(root_path, s) for s in split.split("+")]
     return parts[0] if len(parts) == 1 else type(parts[0]).concat(parts)

@@ -10,7 +10,7 @@ import torch
 from localssl.build import build_encoder
 from localssl.checkpoint import load_checkpoint
 from localssl.config import RunConfig
-from localssl.data import dataset_info
+from localssl.data import data_info
 from localssl.evaluate.features import FeatureExtractor, parse_layers
 from localssl.registry import VIEWS
 from localssl.views.simclr import Normalize
@@ -20,7 +20,7 @@ def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tup
     """The run's checkpointed encoder, frozen, with its probe read-out (``probe.layers``, pooled with the
     dataset's kernels; a view's own ``feature_extractor`` when it has one, e.g. ``patch_grid``), and
     ``{"checkpoint_epoch", "layers"}`` (1-based)."""
-    info = dataset_info(cfg.data.name)
+    info = data_info(cfg.data)
     ckpt_path = Path(run_dir) / "checkpoint.pt"
     if not ckpt_path.exists():
         raise FileNotFoundError(f"{ckpt_path} does not exist; train first with `localssl pretrain`")

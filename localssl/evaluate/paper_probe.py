@@ -42,7 +42,7 @@ from torch import nn
 from tqdm import tqdm
 
 from localssl.config import ProbeConfig, RunConfig
-from localssl.data import dataset_info, load_split
+from localssl.data import data_info, load_split
 from localssl.evaluate.frozen import frozen_extractor
 
 REFERENCE = "zihan-wu/local-SSL@c4ea488 vision/eval_ssl.py"
@@ -178,15 +178,15 @@ def paper_probe(
 ) -> dict[str, Any]:
     """The paper's protocol on the run in ``run_dir``: its result (``per_layer``: one result per layer
     and ``"all"`` under ``"results"``) with the checkpoint epoch, layers, split sizes and settings."""
-    info = dataset_info(cfg.data.name)
+    info = data_info(cfg.data)
     if info.kind != "image":
         raise ValueError(
             f"probe.protocol=paper is the CLAPP++ image protocol; {cfg.data.name} is not an image dataset"
             " (use probe.protocol=honest)"
         )
     extractor, meta = frozen_extractor(cfg, run_dir, device)
-    train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root)
-    test = load_split(cfg.data.name, info.test_split, cfg.data.root)
+    train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root, info)
+    test = load_split(cfg.data.name, info.test_split, cfg.data.root, info)
     train_images, train_labels = train.images, train.labels
     if cfg.probe.train_subset is not None:  # quick runs: a seeded subset of the labelled images
         keep = torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(cfg.probe.seed))

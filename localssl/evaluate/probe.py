@@ -31,7 +31,7 @@ from tqdm import tqdm
 from localssl.build import resolve_device
 from localssl.checkpoint import CorruptCheckpointError, load_checkpoint
 from localssl.config import ProbeConfig, RunConfig, read_run_config
-from localssl.data import dataset_info, load_split
+from localssl.data import data_info, load_split
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.paper_probe import layer_blocks, paper_probe
 from localssl.utils import atomic_torch_save, atomic_write_json
@@ -136,13 +136,13 @@ def compute_features(
 ) -> tuple[FeatureSet, dict[str, Any]]:
     """Features of the probe's train, validation and test images (``meta["layer_dims"]``: each chosen
     layer's width in the concatenated features)."""
-    info = dataset_info(cfg.data.name)
+    info = data_info(cfg.data)
     extractor, meta = frozen_extractor(cfg, run_dir, device)
     ckpt_path = run_dir / "checkpoint.pt"
     key = _feature_key(cfg, ckpt_path, [i - 1 for i in meta["layers"]])
     cache = run_dir / f"features-{key}.pt"
     meta["cache"] = cache.name
-    train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root)
+    train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root, info)
     meta["layer_dims"] = extractor.layer_dims(train.images[:2].to(device))
     if cache.exists():
         try:
@@ -150,7 +150,7 @@ def compute_features(
         except CorruptCheckpointError:
             pass  # a cache cut short by a crash is recomputed (an unsafe one is refused above)
 
-    test = load_split(cfg.data.name, info.test_split, cfg.data.root)
+    test = load_split(cfg.data.name, info.test_split, cfg.data.root, info)
     val_idx, train_idx = split_train_val(len(train), cfg.probe)
     if cfg.probe.train_subset is not None:
         train_idx = train_idx[: cfg.probe.train_subset]
@@ -255,7 +255,7 @@ def probe(
     if cache_features is None:
         cache_features = cfg.probe.cache_features
     progress = cfg.probe.progress and cfg.train.progress
-    info = dataset_info(cfg.data.name)
+    info = data_info(cfg.data)
     if cfg.probe.protocol == "paper":
         result = paper_probe(cfg, run_dir, device, per_layer, progress)
         store_result(run_dir, result, per_layer)
