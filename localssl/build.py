@@ -46,6 +46,23 @@ def build_encoder(cfg: RunConfig, info: DatasetInfo) -> LayeredEncoder:
     return MODELS.get(cfg.model.name).builder(cfg.model, in_channels=input_shape(cfg, info)[0])
 
 
+def check_input_fits(cfg: RunConfig, info: DatasetInfo) -> None:
+    """Pass one input of the run's shape through a freshly built encoder (the global RNG untouched):
+    images too small for it (VGG-6 halves them four times: 16 px at least) fail here, naming the
+    shape and the fix, before a run directory is written."""
+    shape = input_shape(cfg, info)
+    with torch.random.fork_rng(devices=[]):
+        encoder = build_encoder(cfg, info)
+    try:
+        with torch.no_grad():
+            encoder.output_shapes(shape)
+    except RuntimeError as err:
+        raise ValueError(
+            f"model {cfg.model.name} cannot take inputs of shape {shape} ({err}); "
+            "resize the images with data.image_size=N (VGG-6: N >= 16)"
+        ) from err
+
+
 def build(cfg: RunConfig, device: torch.device | str = "cpu") -> Components:
     """Seeded construction: the same config and seed give the same initial weights."""
     info = data_info(cfg.data)

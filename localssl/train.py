@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from localssl import distributed
-from localssl.build import Components, build, resolve_device
+from localssl.build import Components, build, check_input_fits, resolve_device
 from localssl.checkpoint import load_latest, remove_partial_writes, save_checkpoint
 from localssl.config import RunConfig, read_run_config, save_config
 from localssl.data import ImageData, data_info, load_split
@@ -133,7 +133,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     if train.weight_decay == "auto":
         train = dataclasses.replace(train, weight_decay=info.weight_decay)
     data = cfg.data
-    if data.name == "folder":
+    if data.name == "folder":  # any image size can come: check the encoder takes it
+        check_input_fits(cfg, info)
         data = dataclasses.replace(data, mean=list(info.mean), std=list(info.std))
     return dataclasses.replace(cfg, train=train, data=data)
 

@@ -171,3 +171,12 @@ def test_bad_options_fail_before_anything_is_read(tmp_path):
         data_info(load_config("clapp++", ["data.name=folder"]).data)
     with pytest.raises(DatasetError, match="is not a folder"):
         data_info(_data(tmp_path / "nowhere"))
+
+
+def test_images_too_small_for_vgg6_fail_before_the_run_directory(tmp_path):
+    root = make_folder(tmp_path / "mine", n_train=1, n_test=1, size=8)
+    cfg = load_config("clapp++", [*TINY, "data.name=folder", f"data.root={root}", f"out_dir={tmp_path / 'runs'}"])
+    with pytest.raises(ValueError, match=r"cannot take inputs of shape \(3, 8, 8\).*data\.image_size=N"):
+        pretrain(cfg)
+    assert not (tmp_path / "runs").exists()
+    assert data_info(_data(root, "data.image_size=16")).pool_kernels == (2, 2, 2, 1, 1, 1)
