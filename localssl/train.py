@@ -135,7 +135,8 @@ def resolve_config(cfg: RunConfig) -> RunConfig:
     data = cfg.data
     if data.name == "folder":  # any image size can come: check the encoder takes it
         check_input_fits(cfg, info)
-        data = dataclasses.replace(data, mean=list(info.mean), std=list(info.std))
+        root = str(Path(data.root).expanduser().resolve())  # the probe may run from another directory
+        data = dataclasses.replace(data, root=root, mean=list(info.mean), std=list(info.std))
     return dataclasses.replace(cfg, train=train, data=data)
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from localssl.cli import main
@@ -59,15 +60,17 @@ def _private_cache(tmp_path, monkeypatch):
 
 def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "mine", n_unlabeled=4)
+    monkeypatch.chdir(tmp_path)
     cfg = load_config(
-        "clapp++",
-        [*TINY, "data.name=folder", f"data.root={root}", f"out_dir={tmp_path / 'runs'}", "train.epochs=1"],
+        "clapp++", [*TINY, "data.name=folder", "data.root=mine", f"out_dir={tmp_path / 'runs'}", "train.epochs=1"]
     )
     cfg.train.max_steps_per_epoch = 2
     assert len(load_pretrain_data(cfg)) == 4 + 3 * 4  # auto: unlabeled + train
     run = pretrain(cfg)
-    saved = (run / "config.yaml").read_text()
-    assert "name: folder" in saved and "mean:" in saved  # the normalisation the encoder was trained with
+    saved = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    assert saved["root"] == str(root.resolve())  # the probe finds the data from any working directory
+    assert len(saved["mean"]) == len(saved["std"]) == 3  # the normalisation the encoder was trained with
+    monkeypatch.chdir(run)
     heads = []
     real = probe_module.train_linear_probe
     monkeypatch.setattr(
@@ -78,6 +81,11 @@ def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch):
     assert heads == [3]  # the folder's class count, not CIFAR's 10
     assert result["n_train"] + result["n_val"] == 12 and result["n_test"] == 6
     assert 0.0 <= result["test_acc"] <= 1.0
+    cached = ["probe.epochs=1", "probe.val_size=3", "probe.cache_features=true"]
+    assert main(["probe", str(run), *cached]) == 0
+    _png(root / "test" / "square" / "0.png", np.zeros((16, 16, 3), np.uint8))  # the data changes
+    assert main(["probe", str(run), *cached]) == 0
+    assert len(list(run.glob("features-*.pt"))) == 2  # features of the changed data, not the cached ones
 
 
 def test_settings_come_from_the_data(tmp_path):

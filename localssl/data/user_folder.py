@@ -55,6 +55,12 @@ def check_root(root: Path | str | None) -> Path:
     return root
 
 
+def folder_manifest(root: Path | str | None) -> str:
+    """Key of the manifest (path, size, mtime) of every file under the folder: caches derived from
+    its images (the probe's features) use it so that a change of any image invalidates them."""
+    return manifest_key(check_root(root), "folder")
+
+
 def folder_classes(root: Path) -> list[str]:
     """Class names (sorted folder names of ``train/``), checked against ``test/``: both split folders
     exist, hold only class folders, and name the same classes."""

@@ -32,6 +32,8 @@ from localssl.build import resolve_device
 from localssl.checkpoint import CorruptCheckpointError, load_checkpoint
 from localssl.config import ProbeConfig, RunConfig, read_run_config
 from localssl.data import data_info, load_split
+from localssl.data.catalog import FOLDER
+from localssl.data.user_folder import folder_manifest
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.paper_probe import layer_blocks, paper_probe
 from localssl.utils import atomic_torch_save, atomic_write_json
@@ -125,6 +127,8 @@ def _feature_key(cfg: RunConfig, ckpt: Path, layers: list[int]) -> str:
             p.train_subset,
             p.seed,
             cfg.data.name,
+            cfg.data.root,
+            folder_manifest(cfg.data.root) if cfg.data.name == FOLDER else None,
         ],
         sort_keys=True,
     )
