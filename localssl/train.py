@@ -144,7 +144,7 @@ def check_online_probe(cfg: RunConfig, data: ImageData, world: World = SINGLE) -
     """Refuse ``train.online_probe=true`` where it cannot run, before anything is written."""
     if not cfg.train.online_probe:
         return
-    info = dataset_info(cfg.data.name)
+    info = data_info(cfg.data)
     why = None
     if info.kind != "image":
         why = f"{cfg.data.name} is a {info.kind} dataset (frame labels); use `localssl probe` after training"
@@ -305,7 +305,7 @@ class Trainer:
         self.online_probe: OnlineProbe | None = None
         if t.online_probe:
             check_online_probe(cfg, self.data, world)
-            info = dataset_info(cfg.data.name)
+            info = self.comp.info
             n_layers = len(self.comp.encoder)
             kernels = list(info.pool_kernels) if len(info.pool_kernels) == n_layers else [None] * n_layers
             norm = Normalize(info.mean, info.std).to(self.device)

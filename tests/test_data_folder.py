@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -22,6 +23,7 @@ from localssl.train import load_pretrain_data, pretrain
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES = ("circle", "square", "stripe")
+ONLINE = ["train.online_probe=true", "train.online_probe_holdout=3"]
 TINY = ["model.width=0.0625", "train.batch_size=4", "train.device=cpu", "train.progress=false"]
 
 
@@ -49,6 +51,15 @@ def make_folder(root: Path, n_train: int = 4, n_test: int = 2, n_unlabeled: int 
     return root
 
 
+def _tensors(state, prefix=""):
+    """(dotted key, tensor) of every tensor in a nested state dict."""
+    for k, v in state.items():
+        if isinstance(v, dict):
+            yield from _tensors(v, f"{prefix}{k}.")
+        elif isinstance(v, torch.Tensor):
+            yield f"{prefix}{k}", v
+
+
 def _data(root: Path, *extra: str):
     return load_config("clapp++", ["data.name=folder", f"data.root={root}", *extra]).data
 
@@ -62,7 +73,8 @@ def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "mine", n_unlabeled=4)
     monkeypatch.chdir(tmp_path)
     cfg = load_config(
-        "clapp++", [*TINY, "data.name=folder", "data.root=mine", f"out_dir={tmp_path / 'runs'}", "train.epochs=1"]
+        "clapp++",
+        [*TINY, "data.name=folder", "data.root=mine", f"out_dir={tmp_path / 'runs'}", "train.epochs=1", *ONLINE],
     )
     cfg.train.max_steps_per_epoch = 2
     assert len(load_pretrain_data(cfg)) == 4 + 3 * 4  # auto: unlabeled + train
@@ -70,6 +82,9 @@ def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch):
     saved = yaml.safe_load((run / "config.yaml").read_text())["data"]
     assert saved["root"] == str(root.resolve())  # the probe finds the data from any working directory
     assert len(saved["mean"]) == len(saved["std"]) == 3  # the normalisation the encoder was trained with
+    online = torch.load(run / "checkpoint.pt", weights_only=True)["online_probe"]
+    heads = {k: v.shape[0] for k, v in _tensors(online) if k.endswith("weight")}
+    assert heads and set(heads.values()) == {3}, heads  # online read-outs: the folder's 3 classes
     monkeypatch.chdir(run)
     heads = []
     real = probe_module.train_linear_probe

@@ -291,7 +291,7 @@ def align_run(run_dir, batches: int = 8, split: str = "test", optimal_steps: int
     from localssl.build import build, resolve_device
     from localssl.checkpoint import load_checkpoint
     from localssl.config import read_run_config
-    from localssl.data import load_split
+    from localssl.data import data_info, load_split
     from localssl.train import load_pretrain_data
     from localssl.utils import atomic_write_json
 
@@ -307,7 +307,7 @@ def align_run(run_dir, batches: int = 8, split: str = "test", optimal_steps: int
     ckpt = load_checkpoint(ckpt_path, map_location=device)
     comp.encoder.load_state_dict(ckpt["encoder"])
     comp.rule.load_state_dict(ckpt["rule"])
-    data = load_split(cfg.data.name, split, cfg.data.root)
+    data = load_split(cfg.data.name, split, cfg.data.root, data_info(cfg.data))
     bs = cfg.train.batch_size
     if len(data) < batches * bs:
         raise ValueError(f"the {split} split has {len(data)} images, fewer than {batches} batches of {bs}")
