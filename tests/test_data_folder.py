@@ -89,7 +89,7 @@ def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch):
     heads = []
     real = probe_module.train_linear_probe
     monkeypatch.setattr(
-        probe_module, "train_linear_probe", lambda fs, c, n, s=True: heads.append(n) or real(fs, c, n, s)
+        probe_module, "train_linear_probe", lambda fs, c, n, *a, **kw: heads.append(n) or real(fs, c, n, *a, **kw)
     )
     assert main(["probe", str(run), "probe.epochs=2", "probe.val_size=3"]) == 0
     result = json.loads((run / "probe.json").read_text())
