@@ -32,7 +32,7 @@ class DataConfig:
     name: str = "cifar10"
     root: str | None = None  # None: $LOCALSSL_DATA, then ./data, then ../shared/data
     train_subset: int | None = None  # first N (shuffled with the seed) pretraining images
-    pretrain_split: str = "auto"  # auto: 'unlabeled' for stl10 (paper), 'unlabeled+train' for a folder with unlabeled/, else 'train'
+    pretrain_split: str = "auto"  # auto: 'unlabeled' stl10 (paper), 'unlabeled+train' folder with unlabeled/, or train
     on_device: bool = True  # keep the uint8 dataset on the training device
     image_size: int | None = None  # folder only: resize every image to N×N (None: all share one square size)
     mean: list[float] | None = None  # folder only: per-channel mean in [0, 1] (None: from the train images)
