@@ -78,6 +78,20 @@ def collect(runs: Path) -> list[dict[str, object]]:
     return out
 
 
+def common_step(rows: list[dict[str, object]]) -> int:
+    """The last step every run has been scored at (runs compared at equal training)."""
+    last = {}
+    for r in rows:
+        last[r["preset"]] = max(last.get(r["preset"], 0), int(r["step"]))
+    return min(last.values())
+
+
+def at_step(rows: list[dict[str, object]], preset: str, step: int) -> dict[str, object] | None:
+    """``preset``'s last scoring at or before ``step``."""
+    mine = [r for r in rows if r["preset"] == preset and int(r["step"]) <= step]
+    return mine[-1] if mine else None
+
+
 def plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -85,20 +99,26 @@ def plot(rows: list[dict[str, object]], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     layers = sorted({k for r in rows for k in r if str(k).startswith("probe_acc_l")}, key=lambda k: int(k[11:]))
+    step = common_step(rows)
+    trained = [int(r["step"]) for r in rows if r["preset"] != "random"]
+    xmax = 1.05 * max(trained or [step]) * BATCH / 1000
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, preset in enumerate(PRESETS):
-        mine = [r for r in rows if r["preset"] == preset]
+        mine = [r for r in rows if r["preset"] == preset and r["images_seen"] / 1000 <= xmax]
         if not mine:
             continue
         style = {"color": "0.4", "ls": "--"} if preset == "random" else {"color": f"C{i}"}
-        axes[0].plot([r["images_seen"] / 1000 for r in mine], [r["probe_acc_all"] for r in mine], label=preset, **style)
-        last = mine[-1]
-        axes[1].plot(range(1, len(layers) + 1), [last[k] for k in layers], marker="o", label=preset, **style)
+        label = "random init (read-outs only)" if preset == "random" else preset
+        xs = [r["images_seen"] / 1000 for r in mine]
+        axes[0].plot(xs, [r["probe_acc_all"] for r in mine], label=label, **style)
+        at = at_step(rows, preset, step)
+        if at is not None:
+            axes[1].plot(range(1, len(layers) + 1), [at[k] for k in layers], marker="o", label=label, **style)
     axes[0].axhline(10, color="0.7", lw=0.8, ls=":", label="chance")
-    axes[0].set(
-        xlabel="pretraining images seen (thousands)", ylabel="held-out accuracy (%)", title="online probe, all layers"
-    )
-    axes[1].set(xlabel="layer", ylabel="held-out accuracy (%)", title="online probe per layer, last scoring")
+    axes[0].set(xlabel="pretraining images seen (thousands)", ylabel="held-out accuracy (%)")
+    axes[0].set_title("online probe, all layers concatenated", fontsize=10)
+    axes[1].set(xlabel="layer", ylabel="held-out accuracy (%)")
+    axes[1].set_title(f"online probe of each layer at step {step} ({step * BATCH // 1000}k images)", fontsize=10)
     for ax in axes:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -119,6 +139,7 @@ def report(runs: Path, results: Path) -> None:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+    step = common_step(rows)
     title = (
         f"CIFAR-10, VGG-6 width 1/4, batch 32, one CPU thread per run on a shared 2-core machine, seed 0; "
         f"{time.strftime('%Y-%m-%d')}"
@@ -134,15 +155,20 @@ def report(runs: Path, results: Path) -> None:
         "Settings: " + " ".join(COMMON) + " (full CIFAR-10 JPEG copy, 50 000 train images, 1000 held out "
         "from the read-outs; random init: the frozen initial encoder, only the read-outs train).",
         "",
-        "| preset | last step | images seen | held-out acc, all layers (%) | per layer l1..l6 (%) |",
+        f"Held-out accuracy (%) at step {step} (the last step every run reached), and at each run's last scoring:",
+        "",
+        f"| preset | all layers, step {step} | per layer l1..l6, step {step} | last step | all layers, last step |",
         "| --- | --- | --- | --- | --- |",
     ]
     for preset in PRESETS:
         mine = [r for r in rows if r["preset"] == preset]
-        if mine:
+        at = at_step(rows, preset, step)
+        if mine and at is not None:
             last = mine[-1]
-            per = " / ".join(f"{last[f'probe_acc_l{i}']:.1f}" for i in range(1, 7) if f"probe_acc_l{i}" in last)
-            lines.append(f"| {preset} | {last['step']} | {last['images_seen']} | {last['probe_acc_all']:.1f} | {per} |")
+            per = " / ".join(f"{at[f'probe_acc_l{i}']:.1f}" for i in range(1, 7) if f"probe_acc_l{i}" in at)
+            lines.append(
+                f"| {preset} | {at['probe_acc_all']:.1f} | {per} | {last['step']} | {last['probe_acc_all']:.1f} |"
+            )
     lines += ["", "![curves](curves.png)", "", "Every scoring: `curves.csv`."]
     (results / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
