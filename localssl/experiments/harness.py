@@ -47,7 +47,10 @@ from localssl.config import RunConfig, available_presets, default_data_root, loa
 from localssl.data import DatasetError, dataset_info, load_split
 from localssl.registry import ConfigError
 
-KEY_VERSION = 1  # bump when a code change makes earlier runs invalid: every run is then retrained
+# Bump when a code change makes earlier runs invalid: every run is then retrained. 2 (2026-12-01): the
+# clapp++both default became two hinge losses (objective.combine=sum_losses), STL-10 pretrains on the
+# unlabeled split with the official normalisation, and the probe classifier's init is seeded by probe.seed.
+KEY_VERSION = 2
 
 # Settings that do not change what a run learns: left out of its key (and free to differ on reuse).
 KEY_EXCLUDED = {
