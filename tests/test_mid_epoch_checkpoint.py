@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,6 +36,24 @@ TIMING = {"seconds", "images_per_s"}
 
 class _Killed(Exception):
     """Stands for the process dying at this point."""
+
+
+def _pretrain_killed_at(monkeypatch, cfg, step: int) -> Path:
+    """Pretrain ``cfg`` until the optimizer is about to train global step ``step`` (0-based), where the
+    process "dies"; returns the run directory it left behind."""
+    optimize = Trainer.optimize
+
+    def dies(self, views):
+        if self.global_step == step:
+            raise _Killed
+        return optimize(self, views)
+
+    monkeypatch.setattr(Trainer, "optimize", dies)
+    with pytest.raises(_Killed):
+        pretrain(cfg)
+    monkeypatch.undo()
+    (run,) = Path(cfg.out_dir).iterdir()
+    return run
 
 
 def _rows(path):
@@ -75,18 +94,8 @@ def test_mid_epoch_resume_is_bit_identical(cifar_root, tmp_path, monkeypatch, pr
     start = load_checkpoint(full / "checkpoint.prev.pt")
     assert start["global_step"] == 12 and start["position"]["step"] == 5  # the last mid-epoch one, kept
 
-    optimize = Trainer.optimize
-
-    def dies_before_step_14(self, views):
-        if self.global_step == 13:  # step 13 is trained and logged, then the process dies
-            raise _Killed
-        return optimize(self, views)
-
-    monkeypatch.setattr(Trainer, "optimize", dies_before_step_14)
-    with pytest.raises(_Killed):
-        pretrain(load_config(preset, [*cfg, f"out_dir={tmp_path / 'b'}"]))
-    monkeypatch.undo()
-    (run,) = (tmp_path / "b").iterdir()
+    # step 13 is trained and logged, then the process dies
+    run = _pretrain_killed_at(monkeypatch, load_config(preset, [*cfg, f"out_dir={tmp_path / 'b'}"]), 13)
     ckpt = load_checkpoint(run / "checkpoint.pt")
     assert (ckpt["epoch"], ckpt["global_step"], ckpt["position"]["step"]) == (1, 12, 5)
     assert ckpt["position"]["window"], "the checkpoint falls inside a logging window: its partial sums are kept"
@@ -97,18 +106,7 @@ def test_mid_epoch_resume_is_bit_identical(cifar_root, tmp_path, monkeypatch, pr
 
 def test_a_mid_epoch_checkpoint_is_refused_by_a_different_epoch_length(cifar_root, tmp_path, monkeypatch):
     cfg = [*TINY, f"data.root={cifar_root}", f"out_dir={tmp_path / 'runs'}"]
-    optimize = Trainer.optimize
-
-    def dies(self, views):
-        if self.global_step == 5:
-            raise _Killed
-        return optimize(self, views)
-
-    monkeypatch.setattr(Trainer, "optimize", dies)
-    with pytest.raises(_Killed):
-        pretrain(load_config("clapp++", cfg))
-    monkeypatch.undo()
-    (run,) = (tmp_path / "runs").iterdir()
+    run = _pretrain_killed_at(monkeypatch, load_config("clapp++", cfg), 5)
     with pytest.raises(ValueError, match="stopped after step 4 of epoch 1.*train.max_steps_per_epoch"):
         resume(run, ["train.max_steps_per_epoch=3"])
 
@@ -134,18 +132,7 @@ def test_mid_epoch_checkpoints_are_refused_under_several_ranks(cifar_root, tmp_p
 def test_a_run_killed_before_its_first_checkpoint_trains_again_from_step_0(cifar_root, tmp_path, monkeypatch):
     cfg = [*TINY, "train.checkpoint_every=100", "train.epochs=1", f"data.root={cifar_root}"]
     full = pretrain(load_config("clapp++", [*cfg, f"out_dir={tmp_path / 'a'}"]))
-    optimize = Trainer.optimize
-
-    def dies(self, views):
-        if self.global_step == 4:
-            raise _Killed
-        return optimize(self, views)
-
-    monkeypatch.setattr(Trainer, "optimize", dies)
-    with pytest.raises(_Killed):
-        pretrain(load_config("clapp++", [*cfg, f"out_dir={tmp_path / 'b'}"]))
-    monkeypatch.undo()
-    (run,) = (tmp_path / "b").iterdir()
+    run = _pretrain_killed_at(monkeypatch, load_config("clapp++", [*cfg, f"out_dir={tmp_path / 'b'}"]), 4)
     assert not (run / "checkpoint.pt").exists() and (run / "steps.csv").exists()
     (run / ".checkpoint.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # a write the kill cut short
     resume(run)
