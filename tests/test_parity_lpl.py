@@ -1,7 +1,8 @@
 """LPL against the authors' code: numbers from ``tools/parity_lpl.py`` (fmi-basel/latent-predictive-learning
 ``LPL.loss_step``, float64), rebuilt here from the ``lpl`` preset at width 1/16 on the same pooled features.
-The preset has no stop-gradient, as the authors' code; ``objective.stop_gradient=true`` (the Methods' form)
-keeps the loss value and halves the predictive term's gradient, also checked here."""
+The authors' code has no stop-gradient (``objective.stop_gradient=false``); the preset follows the paper's
+Methods (``stop_gradient=true``, issue 15: text over code), which keeps the loss value and halves the
+predictive term's gradient, also checked here against the same fixture."""
 
 import importlib.util
 import json
@@ -36,9 +37,13 @@ def _objectives(*overrides):
     return cfg, build(cfg).rule.double().objectives
 
 
+def test_preset_follows_the_methods_stop_gradient():
+    assert load_config("lpl").objective.stop_gradient
+
+
 def test_lpl_matches_authors_loss_step():
     assert FIXTURE["reference"]["commit"].startswith("0210f55")
-    cfg, objectives = _objectives()
+    cfg, objectives = _objectives("objective.stop_gradient=false")
     c = cfg.objective
     assert (c.pred_coeff, c.hebb_coeff, c.decorr_coeff) == tuple(FIXTURE["setup"]["coeffs"].values())
     assert not c.stop_gradient and cfg.rule.name == "local" and len(objectives) == len(tool.CHANNELS)
@@ -58,8 +63,9 @@ def test_lpl_matches_authors_loss_step():
 
 
 def test_stop_gradient_halves_the_predictive_gradient():
-    _, plain = _objectives("objective.hebb_coeff=0", "objective.decorr_coeff=0")
-    _, stopped = _objectives("objective.hebb_coeff=0", "objective.decorr_coeff=0", "objective.stop_gradient=true")
+    zero = ("objective.hebb_coeff=0", "objective.decorr_coeff=0")
+    _, plain = _objectives(*zero, "objective.stop_gradient=false")
+    _, stopped = _objectives(*zero)  # the preset: stop_gradient=true
     h0 = tool.seeded_inputs()[0]
     grads = []
     for objectives in (plain, stopped):
