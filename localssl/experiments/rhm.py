@@ -68,11 +68,13 @@ RECIPES: dict[str, Recipe] = {
         evaluation="probe",
         **SIBLINGS,
     ),
-    # layer-wise non-contrastive (LPL, Halvagal & Zenke 2023) on the same pairs
+    # layer-wise non-contrastive (LPL, Halvagal & Zenke 2023) on the same pairs; predictive term without
+    # stop-gradient as the official LPL code (the `lpl` preset follows the Methods' stop-gradient instead;
+    # the RHM numbers were measured with this form)
     "lpl": Recipe(
         "lpl",
         model={**CNN, "init_scale": 0.1},
-        objective={"name": "lpl", "pooling": "global"},
+        objective={"name": "lpl", "pooling": "global", "stop_gradient": False},
         rule={"name": "local", "reference": "same"},
         evaluation="probe",
         **SIBLINGS,
