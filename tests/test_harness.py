@@ -9,13 +9,14 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from localssl.config import load_config
-from localssl.experiments import harness
+from localssl.experiments import harness, report
 from localssl.experiments.harness import (
     Row,
     Scale,
@@ -294,12 +295,23 @@ def test_results_page_collects_cpu_tables(tmp_path):
         (folder / "results.md").write_text(body)
     (tmp_path / "results" / "table2" / "smoke").mkdir()
     (tmp_path / "results" / "table2" / "smoke" / "results.md").write_text("# smoke only\n")
+    (tmp_path / "results" / "zeta" / "cpu" / "results.md").write_text("# zeta title\n\n![c](curves.png)\n")
     page = write_results_page(tmp_path).read_text()
+    assert "![c](../results/zeta/cpu/curves.png)" in page  # any file beside results.md, not only results.*
     assert "Do not edit" in page and "smoke only" not in page
     assert page.index("## table2 title") < page.index("## zeta title")  # known tables first
     assert "![plot](../results/table2/cpu/results.png)" in page
-    assert "[`results.csv`](../results/zeta/cpu/results.csv)" in page
+    assert "[`results.csv`](../results/table2/cpu/results.csv)" in page
     assert "No `--scale paper` results are in the repository yet" in page
+
+
+def test_runs_location_names_no_path_of_this_machine(tmp_path):
+    root = report.repo_root()
+    assert report.runs_location(Path("results/t/cpu/runs")) == "`results/t/cpu/runs`"
+    if root is not None:
+        assert report.runs_location(root / "results" / "t" / "cpu" / "runs") == "`results/t/cpu/runs`"
+    assert report.runs_location(tmp_path / "out" / "runs") == "`runs/` beside results.md"
+    assert str(tmp_path) not in report.runs_location(tmp_path / "elsewhere")
 
 
 # ------------------------------------------------------------------------------------- several processes

@@ -201,8 +201,22 @@ def markdown(result: GridResult) -> str:
         lines += ["", "Notes:", "", *notes]
     if result.cells:
         lines += ["", "![ours beside the published numbers](results.png)"]
-    lines += ["", f"Per-seed values: `results.csv`. Runs: `{result.runs_dir}`."]
+    lines += ["", f"Per-seed values: `results.csv`. Runs: {runs_location(result.runs_dir)}."]
     return "\n".join(lines) + "\n"
+
+
+def runs_location(runs_dir: Path) -> str:
+    """Where the run folders are, without naming a path of this machine: a folder inside the repository
+    by its relative path, the default ``OUT/runs`` as "beside this file", anything else by its variable."""
+    runs_dir = Path(runs_dir)
+    root = repo_root()
+    if not runs_dir.is_absolute():
+        return f"`{runs_dir.as_posix()}`"
+    if root is not None and runs_dir.resolve().is_relative_to(root.resolve()):
+        return f"`{runs_dir.resolve().relative_to(root.resolve()).as_posix()}`"
+    if runs_dir.name == "runs":
+        return "`runs/` beside results.md"
+    return "the folder named by `LOCALSSL_RUNS` when these runs were made"
 
 
 def versus_floor(ours: Sequence[float], floor: Sequence[float]) -> tuple[float, str]:
@@ -340,7 +354,7 @@ def write_results_page(root: Path) -> Path:
         body = found[name].read_text()
         rel = f"../results/{name}/cpu/"
         body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M)  # one heading level down
-        body = re.sub(r"\]\((results\.(?:png|csv))\)", rf"]({rel}\1)", body)
+        body = re.sub(r"\]\(([\w.-]+\.(?:png|csv|md|json))\)", rf"]({rel}\1)", body)  # a file beside results.md
         body = body.replace("`results.csv`", f"[`results.csv`]({rel}results.csv)")
         lines += [body.rstrip(), ""]
     path = root / "docs" / "results.md"
