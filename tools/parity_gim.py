@@ -77,32 +77,14 @@ def entry_index(shape: torch.Size) -> list[int]:
     return flat[torch.linspace(0, flat.numel() - 1, 5).round().long()].tolist()
 
 
-class _RecordRandint:
-    """Wraps ``torch.randint`` while the authors' loss runs, keeping every tensor it returns."""
-
-    def __init__(self) -> None:
-        self.draws: list[torch.Tensor] = []
-        self._orig = torch.randint
-
-    def __enter__(self) -> _RecordRandint:
-        def randint(*args, **kwargs):
-            out = self._orig(*args, **kwargs)
-            self.draws.append(out.clone())
-            return out
-
-        torch.randint = randint
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        torch.randint = self._orig
-
-
 def _grad_record(g: torch.Tensor) -> dict:
     index = entry_index(g.shape)
     return {"norm": float(g.norm()), "index": index, "value": g.flatten()[index].tolist()}
 
 
 def main(checkout: str) -> None:
+    from parity_clapp2021 import _RecordRandint  # tools/ is on sys.path when run as a script
+
     sys.path.insert(0, checkout)
     from GreedyInfoMax.vision.models import InfoNCE_Loss  # the authors' module, unmodified
 
