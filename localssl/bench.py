@@ -52,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from localssl.config import RunConfig, load_config
 from localssl.data import ImageData, data_info
 from localssl.memory import MB, AllocatorPeak, SavedTensorMeter, optimizer_state_bytes, storage_bytes
+from localssl.rules.base import StepContext
 from localssl.train import Trainer
 
 COUNTERPART = {
@@ -148,12 +149,11 @@ class Runner:
         for p in self.params:
             p.grad = torch.zeros_like(p)
         rule, encoder = self.trainer.comp.rule, self.trainer.comp.encoder
-        hook, rule.on_layer_done = rule.on_layer_done, None
-        try:
+        try:  # the rule alone (its autocast, no optimizer steps): what its activations cost
+            ctx = StepContext(autocast=self.trainer.step_context.autocast)
             with AllocatorPeak(self.device) as act_peak, SavedTensorMeter(self.params) as saved:
-                rule.step(encoder, vb)
+                rule.step(encoder, vb, ctx)
         finally:
-            rule.on_layer_done = hook
             self._free_grads()
         return {
             "peak_mem_mb": (static + step_peak.peak_bytes) / MB,

@@ -18,6 +18,7 @@ from torch import nn
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import OBJECTIVES, RULES
+from localssl.rules.base import StepContext
 from localssl.views.base import ViewBatch
 
 torch.set_num_threads(2)
@@ -152,12 +153,12 @@ def ring_task_accuracy(rule_name: str, train_hidden: bool, steps: int, **rule_kw
         for p in enc.layers[:-1].parameters():
             p.requires_grad_(False)
     opt = torch.optim.Adam(list(rule.parameters_to_train(enc)), lr=1e-2)
-    rule.attach_optimizer(opt)  # used by rules that step the weights themselves (predictive coding)
+    ctx = StepContext(optimizer=opt)  # used by rules that step the weights themselves (predictive coding)
     empty = torch.zeros(0, dtype=torch.long)
     for _ in range(steps):
         idx = torch.randint(0, 2000, (64,))
         opt.zero_grad()
-        rule.step(enc, ViewBatch(x[idx], empty, empty, empty, empty, labels=y[idx], n_images=64))
+        rule.step(enc, ViewBatch(x[idx], empty, empty, empty, empty, labels=y[idx], n_images=64), ctx)
         opt.step()
     with torch.no_grad():
         return (rule.objectives["3"].readout(enc(x)[-1]).argmax(1) == y).float().mean().item()

@@ -89,7 +89,6 @@ def _reference(cfg, world_size: int) -> dict[str, torch.Tensor]:
     torch.set_num_threads(1)
     trainer = Trainer(cfg, Path("unused"), data=load_pretrain_data(cfg))
     rule, encoder = trainer.comp.rule, trainer.comp.encoder
-    rule.on_layer_done = None
     params = list(rule.parameters_to_train(encoder))
     bs, n = cfg.train.batch_size, len(trainer.images)
     for epoch in range(cfg.train.epochs):

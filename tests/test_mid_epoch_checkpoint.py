@@ -173,8 +173,8 @@ def test_a_nan_between_logged_rows_never_reaches_a_mid_epoch_checkpoint(cifar_ro
     trainer = Trainer(cfg, tmp_path)
     original = trainer.comp.rule.step
 
-    def step(encoder, views):
-        metrics = original(encoder, views)
+    def step(encoder, views, ctx):
+        metrics = original(encoder, views, ctx)
         return {**metrics, "loss_l2": torch.tensor(float("nan"))} if trainer.global_step == 7 else metrics
 
     trainer.comp.rule.step = step

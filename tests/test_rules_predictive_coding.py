@@ -17,6 +17,7 @@ from localssl.data.base import ImageData
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import RULES, ConfigError
+from localssl.rules.base import StepContext
 from localssl.train import Trainer, resolve_config
 from localssl.views.base import ViewBatch, next_image_negatives, swap_halves
 
@@ -152,9 +153,8 @@ def test_ipc_steps_the_attached_optimizer_every_iteration():
     opt = torch.optim.SGD(list(rule.parameters_to_train(enc)), lr=0.05)
     calls = []
     opt.register_step_post_hook(lambda *_: calls.append(1))
-    rule.attach_optimizer(opt)
     opt.zero_grad()
-    rule.step(enc, views)
+    rule.step(enc, views, StepContext(optimizer=opt))
     assert len(calls) == 3  # T − 1 inside the step; the trainer makes the T-th
     assert not torch.equal(w0[0], enc.layers[0][0].weight)
     assert enc.layers[0][0].weight.grad is not None

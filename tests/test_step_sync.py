@@ -76,8 +76,8 @@ def test_the_count_sees_a_sync_in_a_rule(monkeypatch, tmp_path):
 
     original = LocalRule.step
 
-    def reading_step(self, encoder, views):
-        metrics = original(self, encoder, views)
+    def reading_step(self, encoder, views, ctx):
+        metrics = original(self, encoder, views, ctx)
         metrics["read"] = torch.tensor(metrics["loss_l1"].item())
         return metrics
 

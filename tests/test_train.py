@@ -76,8 +76,8 @@ def _trainer_altering_epoch_1(cfg, run, alter):
     trainer = Trainer(cfg, run)
     original = trainer.comp.rule.step
 
-    def step(encoder, views):
-        metrics = original(encoder, views)
+    def step(encoder, views, ctx):
+        metrics = original(encoder, views, ctx)
         return alter(metrics) if trainer.epoch == 1 else metrics
 
     trainer.comp.rule.step = step

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -49,14 +50,14 @@ def test_step_each_layer_gives_the_single_optimizer_result(preset, streaming):
 def test_streaming_frees_each_layers_gradients_before_the_next_layer():
     trainer = _trainer("clapp++", "train.step_each_layer=true")
     rule, seen = trainer.comp.rule, []
-    inner = rule.on_layer_done
+    inner = trainer.step_context.layer_done
 
     def spy(index: int) -> None:
         held = [i for i, g in enumerate(trainer.groups) if any(p.grad is not None for p in g)]
         seen.append((index, held))
         inner(index)
 
-    rule.on_layer_done = spy
+    trainer.step_context = dataclasses.replace(trainer.step_context, layer_done=spy)
     trainer.optimize(trainer.make_views(torch.arange(4)))
     assert [s[0] for s in seen] == list(range(6))
     for index, held in seen:

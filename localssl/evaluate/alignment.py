@@ -30,7 +30,7 @@ from torch import nn
 
 from localssl.models.base import LayeredEncoder
 from localssl.registry import ConfigError
-from localssl.rules.base import Metrics, Rule
+from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext
 from localssl.views.base import ViewBatch
 
 PARAM_SETS = ("weight", "all")
@@ -86,8 +86,8 @@ class TopObjectiveBackprop(Rule):
         hs = encoder(views.x)
         return hs, self.objective(hs[-1], [hs[-1]] * self.n_refs, views).loss
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
-        with self.autocast():
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
+        with ctx.autocast():
             _, loss = self.top_loss(encoder, views)
         loss.backward()
         return {f"loss_l{len(encoder.layers)}": loss.detach()}
@@ -292,7 +292,7 @@ def align_run(run_dir, batches: int = 8, split: str = "test", optimal_steps: int
     from localssl.checkpoint import load_checkpoint
     from localssl.config import read_run_config
     from localssl.data import data_info, load_split
-    from localssl.train import load_pretrain_data
+    from localssl.data.pretrain import load_pretrain_data
     from localssl.utils import atomic_write_json
 
     run_dir = Path(run_dir)

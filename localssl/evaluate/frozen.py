@@ -13,7 +13,7 @@ from localssl.config import RunConfig
 from localssl.data import data_info
 from localssl.evaluate.features import FeatureExtractor, parse_layers
 from localssl.registry import VIEWS
-from localssl.views.simclr import Normalize
+from localssl.views.base import Normalize
 
 
 def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tuple[FeatureExtractor, dict[str, Any]]:

@@ -14,7 +14,7 @@ from torch import nn
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import RULES
-from localssl.rules.base import Metrics, Rule, build_objective
+from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.views.base import ViewBatch
 
 
@@ -32,8 +32,8 @@ class BackpropRule(Rule):
         self.top = len(layers)
         self.objectives = nn.ModuleDict({str(self.top): build_objective(objective_cfg, top, [top])})
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
-        with self.autocast():
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
+        with ctx.autocast():
             h = encoder(views.x)[-1]
             out = self.objectives[str(self.top)](h, [h], views)
         out.loss.backward()
@@ -58,5 +58,5 @@ class FrozenRule(Rule):
         self.cfg = cfg
         self.objectives = nn.ModuleDict()
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
         return {}

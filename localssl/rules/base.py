@@ -5,16 +5,20 @@ implements :meth:`Rule.step`: given the encoder and a :class:`ViewBatch`, leave 
 trainable parameter in ``.grad`` and return detached per-layer metrics. The trainer only calls
 ``step`` and the optimizer; it never knows which rule runs.
 
-Rules that finish a layer's gradients before the next layer runs (layer streaming) announce it by
-calling :meth:`Rule.layer_done`; the trainer uses that moment to start that layer's gradient
-all-reduce (multi-process runs) and, with ``train.step_each_layer``, to step that layer's optimizer.
+What the trainer gives a rule for one step travels in one :class:`StepContext`: the autocast to run
+the forward passes under, the ``layer_done`` announcement and the optimizer. Rules that finish a
+layer's gradients before the next layer runs (layer streaming) call ``ctx.layer_done(i)``; the trainer
+uses that moment to start that layer's gradient all-reduce (multi-process runs) and, with
+``train.step_each_layer``, to step that layer's optimizer. A rule called without a context (tests,
+analyses) gets :data:`NO_CONTEXT`: full precision, nobody listening, no optimizer.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -32,26 +36,47 @@ def build_objective(objective_cfg: Any, target: LayerSpec, refs: list[LayerSpec]
     return entry.builder(objective_cfg, target, refs)
 
 
+class Optimizer(Protocol):
+    """What a rule may do with the trainer's optimizer(s)."""
+
+    def step(self) -> Any: ...
+
+    def zero_grad(self, set_to_none: bool = True) -> None: ...
+
+
+def _nobody_listens(index: int) -> None:
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class StepContext:
+    """What the trainer hands :meth:`Rule.step` for one step.
+
+    ``autocast()`` opens the precision context the forward passes run under (``train.precision``);
+    ``layer_done(i)`` announces that layer ``i``'s (0-based) gradients are final for this step;
+    ``optimizer`` is the trainer's optimizer (the per-layer ones seen as one with
+    ``train.step_each_layer``), which only rules that update the weights several times per batch
+    (incremental predictive coding) step themselves; every other rule leaves it alone."""
+
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    layer_done: Callable[[int], None] = _nobody_listens
+    optimizer: Optimizer | None = None
+
+
+NO_CONTEXT = StepContext()
+
+
 class Rule(nn.Module):
-    """Base class. Subclasses set ``self.objectives`` (an ``nn.ModuleDict`` keyed by layer number)."""
+    """Base class. Subclasses set ``self.objectives`` (an ``nn.ModuleDict`` keyed by layer number) and
+    implement :meth:`step`."""
 
     trains_encoder: bool = True
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-        # Set by the trainer: called with a 0-based layer index once that layer's gradients are final.
-        self.on_layer_done: Callable[[int], None] | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
-
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:  # pragma: no cover - abstract
+    def step(
+        self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT
+    ) -> Metrics:  # pragma: no cover - abstract
+        """Leave every trainable parameter's gradient in ``.grad``; return detached per-layer metrics."""
         raise NotImplementedError
-
-    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
-        """The trainer hands its optimizer to the rule. Rules that update the weights several times
-        per batch (incremental predictive coding) step it themselves inside :meth:`step`, and leave
-        the last update in ``.grad``; every other rule ignores it."""
-        self.optimizer = optimizer
 
     def parameters_to_train(self, encoder: LayeredEncoder) -> Iterator[nn.Parameter]:
         """Encoder and objective parameters that this rule updates."""
@@ -74,11 +99,6 @@ class Rule(nn.Module):
             groups.append(group)
         groups.append([p for p in self.parameters_to_train(encoder) if id(p) not in seen])
         return groups
-
-    def layer_done(self, index: int) -> None:
-        """Announce that layer ``index``'s (0-based) gradients are complete for this step."""
-        if self.on_layer_done is not None:
-            self.on_layer_done(index)
 
     @staticmethod
     def record(metrics: Metrics, layer: int, out: LossOut) -> None:

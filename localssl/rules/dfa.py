@@ -38,7 +38,7 @@ from torch import nn
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import RULES, ConfigError
-from localssl.rules.base import Metrics, Rule, build_objective
+from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.views.base import ViewBatch
 
 MAX_FEEDBACK_BYTES = 16 * 2**30
@@ -94,9 +94,9 @@ class DFARule(Rule):
             return e.mean(dim=(2, 3))
         return e.flatten(1)
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
         hs, h = [], views.x
-        with self.autocast():
+        with ctx.autocast():
             for layer in encoder.layers:
                 h = layer(h.detach())
                 hs.append(h)

@@ -25,7 +25,7 @@ from torch import nn
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import RULES, ConfigError
-from localssl.rules.base import Metrics, Rule, build_objective
+from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.rules.dfa import feedback_matrix
 from localssl.views.base import ViewBatch
 
@@ -59,12 +59,12 @@ class DRTPRule(Rule):
         """The fixed matrix ``B_layer`` (1-based layer number, hidden layers only)."""
         return getattr(self, f"B{layer}")
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
         if views.labels is None or bool((views.labels < 0).any()):
             raise ConfigError("rule drtp needs every row labelled (views with labels, e.g. rhm_plain or single)")
         target = F.one_hot(views.labels, self.n_classes).float()
         hs, h = [], views.x
-        with self.autocast():
+        with ctx.autocast():
             for layer in encoder.layers:
                 h = layer(h.detach())
                 hs.append(h)

@@ -36,7 +36,7 @@ from torch import nn
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec, LossOut
 from localssl.registry import RULES, ConfigError
-from localssl.rules.base import Metrics, Rule, build_objective
+from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.views.base import ViewBatch
 
 
@@ -80,49 +80,55 @@ class LocalRule(Rule):
         return [top] if self.cfg.reference == "top" else [h, top]
 
     def _recomputed(
-        self, layer: nn.Module, objective: nn.Module, x: torch.Tensor, top: torch.Tensor | None, views: ViewBatch
+        self,
+        layer: nn.Module,
+        objective: nn.Module,
+        x: torch.Tensor,
+        top: torch.Tensor | None,
+        views: ViewBatch,
+        ctx: StepContext,
     ) -> tuple[torch.Tensor, LossOut]:
         """One layer's update holding one batch chunk's graph at a time (``recompute_chunks``)."""
         chunks = x.chunk(self.cfg.recompute_chunks)
-        with torch.no_grad(), self.autocast():
+        with torch.no_grad(), ctx.autocast():
             h = torch.cat([layer(c) for c in chunks])
         h.requires_grad_()
-        with self.autocast():
+        with ctx.autocast():
             out = objective(h, self._refs(h, top), views)
         if out.loss.requires_grad:
             out.loss.backward()  # the objective's parameters, and dL/dh in h.grad
         if h.grad is not None:
             for c, g in zip(chunks, h.grad.chunk(len(chunks))):
-                with self.autocast():
+                with ctx.autocast():
                     hc = layer(c)  # the same values as the no-grad pass, now with this chunk's graph
                 if hc.requires_grad:
                     hc.backward(g)
         return h.detach(), out
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
         metrics: Metrics = {}
         needs_top = self.cfg.reference != "same"
         if self.cfg.stream:
             top = None
             if needs_top:
-                with torch.no_grad(), self.autocast():
+                with torch.no_grad(), ctx.autocast():
                     top = torch.cat([encoder(c)[-1] for c in views.x.chunk(self.cfg.recompute_chunks)])
             h = views.x
             for i, layer in enumerate(encoder.layers):
                 objective = self.objectives[str(i + 1)]
                 if self.cfg.recompute_chunks > 1:
-                    h, out = self._recomputed(layer, objective, h.detach(), top, views)
+                    h, out = self._recomputed(layer, objective, h.detach(), top, views, ctx)
                 else:
-                    with self.autocast():
+                    with ctx.autocast():
                         h = layer(h.detach())
                         out = objective(h, self._refs(h, top), views)
                     if out.loss.requires_grad:  # a layer with nothing to train does no backward work
                         out.loss.backward()  # frees this layer's graph before the next layer runs
                 self.record(metrics, i + 1, out)
-                self.layer_done(i)
+                ctx.layer_done(i)
             return metrics
         hs, h = [], views.x
-        with self.autocast():
+        with ctx.autocast():
             for layer in encoder.layers:
                 h = layer(h.detach())
                 hs.append(h)
@@ -135,5 +141,5 @@ class LocalRule(Rule):
         if total.requires_grad:
             total.backward()
         for i in range(len(hs)):
-            self.layer_done(i)
+            ctx.layer_done(i)
         return metrics

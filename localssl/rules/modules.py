@@ -23,7 +23,7 @@ from torch import nn
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import RULES, ConfigError
-from localssl.rules.base import Metrics, Rule, build_objective
+from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.views.base import ViewBatch
 
 
@@ -71,13 +71,13 @@ class ModulesRule(Rule):
                 self.objectives[str(end + 1)] = build_objective(objective_cfg, spec, [spec])
         self.autoregressive = {s.index for s in layers if s.autoregressive}
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
         metrics: Metrics = {}
         h = views.x
         start = 0
         for end in self.ends:
             h = h.detach()  # gradient-isolated module boundary
-            with self.autocast():
+            with ctx.autocast():
                 h_in = h
                 for i in range(start, end + 1):
                     h_in = h

@@ -16,7 +16,7 @@ from localssl.evaluate.alignment import match_feedback_grads
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import RULES, ConfigError
-from localssl.rules.base import Metrics
+from localssl.rules.base import NO_CONTEXT, Metrics, StepContext
 from localssl.rules.local import LocalConfig, LocalRule
 from localssl.views.base import ViewBatch
 
@@ -43,9 +43,9 @@ class OptimalFeedbackRule(LocalRule):
     def __init__(self, cfg: OptimalFeedbackConfig, objective_cfg, layers: list[LayerSpec]) -> None:
         super().__init__(cfg, objective_cfg, layers)  # type: ignore[arg-type]
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
-        metrics = super().step(encoder, views)
-        with self.autocast():
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
+        metrics = super().step(encoder, views, ctx)
+        with ctx.autocast():
             mse = match_feedback_grads(encoder, self, views, match=self.cfg.match)
         metrics["feedback_mse"] = mse
         return metrics

@@ -40,7 +40,7 @@ from torch import nn
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec, LossOut
 from localssl.registry import RULES, ConfigError
-from localssl.rules.base import Metrics, Rule, build_objective
+from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.views.base import ViewBatch
 
 
@@ -83,30 +83,37 @@ class PredictiveCodingRule(Rule):
         self.top = len(layers)
         self.objectives = nn.ModuleDict({str(self.top): build_objective(objective_cfg, top, [top])})
 
-    def energy(self, encoder: LayeredEncoder, x: torch.Tensor, hs: list[torch.Tensor], views: ViewBatch) -> Energy:
+    def energy(
+        self,
+        encoder: LayeredEncoder,
+        x: torch.Tensor,
+        hs: list[torch.Tensor],
+        views: ViewBatch,
+        ctx: StepContext = NO_CONTEXT,
+    ) -> Energy:
         """``E`` of Eq. 9 at activities ``hs`` (``hs[l-1]`` = ``h_l``) for input ``x``."""
         n = x.shape[0]
         below = [x, *hs[:-1]]
         err = x.new_zeros(())
-        with self.autocast():
+        with ctx.autocast():
             for layer, h_in, h in zip(encoder.layers, below, hs):
                 eps = h - layer(h_in)
                 err = err + 0.5 * eps.square().sum() / n
             top = self.objectives[str(self.top)](hs[-1], [hs[-1]], views)
         return Energy(err + top.loss, err, top)
 
-    def run(self, encoder: LayeredEncoder, views: ViewBatch) -> Trace:
+    def run(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Trace:
         """``T`` iPC iterations on this batch; weight gradients end in ``.grad`` (see module docstring)."""
         cfg, x = self.cfg, views.x
         n = x.shape[0]
-        with torch.no_grad(), self.autocast():
+        with torch.no_grad(), ctx.autocast():
             hs = [h.to(x.dtype) for h in encoder(x)]  # activity variables in the input's precision
         hs = [h.clone().requires_grad_(True) for h in hs]
         velocity = [torch.zeros_like(h) for h in hs]
         energies: list[torch.Tensor] = []
         first = None
         for t in range(cfg.T):
-            en = self.energy(encoder, x, hs, views)
+            en = self.energy(encoder, x, hs, views, ctx)
             first = en if first is None else first
             energies.append(en.total.detach())
             en.total.backward()
@@ -117,14 +124,14 @@ class PredictiveCodingRule(Rule):
                     v.mul_(cfg.momentum).add_(h.grad, alpha=n)
                     h.sub_(v, alpha=cfg.alpha)
                     h.grad = None
-            if self.optimizer is not None:
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+            if ctx.optimizer is not None:
+                ctx.optimizer.step()
+                ctx.optimizer.zero_grad(set_to_none=True)
         assert first is not None
         return Trace(energies, first, en)
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch) -> Metrics:
-        trace = self.run(encoder, views)
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
+        trace = self.run(encoder, views, ctx)
         metrics: Metrics = {}
         self.record(metrics, self.top, trace.first.top)  # the feedforward network's loss
         metrics["pc_energy"] = trace.energies[-1]

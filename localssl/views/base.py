@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
+from torch import nn
 
 
 @dataclasses.dataclass
@@ -61,3 +62,17 @@ def random_negatives(pos: torch.Tensor, n_images: int, generator: torch.Generato
     other_image = (image_of + shift) % n_images
     view = torch.randint(0, m // n_images, (m,), device=pos.device, generator=generator)
     return other_image + view * n_images
+
+
+class Normalize(nn.Module):
+    """uint8 or [0, 1] images -> per-channel standardised float."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        return (x - self.mean) / self.std

@@ -22,8 +22,7 @@ from torch import nn
 
 from localssl.data import DatasetInfo
 from localssl.registry import VIEWS, ConfigError
-from localssl.views.base import ViewBatch, next_image_negatives, random_negatives, swap_halves
-from localssl.views.simclr import Normalize
+from localssl.views.base import Normalize, ViewBatch, next_image_negatives, random_negatives, swap_halves
 
 
 @dataclasses.dataclass

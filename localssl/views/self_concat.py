@@ -17,8 +17,7 @@ from torch import nn
 
 from localssl.data import DatasetInfo
 from localssl.registry import VIEWS
-from localssl.views.base import ViewBatch
-from localssl.views.simclr import Normalize
+from localssl.views.base import Normalize, ViewBatch
 
 
 @dataclasses.dataclass

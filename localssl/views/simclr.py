@@ -16,7 +16,7 @@ from torch import nn
 
 from localssl.data import DatasetInfo
 from localssl.registry import VIEWS, ConfigError
-from localssl.views.base import ViewBatch, next_image_negatives, random_negatives, swap_halves
+from localssl.views.base import Normalize, ViewBatch, next_image_negatives, random_negatives, swap_halves
 
 
 @dataclasses.dataclass
@@ -35,20 +35,6 @@ class SimCLRConfig:
             raise ConfigError(f"views.negatives must be 'next' or 'random', got '{self.negatives}'")
         if isinstance(self.crop_scale, list):
             self.crop_scale = tuple(self.crop_scale)
-
-
-class Normalize(nn.Module):
-    """uint8 or [0, 1] images -> per-channel standardised float."""
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype == torch.uint8:
-            x = x.float().div_(255.0)
-        return (x - self.mean) / self.std
 
 
 @VIEWS.register("simclr", SimCLRConfig)

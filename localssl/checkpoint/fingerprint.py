@@ -1,0 +1,67 @@
+"""The settings a checkpoint was trained under, and the check that a resume keeps them."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from localssl.config import RunConfig
+
+RESUME_OVERRIDABLE = {
+    "train.epochs",
+    "train.device",
+    "train.progress",
+    "train.log_every",
+    "train.max_steps_per_epoch",
+    "train.checkpoint_every",
+    "train.checkpoint_every_minutes",
+    "data.root",
+}
+
+
+def config_fingerprint(cfg: RunConfig) -> str:
+    """The settings a checkpoint was trained under, as sorted JSON of ``section.key`` values, without the
+    keys that may change on resume (:data:`RESUME_OVERRIDABLE`) and ``out_dir``."""
+    flat: dict[str, Any] = {}
+    for section, value in cfg.to_dict().items():
+        if isinstance(value, dict):
+            flat.update({f"{section}.{k}": v for k, v in value.items()})
+        else:
+            flat[section] = value
+    keep = {k: v for k, v in flat.items() if k not in RESUME_OVERRIDABLE and k != "out_dir"}
+    return json.dumps(keep, sort_keys=True, default=str)
+
+
+def check_config_unchanged(ckpt: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a resume whose ``config.yaml`` was edited by hand since the checkpoint was written (the
+    optimizer state would silently keep the old settings while the config says otherwise)."""
+    if "config" not in ckpt:  # checkpoints written before the config was stored in them
+        return
+    then, now = json.loads(ckpt["config"]), json.loads(config_fingerprint(cfg))
+    changed = sorted(
+        k
+        for k in then.keys() | now.keys()
+        if then.get(k) != now.get(k) and not (k not in then and now[k] == _default_setting(cfg, k))
+    )
+    if changed:
+        diffs = "; ".join(f"{k}: checkpoint {then.get(k)!r}, config.yaml {now.get(k)!r}" for k in changed)
+        raise ValueError(
+            f"{run_dir / 'config.yaml'} differs from the config its checkpoint was trained with ({diffs}). "
+            "Restore those values to resume exactly, or start a new run with `localssl pretrain`."
+        )
+
+
+def _default_setting(cfg: RunConfig, key: str) -> Any:
+    """The default of ``section.key`` as it appears in :func:`config_fingerprint` (a key added to the library
+    after a checkpoint was written is absent from it: the run was trained with that key's default)."""
+    section, _, name = key.partition(".")
+    value = getattr(cfg, section, None)
+    for f in dataclasses.fields(value) if dataclasses.is_dataclass(value) else ():
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return json.loads(json.dumps(f.default, default=str))
+            if f.default_factory is not dataclasses.MISSING:
+                return json.loads(json.dumps(f.default_factory(), default=str))
+    return dataclasses.MISSING

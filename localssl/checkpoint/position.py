@@ -1,0 +1,62 @@
+"""Where a mid-epoch checkpoint left its epoch: enough to continue it bit-identically.
+
+The epoch's permutation is rebuilt from ``(seed, epoch)``; what cannot be rebuilt is stored: the
+steps done, the seconds spent, the state of the generators the views and rules draw from at that
+moment, and the epoch's partial metric sums (up to the last logged row, and the window since)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+
+def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """The generators the views and rules draw from (uint8 tensors, loadable with weights_only)."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+@dataclasses.dataclass
+class EpochPosition:
+    """The state of epoch ``epoch`` (0-based) after ``step`` of its steps."""
+
+    epoch: int
+    step: int
+    seconds: float
+    rng: dict[str, torch.Tensor]
+    sums: dict[str, torch.Tensor]  # the steps up to the last logged row
+    window: dict[str, torch.Tensor]  # the steps since
+
+    def to_state(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EpochPosition:
+        return cls(
+            epoch=int(state["epoch"]),
+            step=int(state["step"]),
+            seconds=float(state["seconds"]),
+            rng=dict(state["rng"]),
+            sums=dict(state.get("sums", {})),
+            window=dict(state.get("window", {})),
+        )
+
+    def check_fits(self, epoch: int, n_steps: int) -> None:
+        """Refuse to continue an epoch of another length (a changed ``train.max_steps_per_epoch`` or data)."""
+        if self.epoch != epoch or not 0 < self.step < n_steps:
+            raise ValueError(
+                f"the checkpoint stopped after step {self.step} of epoch {self.epoch + 1}, which does not "
+                f"fit epoch {epoch + 1} of {n_steps} steps: resume with the run's own "
+                "train.max_steps_per_epoch and data"
+            )
+
+    def restore_rng(self, device: torch.device) -> None:
+        torch.set_rng_state(self.rng["cpu"].cpu())  # map_location moved it to the device
+        if device.type == "cuda":
+            if "cuda" not in self.rng:
+                raise ValueError("this mid-epoch checkpoint was written on the CPU: resume it with train.device=cpu")
+            torch.cuda.set_rng_state(self.rng["cuda"].cpu(), device)

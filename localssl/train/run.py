@@ -1,0 +1,135 @@
+"""Start a run (:func:`pretrain`) or continue one (:func:`resume`), on one process or under ``torchrun``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from localssl import distributed
+from localssl.build import resolve_device
+from localssl.checkpoint import RESUME_OVERRIDABLE, check_config_unchanged, load_latest, remove_partial_writes
+from localssl.config import RunConfig, read_run_config, save_config
+from localssl.distributed import World
+from localssl.train.setup import RunSetup
+from localssl.train.trainer import Trainer
+from localssl.utils import trim_csv
+
+T = TypeVar("T")
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    """A fresh directory ``out_dir/NAME-YYYYmmdd-HHMMSS[-k]``."""
+    base = Path(cfg.out_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run = base / f"{cfg.name}-{stamp}"
+    k = 1
+    while run.exists():
+        k += 1
+        run = base / f"{cfg.name}-{stamp}-{k}"
+    run.mkdir(parents=True)
+    return run
+
+
+def _join_world(cfg: RunConfig) -> tuple[World, bool]:
+    """This process's rank (from ``torchrun``'s environment) and whether we started the process group."""
+    world = distributed.world_from_env()
+    started = world.distributed and not torch.distributed.is_initialized()
+    distributed.init(world, distributed.rank_device(resolve_device(cfg.train.device), world))
+    return world, started
+
+
+def _on_main_then_share(world: World, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on rank 0 and hand its result (or its error) to every rank."""
+    result, error = None, None
+    if world.is_main:
+        try:
+            result = fn()
+        except (FileExistsError, FileNotFoundError, ValueError) as err:
+            error = err
+    result, error = distributed.broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result
+
+
+def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
+    """Train a fresh run of ``cfg``; returns the run directory (under ``torchrun``: on every rank)."""
+    world, started = _join_world(cfg)
+    try:
+        setup = RunSetup.prepare(cfg, world)  # bad settings or data fail here, before a run directory exists
+
+        def prepare() -> str:
+            path = Path(run_dir) if run_dir is not None else new_run_dir(setup.cfg)
+            path.mkdir(parents=True, exist_ok=True)
+            if (path / "checkpoint.pt").exists():
+                raise FileExistsError(f"{path} already holds a run; use `localssl pretrain --resume {path}`")
+            save_config(setup.cfg, path / "config.yaml")
+            return str(path)
+
+        path = Path(_on_main_then_share(world, prepare))
+        Trainer(setup, path).fit()
+    finally:
+        if started:
+            distributed.shutdown()
+    return path
+
+
+def check_overrides(overrides: list[str] | None) -> None:
+    """Refuse a resume override of a setting the run must keep to continue exactly."""
+    for item in overrides or []:
+        key = item.split("=", 1)[0]
+        if key not in RESUME_OVERRIDABLE:
+            raise ValueError(
+                f"'{key}' cannot change on resume (the run must continue exactly); "
+                f"allowed: {', '.join(sorted(RESUME_OVERRIDABLE))}"
+            )
+
+
+def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
+    """Continue the run in ``run_dir`` from its last checkpoint (``train.epochs=N`` extends it).
+
+    A run killed before its first checkpoint (it has a ``config.yaml`` but no checkpoint) is trained
+    again from step 0, which gives the same run: the initialisation is seeded by ``train.seed``."""
+    run_dir = Path(run_dir)
+    has_checkpoint = (run_dir / "checkpoint.pt").exists() or (run_dir / "checkpoint.prev.pt").exists()
+    if not has_checkpoint and not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(
+            f"{run_dir / 'checkpoint.pt'} does not exist: nothing to resume (start with `localssl pretrain`)"
+        )
+    check_overrides(overrides)
+    cfg = read_run_config(run_dir, overrides)
+    world, started = _join_world(cfg)
+    try:
+        trainer = Trainer(RunSetup.prepare(cfg, world), run_dir)
+        if has_checkpoint:
+            ckpt, _ = load_latest(run_dir, map_location=trainer.device)
+            check_config_unchanged(ckpt, trainer.cfg, run_dir)
+            trainer.load_state(ckpt)
+        elif world.is_main:
+            print(
+                f"{run_dir}: no checkpoint was written before the run stopped; training it from step 0", file=sys.stderr
+            )
+        trains = trainer.comp.rule.trains_encoder or trainer.online_probe is not None
+        if trainer.epoch >= cfg.train.epochs and trains:
+            if world.is_main:  # nothing to train: leave every file of the run as it is
+                print(
+                    f"{run_dir}: already trained for {trainer.epoch} epochs (train.epochs={cfg.train.epochs}); "
+                    f"nothing to do, nothing changed. To continue: --resume {run_dir} train.epochs={trainer.epoch + 1}",
+                    file=sys.stderr,
+                )
+            return run_dir
+        if world.is_main:
+            remove_partial_writes(run_dir)  # temporary files of writes cut short by the crash
+            for log in ("steps.csv", "metrics.csv"):  # rows logged after the checkpoint are trained again
+                trim_csv(run_dir / log, trainer.global_step)
+            save_config(trainer.cfg, run_dir / "config.yaml")
+        trainer.fit()
+    finally:
+        if started:
+            distributed.shutdown()
+    return run_dir

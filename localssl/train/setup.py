@@ -1,0 +1,87 @@
+"""Everything a run checks and resolves before its first step, done once per start.
+
+:meth:`RunSetup.prepare` fills the dataset-dependent ``auto`` settings, refuses settings that cannot run
+(under ``torchrun``, an online probe on unlabelled data, ...) and loads the pretraining images, all
+before a run directory is written. ``pretrain``/``resume`` prepare once and hand the result to the
+:class:`~localssl.train.trainer.Trainer`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from localssl.build import check_input_fits
+from localssl.config import RunConfig
+from localssl.data import DatasetInfo, ImageData, data_info
+from localssl.data.pretrain import load_pretrain_data
+from localssl.distributed import SINGLE, World
+from localssl.schedule import check_schedule
+from localssl.tensorboard_log import require_tensorboard
+
+
+def resolve_config(cfg: RunConfig, info: DatasetInfo | None = None) -> RunConfig:
+    """Fill dataset-dependent ``auto`` values that the trainer itself uses; for ``data.name=folder``
+    also the normalisation computed from the images (stored in config.yaml, so the probe and a resume
+    normalise as the encoder was trained, even after images are added)."""
+    info = info if info is not None else data_info(cfg.data)
+    train = cfg.train
+    check_schedule(train.schedule, train.warmup_epochs, train.epochs)
+    if train.tensorboard:
+        require_tensorboard()
+    if train.weight_decay == "auto":
+        train = dataclasses.replace(train, weight_decay=info.weight_decay)
+    data = cfg.data
+    if data.name == "folder":  # any image size can come: check the encoder takes it
+        check_input_fits(cfg, info)
+        root = str(Path(data.root).expanduser().resolve())  # the probe may run from another directory
+        data = dataclasses.replace(data, root=root, mean=list(info.mean), std=list(info.std))
+    return dataclasses.replace(cfg, train=train, data=data)
+
+
+def check_world(cfg: RunConfig, world: World) -> None:
+    """Mid-epoch checkpoints hold one process's augmentation RNG state: refuse them under ``torchrun``."""
+    if world.distributed and (cfg.train.checkpoint_every or cfg.train.checkpoint_every_minutes):
+        raise ValueError(
+            "train.checkpoint_every / train.checkpoint_every_minutes (mid-epoch checkpoints) are not "
+            "supported under torchrun (every rank's augmentation RNG state would have to be saved); "
+            "unset them there: checkpoints are then written at the end of every epoch"
+        )
+
+
+def check_online_probe(cfg: RunConfig, data: ImageData, world: World = SINGLE, info: DatasetInfo | None = None) -> None:
+    """Refuse ``train.online_probe=true`` where it cannot run, before anything is written."""
+    if not cfg.train.online_probe:
+        return
+    info = info if info is not None else data_info(cfg.data)
+    why = None
+    if info.kind != "image":
+        why = f"{cfg.data.name} is a {info.kind} dataset (frame labels); use `localssl probe` after training"
+    elif cfg.views.name == "patch_grid":
+        why = "patch_grid views read out the average over image patches; use `localssl probe` after training"
+    elif world.distributed:
+        why = "it runs in one process only (each rank would train its own read-outs); drop it under torchrun"
+    elif not bool((data.labels >= 0).any()):
+        why = f"the pretraining split of {cfg.data.name} has no labels (e.g. STL-10 unlabeled)"
+    if why:
+        raise ValueError(f"train.online_probe=true is not available here: {why}. Set train.online_probe=false.")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSetup:
+    """A run's resolved config, its dataset's settings and its pretraining images, checked once."""
+
+    cfg: RunConfig
+    info: DatasetInfo
+    data: ImageData
+    world: World = SINGLE
+
+    @classmethod
+    def prepare(cls, cfg: RunConfig, world: World = SINGLE, data: ImageData | None = None) -> RunSetup:
+        """Resolve and check ``cfg`` and load its images (unless given): every error a setting or the data
+        can cause is raised here, before a run directory exists."""
+        info = data_info(cfg.data)
+        cfg = resolve_config(cfg, info)
+        check_world(cfg, world)
+        data = data if data is not None else load_pretrain_data(cfg, info)
+        check_online_probe(cfg, data, world, info)
+        return cls(cfg, info, data, world)
