@@ -336,7 +336,17 @@ def save_config(cfg: RunConfig, path: Path) -> None:
 
 
 def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
-    raw = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    """The run's ``config.yaml`` with ``overrides``; a malformed file is refused by name (ConfigError)."""
+    path = Path(run_dir) / "config.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path} is not valid YAML ({str(exc).splitlines()[0]}); the run's checkpoints are untouched. "
+            "Restore the file (it is rewritten by every start of the run) or fix the line it names."
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} does not hold a run's settings (a YAML mapping); restore the file")
     return config_from_dict(merge(raw, parse_overrides(overrides or [])))
 
 

@@ -14,10 +14,33 @@ from typing import Any
 import torch
 
 
+def umask_mode(mode: int = 0o666) -> int:
+    """``mode`` with the process's umask applied: the permissions ``open()`` would give a new file
+    (``tempfile.mkstemp`` creates owner-only files; every file of a run follows the umask instead)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the renames inside ``folder`` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, write) -> None:
     """Write through a temporary file in the same folder, fsync, then rename over ``path``.
 
-    A crash (or a full disk) leaves the previous file intact: readers never see half a file."""
+    A crash (or a full disk) leaves the previous file intact: readers never see half a file; a failed
+    write removes its temporary file. The file gets the umask's permissions, like any other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -26,6 +49,7 @@ def atomic_write_bytes(path: Path, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,8 +80,14 @@ def trim_csv(path: Path, last_step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
-    text = path.read_text()
-    rows = list(csv.reader(io.StringIO(text)))
+    try:
+        text = path.read_text()
+        rows = list(csv.reader(io.StringIO(text)))
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"{path} is not a readable CSV log ({exc}); the run's checkpoints are untouched. Move the file aside "
+            "and resume again: the log then restarts at the checkpoint's step"
+        ) from None
     if not rows or "step" not in rows[0]:
         return
     if not text.endswith("\n"):  # a row cut short by a crash

@@ -64,7 +64,7 @@ def test_resume_falls_back_to_the_previous_checkpoint(cifar_root, tmp_path, caps
     with pytest.raises(CorruptCheckpointError, match="checkpoint.pt"):
         load_checkpoint(run / "checkpoint.pt")
     resume(run, ["train.epochs=3"])
-    assert f"resuming from the earlier checkpoint {run / 'checkpoint.prev.pt'}" in capsys.readouterr().err
+    assert f"using the earlier checkpoint {run / 'checkpoint.prev.pt'}" in capsys.readouterr().err
     a, b = load_checkpoint(full / "checkpoint.pt"), load_checkpoint(run / "checkpoint.pt")
     assert a["global_step"] == b["global_step"]
     for name, tensor in a["encoder"].items():

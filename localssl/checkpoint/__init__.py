@@ -1,14 +1,22 @@
 """Checkpoints: the files on disk (:mod:`.store`), the settings they were trained under
 (:mod:`.fingerprint`) and the position inside an epoch that a mid-epoch one holds (:mod:`.position`)."""
 
-from localssl.checkpoint.fingerprint import RESUME_OVERRIDABLE, check_config_unchanged, config_fingerprint
+from localssl.checkpoint.fingerprint import (
+    NETWORK_SECTIONS,
+    RESUME_OVERRIDABLE,
+    check_config_unchanged,
+    config_fingerprint,
+)
 from localssl.checkpoint.position import EpochPosition, rng_states
+from localssl.checkpoint.read import checkpoint_meta, checkpoint_position, read_run_checkpoint
 from localssl.checkpoint.store import (
     CHECKPOINT,
     PREVIOUS,
     RUN_FILES,
+    CheckpointWriteError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
+    is_verified,
     latest_path,
     load_checkpoint,
     load_latest,
@@ -18,17 +26,23 @@ from localssl.checkpoint.store import (
 
 __all__ = [
     "CHECKPOINT",
+    "NETWORK_SECTIONS",
     "PREVIOUS",
     "RESUME_OVERRIDABLE",
     "RUN_FILES",
+    "CheckpointWriteError",
     "CorruptCheckpointError",
     "EpochPosition",
     "UnsafeCheckpointError",
     "check_config_unchanged",
+    "checkpoint_meta",
+    "checkpoint_position",
     "config_fingerprint",
+    "is_verified",
     "latest_path",
     "load_checkpoint",
     "load_latest",
+    "read_run_checkpoint",
     "remove_partial_writes",
     "rng_states",
     "save_checkpoint",

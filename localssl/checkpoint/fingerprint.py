@@ -34,23 +34,35 @@ def config_fingerprint(cfg: RunConfig) -> str:
     return json.dumps(keep, sort_keys=True, default=str)
 
 
-def check_config_unchanged(ckpt: dict[str, Any], cfg: RunConfig, run_dir: Path) -> None:
-    """Refuse a resume whose ``config.yaml`` was edited by hand since the checkpoint was written (the
-    optimizer state would silently keep the old settings while the config says otherwise)."""
+NETWORK_SECTIONS = ("name", "model.", "views.", "objective.", "rule.", "data.name")  # what the weights are
+
+
+def check_config_unchanged(
+    ckpt: dict[str, Any], cfg: RunConfig, run_dir: Path, only: tuple[str, ...] | None = None, path: Path | None = None
+) -> None:
+    """Refuse a checkpoint whose settings differ from the run's ``config.yaml``: on resume every setting
+    but :data:`RESUME_OVERRIDABLE` (the optimizer state would silently keep the old settings while the
+    config says otherwise); for readers (probe, align, plot) ``only`` the keys that define the network
+    (:data:`NETWORK_SECTIONS`), so a checkpoint copied from another run is not read as this one's."""
     if "config" not in ckpt:  # checkpoints written before the config was stored in them
         return
     then, now = json.loads(ckpt["config"]), json.loads(config_fingerprint(cfg))
     changed = sorted(
         k
         for k in then.keys() | now.keys()
-        if then.get(k) != now.get(k) and not (k not in then and now[k] == _default_setting(cfg, k))
+        if then.get(k) != now.get(k)
+        and not (k not in then and now[k] == _default_setting(cfg, k))
+        and (only is None or k.startswith(only))
     )
     if changed:
         diffs = "; ".join(f"{k}: checkpoint {then.get(k)!r}, config.yaml {now.get(k)!r}" for k in changed)
-        raise ValueError(
-            f"{run_dir / 'config.yaml'} differs from the config its checkpoint was trained with ({diffs}). "
+        name = path.name if path is not None else "its checkpoint"
+        fix = (
             "Restore those values to resume exactly, or start a new run with `localssl pretrain`."
+            if only is None
+            else f"It belongs to another run: put back this run's own {name}, or probe the run it came from."
         )
+        raise ValueError(f"{run_dir / 'config.yaml'} differs from the config {name} was trained with ({diffs}). {fix}")
 
 
 def _default_setting(cfg: RunConfig, key: str) -> Any:

@@ -30,6 +30,7 @@ class EpochPosition:
     rng: dict[str, torch.Tensor]
     sums: dict[str, torch.Tensor]  # the steps up to the last logged row
     window: dict[str, torch.Tensor]  # the steps since
+    window_steps: int | None = None  # how many steps ``window`` sums (None: written before it was stored)
 
     def to_state(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -43,6 +44,7 @@ class EpochPosition:
             rng=dict(state["rng"]),
             sums=dict(state.get("sums", {})),
             window=dict(state.get("window", {})),
+            window_steps=int(state["window_steps"]) if state.get("window_steps") is not None else None,
         )
 
     def check_fits(self, epoch: int, n_steps: int) -> None:

@@ -1,15 +1,33 @@
-"""Checkpoint files: safe loading (tensors and plain containers only) and one rotated predecessor.
+"""Checkpoint files: the save protocol, safe loading, and the one place readers find a run's checkpoint.
+
+**Invariant.** From a run's first save on, at every instant at least one complete, *verified* checkpoint
+is on disk under a name every reader looks at (``checkpoint.pt``, else ``checkpoint.prev.pt``):
+
+1. the new state is written to a temporary file beside the old ones (``.checkpoint.pt.*.tmp``) and fsynced;
+2. it is verified: read back with ``weights_only=True`` and its ``global_step`` compared with the state's;
+3. only if ``checkpoint.pt`` is itself verified (this process wrote or loaded that very file, or it reads
+   back now) is it hard-linked over ``checkpoint.prev.pt`` (an atomic replace: both names then hold it);
+   an unverified ``checkpoint.pt`` (corrupt, cut short) is never rotated over a good predecessor;
+4. the verified new file is renamed over ``checkpoint.pt`` and the folder is fsynced.
+
+A kill, a full disk or a file-size limit at any point leaves the previous verified checkpoint in place;
+a failed save removes its temporary files and raises :class:`CheckpointWriteError` naming the kept one.
+Several processes that each hold part of the state (layer-parallel stages) commit together by handing
+their parts to one process, which saves them as one file: one commit point (step 4), one format that
+every reader, and a resume with another number of processes, understands.
 
 Nothing read from disk may execute code, so every load goes through ``torch.load(..., weights_only=True)``;
-a file that needs anything else (a pickled object with ``__reduce__``, a class) is refused with an
-error naming it. Each save keeps the previous checkpoint as ``checkpoint.prev.pt``, and a resume whose
-``checkpoint.pt`` is truncated or garbage falls back to it, saying so."""
+a file that needs anything else (a pickled object with ``__reduce__``, a class) is refused with an error
+naming it."""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import pickle
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,10 +35,12 @@ from typing import Any
 import torch
 from torch.torch_version import TorchVersion
 
-from localssl.utils import atomic_torch_save
+from localssl.utils import fsync_dir, umask_mode
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS = "checkpoint.prev.pt"
+
+_verified: dict[str, tuple[int, int, int]] = {}  # path -> (inode, size, mtime_ns) of a file read back whole
 
 
 class UnsafeCheckpointError(RuntimeError):
@@ -31,8 +51,42 @@ class CorruptCheckpointError(RuntimeError):
     """The file is truncated, empty or not a torch checkpoint at all."""
 
 
+class CheckpointWriteError(OSError):
+    """A save failed (full disk, file-size limit, read-only folder); the previous checkpoint is kept."""
+
+
 def _unsafe(exc: BaseException) -> bool:
     return "Weights only load failed" in str(exc) and ("global" in str(exc) or "GLOBAL" in str(exc))
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _mark_verified(path: Path) -> None:
+    ident = _identity(path)
+    if ident is not None:
+        _verified[str(path.resolve())] = ident
+
+
+def is_verified(path: Path) -> bool:
+    """Whether ``path`` is a complete checkpoint: read back whole by this process (and unchanged since),
+    or readable now."""
+    path = Path(path)
+    ident = _identity(path)
+    if ident is None:
+        return False
+    if _verified.get(str(path.resolve())) == ident:
+        return True
+    try:
+        load_checkpoint(path)
+    except (CorruptCheckpointError, UnsafeCheckpointError):
+        return False
+    return True
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any:
@@ -40,7 +94,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any
     path = Path(path)
     try:
         with torch.serialization.safe_globals([TorchVersion]):  # older runs stored torch.__version__ as is
-            return torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
@@ -54,27 +108,103 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any
             f"{path} is not a readable checkpoint (truncated, empty or garbage: {type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''})"
         ) from exc
+    _mark_verified(path)
+    return state
 
 
-def save_checkpoint(state: dict[str, Any], run_dir: Path) -> None:
-    """Write ``run_dir/checkpoint.pt`` atomically, first moving the current one to ``checkpoint.prev.pt``.
+def _fault_point(name: str) -> None:
+    """Called between the steps of :func:`save_checkpoint` (``written``, ``verified``, ``rotated``,
+    ``committed``); fault-injection tests replace it to kill the process there."""
 
-    A crash at any moment leaves at least one complete checkpoint: the new file is only renamed into
-    place once fully written and fsynced, and the old one survives as the predecessor."""
+
+def _write_temporary(state: dict[str, Any], run_dir: Path) -> Path:
+    """The state serialised in memory first, then written and fsynced: a refusal of the disk (full, size
+    limit) is then an ``OSError`` of the write, not an error inside torch's zip writer."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    fd, name = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, umask_mode())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def _link_over(src: Path, dst: Path) -> None:
+    """Make ``dst`` name the same complete file as ``src``, atomically (hard link, else a copy)."""
+    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:  # a filesystem without hard links: copy (fsynced) instead
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                while chunk := fin.read(1 << 20):
+                    fout.write(chunk)
+                fout.flush()
+                os.fsync(fout.fileno())
+            os.chmod(tmp, umask_mode())
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(state: dict[str, Any], run_dir: Path) -> Path:
+    """Save ``state`` as the run's ``checkpoint.pt`` by the protocol of this module's docstring; returns its
+    path. Raises :class:`CheckpointWriteError` (the previous checkpoint kept) if the disk refuses it."""
     run_dir = Path(run_dir)
-    current = run_dir / CHECKPOINT
-    if current.exists():
-        os.replace(current, run_dir / PREVIOUS)
-    atomic_torch_save(state, current)
+    current, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
+    tmp: Path | None = None
+    try:
+        tmp = _write_temporary(state, run_dir)
+        _fault_point("written")
+        back = load_checkpoint(tmp)
+        if back.get("global_step") != state.get("global_step"):
+            raise CorruptCheckpointError(f"{tmp} did not read back as the state just written")
+        _fault_point("verified")
+        if is_verified(current):
+            _link_over(current, previous)
+            _mark_verified(previous)
+        _fault_point("rotated")
+        os.replace(tmp, current)
+        tmp = None
+        _mark_verified(current)
+        fsync_dir(run_dir)
+        _fault_point("committed")
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        kept = latest_path(run_dir)
+        why = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file-size limit was reached"}
+        raise CheckpointWriteError(
+            exc.errno,
+            f"could not write the checkpoint in {run_dir} ({why.get(exc.errno or 0, exc.strerror or exc)}); "
+            + (f"the last checkpoint {kept} is kept" if kept else "no checkpoint was written yet"),
+        ) from exc
+    except BaseException:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
+    return current
 
 
-RUN_FILES = (CHECKPOINT, "config.yaml", "steps.csv", "metrics.csv", "summary.json")
+RUN_FILES = (CHECKPOINT, PREVIOUS, "config.yaml", "steps.csv", "metrics.csv", "summary.json")
 
 
 def remove_partial_writes(run_dir: Path) -> list[Path]:
     """Delete the temporaries (``.NAME.*.tmp``, see :func:`localssl.utils.atomic_write_bytes`) that a run
-    killed in the middle of writing one of its files leaves behind; returns the paths removed. Only for a
-    run directory no process is writing to (``--resume`` of a stopped run)."""
+    killed in the middle of writing one of its training files (:data:`RUN_FILES`) leaves behind; returns the
+    paths removed. Called by the process holding the run lock (:mod:`localssl.runlock`); a probe's files
+    (``probe.json``, feature caches) are left alone: a probe may be writing them while the run trains."""
     removed = []
     for name in RUN_FILES:
         for tmp in Path(run_dir).glob(f".{name}.*.tmp"):
@@ -92,23 +222,29 @@ def latest_path(run_dir: Path) -> Path | None:
 
 
 def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
-    """The newest readable checkpoint of a run and its path.
+    """The newest readable checkpoint of a run and its path: what resume, probe, align and plot read.
 
-    A corrupt ``checkpoint.pt`` is reported on stderr naming the predecessor that is used instead; an
+    A corrupt or missing ``checkpoint.pt`` is reported on stderr naming the predecessor used instead; an
     unsafe file is never skipped silently (it is refused, whichever of the two it is)."""
     run_dir = Path(run_dir)
     current, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
     if not current.exists() and not previous.exists():
-        raise FileNotFoundError(f"{current} does not exist: nothing to resume (start with `localssl pretrain`)")
+        raise FileNotFoundError(
+            f"{current} does not exist: no checkpoint yet (train first with `localssl pretrain`, or wait for "
+            "the run's first checkpoint)"
+        )
     if current.exists():
         try:
             return load_checkpoint(current, map_location), current
+        except FileNotFoundError:  # replaced between the check and the read: read the new one
+            if current.exists():
+                return load_checkpoint(current, map_location), current
         except CorruptCheckpointError as exc:
             if not previous.exists():
                 raise CorruptCheckpointError(
                     f"{exc}; there is no earlier checkpoint ({previous}) to fall back to"
                 ) from exc
-            print(f"warning: {exc}; resuming from the earlier checkpoint {previous}", file=sys.stderr)
+            print(f"warning: {exc}; using the earlier checkpoint {previous}", file=sys.stderr)
     else:
-        print(f"warning: {current} is missing; resuming from the earlier checkpoint {previous}", file=sys.stderr)
+        print(f"warning: {current} is missing; using the earlier checkpoint {previous}", file=sys.stderr)
     return load_checkpoint(previous, map_location), previous

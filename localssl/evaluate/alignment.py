@@ -289,22 +289,19 @@ def align_run(run_dir, batches: int = 8, split: str = "test", optimal_steps: int
     from pathlib import Path
 
     from localssl.build import build, resolve_device
-    from localssl.checkpoint import load_checkpoint
+    from localssl.checkpoint import read_run_checkpoint
     from localssl.config import read_run_config
     from localssl.data import data_info, load_split
     from localssl.data.pretrain import load_pretrain_data
     from localssl.utils import atomic_write_json
 
     run_dir = Path(run_dir)
-    ckpt_path = run_dir / "checkpoint.pt"
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path} does not exist: align needs a trained run (localssl pretrain ...)")
     if batches < 1:
         raise ValueError(f"--batches must be >= 1, got {batches}")
     cfg = read_run_config(run_dir)
     device = resolve_device(cfg.train.device)
     comp = build(cfg, device)
-    ckpt = load_checkpoint(ckpt_path, map_location=device)
+    ckpt, _ = read_run_checkpoint(run_dir, cfg, map_location=device)
     comp.encoder.load_state_dict(ckpt["encoder"])
     comp.rule.load_state_dict(ckpt["rule"])
     data = load_split(cfg.data.name, split, cfg.data.root, data_info(cfg.data))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from localssl.build import build_encoder
-from localssl.checkpoint import load_checkpoint
+from localssl.checkpoint import checkpoint_meta, read_run_checkpoint
 from localssl.config import RunConfig
 from localssl.data import dataset_info, load_split
 from localssl.evaluate.features import parse_layers
@@ -50,11 +50,8 @@ def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device):
     from localssl.evaluate.probe import FeatureSet  # local import: probe imports this module
 
     info = dataset_info(cfg.data.name)
-    ckpt_path = run_dir / "checkpoint.pt"
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path} does not exist; train first with `localssl pretrain`")
+    ckpt, ckpt_path = read_run_checkpoint(run_dir, cfg)
     encoder = build_encoder(cfg, info)
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     encoder.load_state_dict(ckpt["encoder"])
     encoder.to(device)
     layers = parse_layers(cfg.probe.layers, len(encoder))
@@ -75,7 +72,7 @@ def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device):
     x_va, y_va = feats(train, val_idx)
     x_te, y_te = feats(test, torch.arange(len(test)))
     meta: dict[str, Any] = {
-        "checkpoint_epoch": int(ckpt.get("epoch", 0)),
+        **checkpoint_meta(ckpt, ckpt_path),
         "layers": [i + 1 for i in layers],
         "level": "frame",
     }

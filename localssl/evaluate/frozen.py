@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from localssl.build import build_encoder
-from localssl.checkpoint import load_checkpoint
+from localssl.checkpoint import checkpoint_meta, read_run_checkpoint
 from localssl.config import RunConfig
 from localssl.data import data_info
 from localssl.evaluate.features import FeatureExtractor, parse_layers
@@ -19,13 +19,10 @@ from localssl.views.base import Normalize
 def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tuple[FeatureExtractor, dict[str, Any]]:
     """The run's checkpointed encoder, frozen, with its probe read-out (``probe.layers``, pooled with the
     dataset's kernels; a view's own ``feature_extractor`` when it has one, e.g. ``patch_grid``), and
-    ``{"checkpoint_epoch", "layers"}`` (1-based)."""
+    :func:`~localssl.checkpoint.checkpoint_meta` with ``"layers"`` (1-based)."""
     info = data_info(cfg.data)
-    ckpt_path = Path(run_dir) / "checkpoint.pt"
-    if not ckpt_path.exists():
-        raise FileNotFoundError(f"{ckpt_path} does not exist; train first with `localssl pretrain`")
+    ckpt, path = read_run_checkpoint(Path(run_dir), cfg)
     encoder = build_encoder(cfg, info)
-    ckpt = load_checkpoint(ckpt_path, map_location="cpu")
     encoder.load_state_dict(ckpt["encoder"])
     encoder.to(device).eval()
     for p in encoder.parameters():
@@ -37,4 +34,4 @@ def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tup
     else:
         kernels = list(info.pool_kernels) if len(info.pool_kernels) == len(encoder) else [None] * len(encoder)
         extractor = FeatureExtractor(encoder, Normalize(info.mean, info.std), kernels, layers).to(device)
-    return extractor, {"checkpoint_epoch": int(ckpt.get("epoch", 0)), "layers": [i + 1 for i in layers]}
+    return extractor, {**checkpoint_meta(ckpt, path), "layers": [i + 1 for i in layers]}

@@ -142,7 +142,7 @@ def compute_features(
     layer's width in the concatenated features)."""
     info = data_info(cfg.data)
     extractor, meta = frozen_extractor(cfg, run_dir, device)
-    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt_path = run_dir / meta["checkpoint"]
     key = _feature_key(cfg, ckpt_path, [i - 1 for i in meta["layers"]])
     cache = run_dir / f"features-{key}.pt"
     meta["cache"] = cache.name
@@ -206,8 +206,8 @@ SECTIONS = ("honest", "paper", "per_layer")
 
 def store_result(run_dir: Path, result: dict[str, Any], per_layer: bool = False) -> dict[str, Any]:
     """Write ``result`` into ``RUN_DIR/probe.json`` under its protocol's key (``per_layer``: under
-    ``"per_layer"``, then the protocol), keeping the other protocols' results of the same checkpoint epoch
-    (results of another checkpoint epoch are dropped, not mixed). The top-level fields are the honest
+    ``"per_layer"``, then the protocol), keeping the other protocols' results of the same checkpoint (results
+    of another checkpoint, another epoch or global step, are dropped, not mixed). The top-level fields are the honest
     protocol's result, so readers of the file from before the keys existed read what they read then."""
     path = run_dir / "probe.json"
     sections: dict[str, Any] = {}
@@ -220,22 +220,36 @@ def store_result(run_dir: Path, result: dict[str, Any], per_layer: bool = False)
             sections = {k: old[k] for k in SECTIONS if isinstance(old.get(k), dict)}
             if "honest" not in sections and "test_acc" in old:  # a file from before the keys: the honest result
                 sections["honest"] = {k: v for k, v in old.items() if k not in SECTIONS}
-    epoch = result["checkpoint_epoch"]
+
+    def same_checkpoint(r: dict[str, Any]) -> bool:
+        return all(r.get(k) == result.get(k) for k in ("checkpoint_epoch", "checkpoint_step"))
+
     kept: dict[str, Any] = {}
     for key, value in sections.items():
         if key == "per_layer":
-            same = {p: r for p, r in value.items() if isinstance(r, dict) and r.get("checkpoint_epoch") == epoch}
+            same = {p: r for p, r in value.items() if isinstance(r, dict) and same_checkpoint(r)}
             if same:
                 kept[key] = same
-        elif value.get("checkpoint_epoch") == epoch:
+        elif same_checkpoint(value):
             kept[key] = value
     if per_layer:
         kept.setdefault("per_layer", {})[result["protocol"]] = result
     else:
         kept[result["protocol"]] = result
     out = {**kept.get("honest", {}), **kept}
-    atomic_write_json(out, path)
+    try:
+        atomic_write_json(out, path)
+    except OSError as exc:  # the accuracy was computed: never lose it with the file
+        shown = {k: result[k] for k in ("protocol", "test_acc", "val_acc", "checkpoint_epoch") if k in result}
+        raise ProbeWriteError(
+            f"could not write {path} ({exc.strerror or exc}); the probe's result was {json.dumps(shown)} "
+            "(the full result is printed above). Free space or fix the folder's permissions, then probe again."
+        ) from exc
     return out
+
+
+class ProbeWriteError(RuntimeError):
+    """The probe finished but its result file could not be written."""
 
 
 def probe(
@@ -262,7 +276,7 @@ def probe(
     info = data_info(cfg.data)
     if cfg.probe.protocol == "paper":
         result = paper_probe(cfg, run_dir, device, per_layer, progress)
-        store_result(run_dir, result, per_layer)
+        _store(run_dir, result, per_layer)
         return result
     if info.kind == "sequence":  # audio: one probe row per labelled 10 ms frame
         if per_layer:
@@ -291,5 +305,13 @@ def probe(
         result = train_linear_probe(fs, cfg.probe, info.num_classes, cfg.probe.standardize, progress)
         result.update(meta)
         result.update(feature_dim=int(fs.val.shape[1]), **common)
-    store_result(run_dir, result, per_layer)
+    _store(run_dir, result, per_layer)
     return result
+
+
+def _store(run_dir: Path, result: dict[str, Any], per_layer: bool) -> None:
+    try:
+        store_result(run_dir, result, per_layer)
+    except ProbeWriteError:
+        print(json.dumps(result, indent=2, default=str), file=sys.stderr)
+        raise

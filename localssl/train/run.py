@@ -15,6 +15,7 @@ from localssl.build import resolve_device
 from localssl.checkpoint import RESUME_OVERRIDABLE, check_config_unchanged, load_latest, remove_partial_writes
 from localssl.config import RunConfig, read_run_config, save_config
 from localssl.distributed import World
+from localssl.runlock import RunLock, RunLockedError
 from localssl.train.setup import RunSetup
 from localssl.train.trainer import Trainer
 from localssl.utils import trim_csv
@@ -49,7 +50,7 @@ def _on_main_then_share(world: World, fn: Callable[[], T]) -> T:
     if world.is_main:
         try:
             result = fn()
-        except (FileExistsError, FileNotFoundError, ValueError) as err:
+        except (FileExistsError, FileNotFoundError, ValueError, RunLockedError, OSError) as err:
             error = err
     result, error = distributed.broadcast_object((result, error))
     if error is not None:
@@ -57,23 +58,52 @@ def _on_main_then_share(world: World, fn: Callable[[], T]) -> T:
     return result
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGINT) stopped a run; the message says where its last checkpoint is. Still a
+    ``KeyboardInterrupt``: callers that stop on Ctrl-C (the reproduction harness, job runners) still do."""
+
+
+def _fit(trainer: Trainer) -> None:
+    """``trainer.fit()``, turning Ctrl-C into a :class:`RunInterrupted` that names the last checkpoint and
+    the command that continues the run."""
+    try:
+        trainer.fit()
+    except KeyboardInterrupt:
+        run = trainer.run_dir
+        kept = (
+            f"the last checkpoint ({trainer.checkpoint_at}) is kept in {run}"
+            if trainer.checkpoint_at is not None
+            else "no checkpoint was written yet (the run restarts from step 0, identically)"
+        )
+        raise RunInterrupted(f"interrupted; {kept}. Continue with: localssl pretrain --resume {run}") from None
+
+
 def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
-    """Train a fresh run of ``cfg``; returns the run directory (under ``torchrun``: on every rank)."""
+    """Train a fresh run of ``cfg``; returns the run directory (under ``torchrun``: on every rank).
+
+    Rank 0 holds the run's lock (:class:`~localssl.runlock.RunLock`) from before ``config.yaml`` is
+    written until training ends."""
     world, started = _join_world(cfg)
+    lock: RunLock | None = None  # rank 0's, once the run directory exists
     try:
         setup = RunSetup.prepare(cfg, world)  # bad settings or data fail here, before a run directory exists
 
         def prepare() -> str:
+            nonlocal lock
             path = Path(run_dir) if run_dir is not None else new_run_dir(setup.cfg)
             path.mkdir(parents=True, exist_ok=True)
-            if (path / "checkpoint.pt").exists():
+            lock = RunLock(path).acquire()
+            if (path / "checkpoint.pt").exists() or (path / "checkpoint.prev.pt").exists():
                 raise FileExistsError(f"{path} already holds a run; use `localssl pretrain --resume {path}`")
+            remove_partial_writes(path)
             save_config(setup.cfg, path / "config.yaml")
             return str(path)
 
         path = Path(_on_main_then_share(world, prepare))
-        Trainer(setup, path).fit()
+        _fit(Trainer(setup, path))
     finally:
+        if lock is not None:
+            lock.release()
         if started:
             distributed.shutdown()
     return path
@@ -104,7 +134,9 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
     check_overrides(overrides)
     cfg = read_run_config(run_dir, overrides)
     world, started = _join_world(cfg)
+    lock = RunLock(run_dir)
     try:
+        _on_main_then_share(world, lambda: bool(lock.acquire()))  # before anything of the run is read or written
         trainer = Trainer(RunSetup.prepare(cfg, world), run_dir)
         if has_checkpoint:
             ckpt, _ = load_latest(run_dir, map_location=trainer.device)
@@ -128,8 +160,9 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
             for log in ("steps.csv", "metrics.csv"):  # rows logged after the checkpoint are trained again
                 trim_csv(run_dir / log, trainer.global_step)
             save_config(trainer.cfg, run_dir / "config.yaml")
-        trainer.fit()
+        _fit(trainer)
     finally:
+        lock.release()
         if started:
             distributed.shutdown()
     return run_dir

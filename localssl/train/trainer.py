@@ -67,7 +67,7 @@ class Trainer:
         self.step_context = StepContext(autocast=autocast, layer_done=self.opt.layer_done, optimizer=self.opt.as_one())
         self.epoch, self.global_step = 0, 0
         self._position: EpochPosition | None = None  # where a loaded mid-epoch checkpoint left the epoch
-        self._checkpoint_at: str | None = None  # where in training the last checkpoint written or loaded is
+        self.checkpoint_at: str | None = None  # where in training the last checkpoint written or loaded is
         self._checkpoint_time = time.monotonic()
         self.divergence = DivergenceWatch()
         self.tensorboard = TensorBoardLog(run_dir) if t.tensorboard and self.world.is_main else None
@@ -125,14 +125,14 @@ class Trainer:
         if self.online_probe is not None and "online_probe" in ckpt:
             self.online_probe.load(ckpt["online_probe"], self.images[:2].to(self.device))
         self._position = EpochPosition.from_state(ckpt["position"]) if "position" in ckpt else None
-        self._checkpoint_at = self._where(self._position)
+        self.checkpoint_at = self._where(self._position)
         self.divergence.load(ckpt)
 
     def save_checkpoint(self, position: EpochPosition | None = None) -> None:
         if self.world.is_main:
             save_checkpoint(self.state(position), self.run_dir)
         distributed.barrier()
-        self._checkpoint_at = self._where(position)
+        self.checkpoint_at = self._where(position)
         self._checkpoint_time = time.monotonic()
 
     def _where(self, position: EpochPosition | None) -> str:
@@ -152,22 +152,27 @@ class Trainer:
         minutes = t.checkpoint_every_minutes
         return bool(minutes) and time.monotonic() - self._checkpoint_time >= 60 * minutes
 
-    def restore_position(self, n_steps: int, sums: DeviceSums, window: DeviceSums) -> tuple[int, float]:
+    def restore_position(self, n_steps: int, sums: DeviceSums, window: DeviceSums) -> tuple[int, float, int]:
         """Continue the epoch where a loaded mid-epoch checkpoint left it: fill ``sums`` and ``window``, set
-        the RNG states, and return (steps already done, seconds already spent). (0, 0.0) without one."""
+        the RNG states, and return (steps already done, seconds already spent, steps summed in ``window``);
+        (0, 0.0, 0) without one. The window's count is the checkpoint's own, so a resume with another
+        ``train.log_every`` still averages its first row over the steps it holds."""
         position, self._position = self._position, None
         if position is None:
-            return 0, 0.0
+            return 0, 0.0, 0
         position.check_fits(self.epoch, n_steps)
         sums.add(position.sums)
         window.add(position.window)
         position.restore_rng(self.device)
-        return position.step, position.seconds
+        in_window = position.window_steps
+        if in_window is None:  # a checkpoint from before the count was stored: its run's log_every
+            in_window = position.step % self.cfg.train.log_every
+        return position.step, position.seconds, in_window
 
     def _kept(self) -> str:
         last = self.run_dir / "checkpoint.pt"
-        if last.exists() and self._checkpoint_at is not None:
-            return f"the last good checkpoint {last} ({self._checkpoint_at}) is kept"
+        if last.exists() and self.checkpoint_at is not None:
+            return f"the last good checkpoint {last} ({self.checkpoint_at}) is kept"
         return "no checkpoint was written yet"
 
     def apply_schedule(self, steps_per_epoch: int) -> None:
@@ -248,7 +253,7 @@ class Trainer:
         perm = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(seed)).to(self.images.device)
         self.comp.encoder.train()
         sums, window = DeviceSums(), DeviceSums()
-        start, seconds_before = self.restore_position(n_steps, sums, window)
+        start, seconds_before, in_window = self.restore_position(n_steps, sums, window)
         bs, log_every = cfg.train.batch_size, cfg.train.log_every
         postfix: dict[str, str] = {}
         t0 = time.perf_counter()
@@ -270,20 +275,22 @@ class Trainer:
             if probe_loss is not None:
                 metrics = {**metrics, "probe_loss": probe_loss}
             window.add(metrics)  # on the device, no host sync: the values are read once per logged row
+            in_window += 1
             if (step + 1) % log_every == 0 or step + 1 == n_steps:
                 sums.add(window.as_dict())
-                row = self.log_row(window, (step % log_every) + 1, f"epoch {self.epoch + 1}, step {step + 1}")
+                row = self.log_row(window, in_window, f"epoch {self.epoch + 1}, step {step + 1}")
                 postfix.update(_postfix(row))
                 if postfix:
                     bar.set_postfix(postfix)
-                window = DeviceSums()
+                window, in_window = DeviceSums(), 0
             self.global_step += 1
             if self.mid_epoch_checkpoint_due(step + 1, n_steps):
                 # the steps since the last logged row must be finite too: a checkpoint is always a good one
                 check_finite(window.as_dict(), f"epoch {self.epoch + 1}, step {step + 1}", self._kept())
                 seconds = time.perf_counter() - t0 + seconds_before
+                rng = rng_states(self.device)
                 position = EpochPosition(
-                    self.epoch, step + 1, seconds, rng_states(self.device), sums.as_dict(), window.as_dict()
+                    self.epoch, step + 1, seconds, rng, sums.as_dict(), window.as_dict(), in_window
                 )
                 self.save_checkpoint(position)
         if self.device.type == "cuda":
