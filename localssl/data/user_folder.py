@@ -21,12 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from localssl.data.base import DatasetError, ImageData, cached_decode, manifest_key
+from localssl.data.images import IMAGE_SUFFIXES, read_image
 
 SPLITS = ("train", "test", "unlabeled")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 LAYOUT = "DIR/train/<class>/<image> and DIR/test/<class>/<image> (optional DIR/unlabeled/<image>)"
 
 
@@ -117,22 +116,13 @@ def list_split(root: Path, split: str) -> tuple[list[str], list[tuple[Path, int]
     return classes, files
 
 
-def _read_rgb(path: Path, image_size: int | None) -> np.ndarray:
-    """One image as uint8 (3, H, W), resized (bilinear) to ``image_size`` × ``image_size`` if given."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if image_size is not None and img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-
-
 def _decode_files(files: list[tuple[Path, int]], classes: list[str], image_size: int | None) -> ImageData:
     arrays, first = [], None
     for path, _ in files:
         try:
-            arr = _read_rgb(path, image_size)
-        except UnidentifiedImageError as err:
-            raise DatasetError(f"cannot read {path}: not an image PIL knows; replace or remove the file") from err
+            arr = read_image(path, str(path), image_size)
+        except DatasetError:
+            raise
         except Exception as err:
             raise DatasetError(f"cannot read {path} as an image ({err}); replace or remove the file") from err
         if first is None:
