@@ -1,4 +1,4 @@
-"""Nothing read from disk runs code (issue 25 item 2): planted files in place of each reader's input.
+"""Nothing read from disk runs code (issue 25): planted files in place of each reader's input.
 
 Oracle: a planted pickle whose ``__reduce__`` calls ``os.mkdir(marker)``; the marker must not exist
 afterwards. A planted image of another format must never reach that format's decoder (the EPS decoder's

@@ -59,18 +59,20 @@ def walk_files(root: Path, skip_hidden: bool = False) -> list[Path]:
     """
     out: list[Path] = []
 
-    def visit(folder: Path, ancestors: frozenset[Path]) -> None:
+    def visit(folder: Path, ancestors: frozenset[Path], link: Path | None) -> None:
+        link = folder if folder.is_symlink() else link  # the deepest link on the way here
         real = folder.resolve()
         if real in ancestors:
             raise DatasetError(
-                f"{folder} links to {real}, a folder that contains it: a loop of symbolic links; "
-                "remove the link or point it at a folder outside its own tree"
+                f"{link} is a symbolic link to {link.resolve() if link else real}, and following it leads back "
+                "into a folder that is already being read (a loop of symbolic links); remove the link or point "
+                "it at a folder outside its own tree"
             )
         for entry in sorted(folder.iterdir()):
             if skip_hidden and entry.name.startswith("."):
                 continue
             if entry.is_dir():
-                visit(entry, ancestors | {real})
+                visit(entry, ancestors | {real}, link)
             elif entry.is_file():
                 out.append(entry)
             elif entry.is_symlink():
@@ -80,7 +82,7 @@ def walk_files(root: Path, skip_hidden: bool = False) -> list[Path]:
             else:
                 raise DatasetError(f"{entry} is neither a file nor a folder (a socket or pipe?); move it out of {root}")
 
-    visit(root, frozenset())
+    visit(root, frozenset(), None)
     return out
 
 

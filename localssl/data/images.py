@@ -139,11 +139,12 @@ def _int_to_rgb(img: Image.Image, name: str) -> Image.Image:
 def _float_to_rgb(img: Image.Image, name: str) -> Image.Image:
     """Float samples in [0, 1] -> ``round(255 v)``; anything else (NaN, negative, above 1) refused."""
     arr = np.asarray(img, dtype=np.float64)
-    if arr.size and not (np.isfinite(arr).all() and arr.min() >= 0.0 and arr.max() <= 1.0):
+    finite = arr[np.isfinite(arr)]
+    if finite.size < arr.size or (finite.size and (finite.min() < 0.0 or finite.max() > 1.0)):
+        span = f"finite ones from {finite.min():g} to {finite.max():g}" if finite.size else "none finite"
         raise _refuse(
             name,
-            f"32-bit float samples outside [0, 1] (from {np.nanmin(arr):g} to {np.nanmax(arr):g}, "
-            "NaN or infinite ones included)",
+            f"32-bit float samples outside [0, 1] ({span}, {arr.size - finite.size} NaN or infinite)",
             "scale it to [0, 1] or save it as an 8-bit image",
         )
     return _gray_to_rgb(np.floor(arr * 255.0 + 0.5))

@@ -6,8 +6,12 @@ Layout::
     DIR/test/<class>/<image>     the same class folders as train/
     DIR/unlabeled/...            optional: images directly in it or in subfolders (label -1)
 
-Every file must be an image (hidden files such as ``.DS_Store`` are skipped); anything else is an error
-naming the file, so nothing is ever silently left out. Images are read as RGB. Without ``image_size``
+Every file must be an image (hidden files and folders such as ``.DS_Store`` are skipped); anything else is
+an error naming the file, so nothing is ever silently left out. Symbolic links are followed: a linked image
+or folder of images is read like a real one; a broken link or a loop of links is an error naming it. Each
+file is decoded only by the decoder its suffix names and converted to 8-bit RGB by the rules of
+:mod:`localssl.data.images` (16-bit samples: the high byte; float in [0, 1]; transparency over black;
+anything that cannot be converted faithfully is an error naming the file). Without ``image_size``
 every image must share one square size; with it every image is resized to ``image_size × image_size``
 (bilinear, aspect ratio not kept). Decoded splits are cached by :func:`~localssl.data.base.cached_decode`,
 keyed by the manifest (path, size, mtime) of every file, so an added, changed or corrupt image is read
@@ -22,27 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from localssl.data.base import DatasetError, ImageData, cached_decode, manifest_key
-from localssl.data.images import IMAGE_SUFFIXES, read_image
+from localssl.data.base import DatasetError, ImageData, cached_decode, manifest_key, walk_files
+from localssl.data.images import image_format, read_image
 
 SPLITS = ("train", "test", "unlabeled")
 LAYOUT = "DIR/train/<class>/<image> and DIR/test/<class>/<image> (optional DIR/unlabeled/<image>)"
 
 
 def _files(folder: Path) -> list[Path]:
-    """Every non-hidden file under ``folder`` (sorted); a file that is not an image is an error."""
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DatasetError(
-                f"{path} is not an image (known suffixes: {' '.join(IMAGE_SUFFIXES)}); "
-                "move it out of the data folder, or convert it to one of these formats"
-            )
-        out.append(path)
-    return out
+    """Every non-hidden file under ``folder`` (sorted, symbolic links followed); a file that is not an
+    image (by suffix: :data:`~localssl.data.images.SUFFIX_FORMATS`) is an error."""
+    files = walk_files(folder, skip_hidden=True)
+    for path in files:
+        image_format(str(path))
+    return files
 
 
 def check_root(root: Path | str | None) -> Path:
@@ -68,7 +65,9 @@ def folder_classes(root: Path) -> list[str]:
         folder = root / split
         if not folder.is_dir():
             raise DatasetError(f"{folder} does not exist; data.name=folder expects {LAYOUT}")
-        strays = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        strays = sorted(p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith("."))
+        if strays and not strays[0].exists():
+            raise DatasetError(f"{strays[0]} is a broken symbolic link; restore its target or remove it")
         if strays:
             raise DatasetError(
                 f"{strays[0]} lies directly in {folder}; every {split} image must be in a class folder "
