@@ -192,13 +192,27 @@ def train_stats(root: Path, image_size: int | None) -> tuple[int, tuple[float, .
     return _STATS[key]
 
 
+VGG6_GRID = (8, 4, 4, 4, 2, 2)  # CLAPP++ Table A2: each layer's output pooled to this many cells a side
+
+
+def vgg6_layer_sides(size: int) -> tuple[int, ...]:
+    """Side of each VGG-6 layer's output (after its max-pool) for ``size``-pixel square images."""
+    return (size, size // 2, size // 2, size // 4, size // 8, size // 16)
+
+
 def vgg6_pool_kernels(size: int) -> tuple[int, ...]:
-    """Per-layer AvgPool kernels of VGG-6 for ``size``-pixel images.
+    """Per-layer AvgPool kernels of VGG-6 for ``size``-pixel images, each dividing its layer's output.
 
     CLAPP++ Table A2 uses ``S/8, S/8, S/8, S/16, S/16, S/32`` for S = 32, 64, 96 px (4-4-4-2-2-1,
-    8-8-8-4-4-2, 12-12-12-6-6-3), i.e. each layer's output pooled to an 8-4-4-4-2-2 grid. Other sizes
-    round these to the nearest whole number (halves up), at least 1 and at most the layer's side
-    (28 px gives MNIST's 4-4-4-2-2-1, 16 px 2-2-2-1-1-1).
+    8-8-8-4-4-2, 12-12-12-6-6-3), i.e. each layer's output pooled to an 8-4-4-4-2-2 grid. For any size,
+    each layer is pooled to the finest grid that is not finer than Table A2's and tiles its output
+    exactly (the largest divisor of the side that is at most the paper's grid), so no border pixel is
+    dropped and no layer gives more features than the paper's: Table A2's kernels at 32, 64 and 96 px,
+    4-7-7-7-3-1 at 28 px, 5-5-5-5-5-1 at 40 px, 6-6-6-3-3-3 at 48 px, 2-2-2-1-1-1 at 16 px.
     """
-    sides = [size, size // 2, size // 2, size // 4, size // 8, size // 16]  # after each layer's max-pool
-    return tuple(min(max(side, 1), max(1, int(size / div + 0.5))) for side, div in zip(sides, (8, 8, 8, 16, 16, 32)))
+    kernels = []
+    for side, grid in zip(vgg6_layer_sides(size), VGG6_GRID):
+        side = max(side, 1)
+        cells = max(g for g in range(1, min(grid, side) + 1) if side % g == 0)
+        kernels.append(side // cells)
+    return tuple(kernels)
