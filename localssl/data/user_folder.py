@@ -57,6 +57,11 @@ def folder_manifest(root: Path | str | None) -> str:
     return manifest_key(check_root(root), "folder")
 
 
+def folder_pretrain_split(root: Path) -> str:
+    """The default pretraining split: ``unlabeled+train`` when ``unlabeled/`` exists (as STL-10's), else ``train``."""
+    return "unlabeled+train" if (root / "unlabeled").is_dir() else "train"
+
+
 def folder_classes(root: Path) -> list[str]:
     """Class names (sorted folder names of ``train/``), checked against ``test/``: both split folders
     exist, hold only class folders, and name the same classes."""
