@@ -50,6 +50,14 @@ def _plant_cifar(root: Path, marker: Path) -> Path:
     return folder / "data_batch_1"
 
 
+def test_the_planted_batch_does_run_code_with_plain_pickle(tmp_path):
+    """The exploit is real: a plain unpickle creates the marker (so the refusals below mean something)."""
+    marker = tmp_path / "ran"
+    planted = _plant_cifar(tmp_path / "data", marker)
+    pickle.loads(planted.read_bytes())
+    assert marker.is_dir()
+
+
 def test_planted_cifar_batch_is_refused_by_name(tmp_path):
     marker = tmp_path / "ran"
     planted = _plant_cifar(tmp_path / "data", marker)
