@@ -46,15 +46,57 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LOCALSSL_CACHE", Path.home() / ".cache" / "localssl")).expanduser()
 
 
+DECODE_VERSION = 2  # bump when decoding changes (2: suffix-chosen decoders, 16-bit/float/alpha rules)
+
+
+def walk_files(root: Path, skip_hidden: bool = False) -> list[Path]:
+    """Every file under the folder ``root``, sorted by relative path, following symbolic links.
+
+    A linked folder is read like a real one (a folder linked twice is read twice); a link to a folder
+    that contains it (a loop), a broken link and anything that is neither a file nor a folder (a socket,
+    a pipe) are errors naming the path. ``skip_hidden``: leave out names starting with ``.`` (and all
+    under such folders), e.g. ``.DS_Store``, ``.ipynb_checkpoints/``.
+    """
+    out: list[Path] = []
+
+    def visit(folder: Path, ancestors: frozenset[Path], link: Path | None) -> None:
+        link = folder if folder.is_symlink() else link  # the deepest link on the way here
+        real = folder.resolve()
+        if real in ancestors:
+            raise DatasetError(
+                f"{link} is a symbolic link to {link.resolve() if link else real}, and following it leads back "
+                "into a folder that is already being read (a loop of symbolic links); remove the link or point "
+                "it at a folder outside its own tree"
+            )
+        for entry in sorted(folder.iterdir()):
+            if skip_hidden and entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                visit(entry, ancestors | {real}, link)
+            elif entry.is_file():
+                out.append(entry)
+            elif entry.is_symlink():
+                raise DatasetError(
+                    f"{entry} is a broken symbolic link (to {os.readlink(entry)}); restore its target or remove it"
+                )
+            else:
+                raise DatasetError(f"{entry} is neither a file nor a folder (a socket or pipe?); move it out of {root}")
+
+    visit(root, frozenset(), None)
+    return out
+
+
 def manifest_key(source: Path, split: str) -> str:
     """Hash of the manifest of ``source``: (relative path, size, mtime) of every file under it.
 
     A directory's own mtime does not change when a file deep inside it is added or rewritten, so the
-    key lists every file; an added, removed, changed or corrupted image gives a new key and is read
-    again (a corrupt one then fails decoding with its name). A ``.zip`` is one file.
+    key lists every file (symbolic links followed, see :func:`walk_files`); an added, removed, changed or
+    corrupted image gives a new key and is read again (a corrupt one then fails decoding with its name).
+    A ``.zip`` is one file. :data:`DECODE_VERSION` is part of the key, so a change of decoding rules
+    never serves arrays decoded by the old ones.
     """
-    digest = hashlib.sha1(f"{source.resolve()}|{split}".encode())
-    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    digest = hashlib.sha1(f"{source.resolve()}|{split}|decode-v{DECODE_VERSION}".encode())
+    files = walk_files(source) if source.is_dir() else [source]
     for path in files:
         st = path.stat()
         digest.update(

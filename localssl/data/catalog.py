@@ -1,6 +1,7 @@
 """What the library knows about each dataset: reader, shape, splits and the paper's settings.
 
-``pool_kernels`` are CLAPP++ Table A2 (per VGG-6 layer, applied after the layer's max-pool);
+``pool_kernels`` are CLAPP++ Table A2 (per VGG-6 layer, applied after the layer's max-pool); MNIST's,
+which no paper gives, follow Table A2's rule (:func:`~localssl.data.user_folder.vgg6_pool_kernels`);
 ``crop_scale``/``blur`` are the SimCLR view settings of the official CLAPP++ code; ``weight_decay``
 is the paper's AdamW value.
 """
@@ -22,6 +23,7 @@ from localssl.data.user_folder import (
     LAYOUT,
     check_root,
     folder_classes,
+    folder_pretrain_split,
     read_folder_split,
     train_stats,
     vgg6_pool_kernels,
@@ -137,7 +139,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "train",
         "train",
         "test",
-        (4, 4, 4, 2, 2, 1),
+        vgg6_pool_kernels(28),  # no paper gives MNIST kernels: Table A2's rule, each dividing its layer (4-7-7-7-3-1)
         (0.25, 1.0),
         False,
         0.0,
@@ -244,7 +246,7 @@ def data_info(data: DataOptions) -> DatasetInfo:
         size,
         3,
         len(classes),
-        "unlabeled+train" if (root / "unlabeled").is_dir() else "train",
+        folder_pretrain_split(root),
         "train",
         "test",
         vgg6_pool_kernels(size),

@@ -2,35 +2,25 @@
 
 This is the layout of ``cifar10-jpeg.zip`` (``train/<class>/NNNN.jpg``) and of torchvision's
 ``ImageFolder``. Class folders are sorted alphabetically to give label indices (for CIFAR-10 the
-alphabetical order is the official one).
+alphabetical order is the official one). Each image is decoded only by the decoder its suffix names
+(:func:`localssl.data.images.read_image`).
 """
 
 from __future__ import annotations
 
-import io
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from localssl.data.base import DatasetError, ImageData
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm")
-
-
-def _decode(blob: bytes, size: int | None, channels: int) -> np.ndarray:
-    with Image.open(io.BytesIO(blob)) as img:
-        img = img.convert("RGB" if channels == 3 else "L")
-        if size is not None and img.size != (size, size):
-            img = img.resize((size, size), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+from localssl.data.images import image_format, read_image
 
 
 def read_image_folder(source: Path, split: str, size: int | None = None, channels: int = 3) -> ImageData:
-    """Read ``split/<class>/*`` from a directory or a ``.zip`` into one uint8 tensor."""
+    """Read ``split/<class>/*`` from a directory or a ``.zip`` into one uint8 tensor. Hidden names are
+    skipped; any other file that is not an image (by suffix) is an error naming it."""
     entries: list[tuple[str, str]] = []  # (class, member path)
     if source.suffix == ".zip":
         try:
@@ -40,33 +30,38 @@ def read_image_folder(source: Path, split: str, size: int | None = None, channel
         with zf:
             for name in zf.namelist():
                 parts = name.split("/")
-                if len(parts) == 3 and parts[0] == split and name.lower().endswith(IMAGE_SUFFIXES):
+                if len(parts) == 3 and parts[0] == split and parts[2] and not parts[2].startswith("."):
+                    image_format(f"{source}:{name}")
                     entries.append((parts[1], name))
             if not entries:
                 raise DatasetError(f"{source} holds no images under '{split}/<class>/'")
-            return _assemble(entries, lambda m: zf.read(m), size, channels, f"{source}:{split}")
+            return _assemble(entries, lambda m: zf.read(m), size, channels, f"{source}:{split}", f"{source}:")
     root = source / split
     if not root.is_dir():
         raise DatasetError(f"{root} does not exist (expected '{split}/<class>/<image>' under {source})")
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for img in class_dir.iterdir():
-            if img.suffix.lower() in IMAGE_SUFFIXES:
+            if not img.name.startswith("."):
+                image_format(str(img))
                 entries.append((class_dir.name, str(img)))
     if not entries:
         raise DatasetError(f"{root} holds no images in class folders")
-    return _assemble(entries, lambda m: Path(m).read_bytes(), size, channels, str(root))
+    return _assemble(entries, lambda m: Path(m).read_bytes(), size, channels, str(root), "")
 
 
-def _assemble(entries, read, size, channels, where) -> ImageData:
+def _assemble(entries, read, size, channels, where, prefix) -> ImageData:
+    """Decode ``(class, member)`` entries (``prefix + member`` names a file in messages) into one ImageData."""
     entries.sort()
     classes = sorted({c for c, _ in entries})
     index = {c: i for i, c in enumerate(classes)}
     arrays, labels = [], []
     for cls, member in entries:
         try:
-            arrays.append(_decode(read(member), size, channels))
+            arrays.append(read_image(read(member), prefix + member, size, channels))
+        except DatasetError:
+            raise
         except Exception as err:
-            raise DatasetError(f"cannot decode {where}/{member}: {err}; the file is corrupt, download again") from err
+            raise DatasetError(f"cannot decode {prefix}{member}: {err}; the file is corrupt, download again") from err
         labels.append(index[cls])
     shapes = {a.shape for a in arrays}
     if len(shapes) != 1:

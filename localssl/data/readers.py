@@ -1,20 +1,24 @@
 """Readers for the official on-disk formats of CIFAR-10, MNIST, STL-10 and Tiny ImageNet.
 
 Each reader takes the data root and a split and returns an :class:`ImageData` (uint8, NCHW). A
-missing or corrupt file raises :class:`DatasetError` naming the path and the download command.
+missing or corrupt file raises :class:`DatasetError` naming the path and the download command. Nothing
+read executes code: CIFAR-10's pickles go through :mod:`localssl.data.cifar_pickle`'s restricted
+unpickler, MNIST and STL-10 are raw bytes, images are decoded only by the decoder their suffix names
+(:mod:`localssl.data.images`).
 """
 
 from __future__ import annotations
 
 import gzip
-import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from localssl.data.base import DatasetError, ImageData, cached_decode
+from localssl.data.cifar_pickle import load_cifar_batch
 from localssl.data.folder import read_image_folder
+from localssl.data.images import read_image
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
@@ -41,16 +45,14 @@ def read_cifar10(root: Path, split: str) -> ImageData:
         images, labels = [], []
         for fname in files:
             path = pickles / fname
-            try:
-                with open(path, "rb") as fh:
-                    batch = pickle.load(fh, encoding="bytes")
-                images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-                labels.extend(batch[b"labels"])
-            except FileNotFoundError as err:
-                raise _missing("cifar10", root, [path]) from err
-            except Exception as err:
-                raise DatasetError(f"{path} is corrupt ({err}); download CIFAR-10 again") from err
-        return ImageData(torch.from_numpy(np.concatenate(images)), torch.tensor(labels), list(CIFAR10_CLASSES))
+            if not path.is_file():
+                raise _missing("cifar10", root, [path])
+            batch_images, batch_labels = load_cifar_batch(path)
+            images.append(batch_images)
+            labels.extend(batch_labels)
+        return ImageData(
+            torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.int64), list(CIFAR10_CLASSES)
+        )
     candidates = [root / "cifar10-jpeg.zip", root / "cifar10-jpeg", root / "cifar10"]
     for cand in candidates:
         if cand.exists():
@@ -144,8 +146,6 @@ def read_tinyimagenet(root: Path, split: str) -> ImageData:
 
 
 def _decode_tiny(base: Path, split: str, index: dict[str, int], wnids: list[str]) -> ImageData:
-    from localssl.data.folder import _decode
-
     files: list[tuple[Path, int]] = []
     if split == "train":
         for wnid in wnids:
@@ -164,7 +164,9 @@ def _decode_tiny(base: Path, split: str, index: dict[str, int], wnids: list[str]
     arrays = []
     for path, _ in files:
         try:
-            arrays.append(_decode(path.read_bytes(), 64, 3))
+            arrays.append(read_image(path, str(path), 64))
+        except DatasetError:
+            raise
         except Exception as err:
             raise DatasetError(f"cannot decode {path}: {err}; download Tiny ImageNet again") from err
     labels = torch.tensor([lab for _, lab in files], dtype=torch.int64)

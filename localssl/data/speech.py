@@ -100,12 +100,20 @@ def read_synthetic_speech(root: Path, split: str) -> SequenceData:
 
 # ------------------------------------------------------------------------------------- LibriSpeech
 def read_audio(path: Path) -> np.ndarray:
-    """Mono 16 kHz int16 samples of a WAV (standard library) or FLAC (soundfile, else torchaudio) file."""
+    """Mono 16 kHz int16 samples of a WAV (standard library) or FLAC (soundfile, else torchaudio) file.
+
+    Decoding runs no code from the file: WAV is parsed by the standard library, FLAC by libsndfile, or by
+    torchaudio told the format, so its backend (ffmpeg) does not pick a demuxer by content."""
     if path.suffix.lower() == ".wav":
-        with wave.open(str(path), "rb") as wf:
-            if wf.getsampwidth() != 2 or wf.getnchannels() != 1 or wf.getframerate() != 16000:
-                raise DatasetError(f"{path}: expected 16-bit mono 16 kHz WAV")
-            return np.frombuffer(wf.readframes(wf.getnframes()), dtype="<i2").copy()
+        try:
+            with wave.open(str(path), "rb") as wf:
+                if wf.getsampwidth() != 2 or wf.getnchannels() != 1 or wf.getframerate() != 16000:
+                    raise DatasetError(f"{path}: expected 16-bit mono 16 kHz WAV")
+                return np.frombuffer(wf.readframes(wf.getnframes()), dtype="<i2").copy()
+        except (wave.Error, EOFError) as err:
+            raise DatasetError(
+                f"{path} is not a PCM WAV file ({err}); replace it with a 16-bit mono WAV or remove it"
+            ) from err
     try:
         import soundfile  # type: ignore[import-not-found]
 
@@ -118,7 +126,7 @@ def read_audio(path: Path) -> np.ndarray:
                 f"reading {path.suffix} files needs soundfile or torchaudio: pip install 'localssl[audio]' "
                 "(or convert the corpus to 16-bit WAV)"
             ) from err
-        wav, rate = torchaudio.load(str(path))
+        wav, rate = torchaudio.load(str(path), format=path.suffix.lower().lstrip("."))  # the suffix's decoder only
         data = (wav[0].numpy() * 32768).clip(-32768, 32767).astype(np.int16)
     if rate != 16000:
         raise DatasetError(f"{path}: sample rate {rate}, LibriSpeech is 16 kHz")

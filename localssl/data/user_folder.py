@@ -6,8 +6,12 @@ Layout::
     DIR/test/<class>/<image>     the same class folders as train/
     DIR/unlabeled/...            optional: images directly in it or in subfolders (label -1)
 
-Every file must be an image (hidden files such as ``.DS_Store`` are skipped); anything else is an error
-naming the file, so nothing is ever silently left out. Images are read as RGB. Without ``image_size``
+Every file must be an image (hidden files and folders such as ``.DS_Store`` are skipped); anything else is
+an error naming the file, so nothing is ever silently left out. Symbolic links are followed: a linked image
+or folder of images is read like a real one; a broken link or a loop of links is an error naming it. Each
+file is decoded only by the decoder its suffix names and converted to 8-bit RGB by the rules of
+:mod:`localssl.data.images` (16-bit samples: the high byte; float in [0, 1]; transparency over black;
+anything that cannot be converted faithfully is an error naming the file). Without ``image_size``
 every image must share one square size; with it every image is resized to ``image_size × image_size``
 (bilinear, aspect ratio not kept). Decoded splits are cached by :func:`~localssl.data.base.cached_decode`,
 keyed by the manifest (path, size, mtime) of every file, so an added, changed or corrupt image is read
@@ -21,29 +25,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from localssl.data.base import DatasetError, ImageData, cached_decode, manifest_key
+from localssl.data.base import DatasetError, ImageData, cached_decode, manifest_key, walk_files
+from localssl.data.images import image_format, read_image
 
 SPLITS = ("train", "test", "unlabeled")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".gif", ".tif", ".tiff", ".webp")
 LAYOUT = "DIR/train/<class>/<image> and DIR/test/<class>/<image> (optional DIR/unlabeled/<image>)"
 
 
 def _files(folder: Path) -> list[Path]:
-    """Every non-hidden file under ``folder`` (sorted); a file that is not an image is an error."""
-    out = []
-    for path in sorted(folder.rglob("*")):
-        rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not path.is_file():
-            continue
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DatasetError(
-                f"{path} is not an image (known suffixes: {' '.join(IMAGE_SUFFIXES)}); "
-                "move it out of the data folder, or convert it to one of these formats"
-            )
-        out.append(path)
-    return out
+    """Every non-hidden file under ``folder`` (sorted, symbolic links followed); a file that is not an
+    image (by suffix: :data:`~localssl.data.images.SUFFIX_FORMATS`) is an error."""
+    files = walk_files(folder, skip_hidden=True)
+    for path in files:
+        image_format(str(path))
+    return files
 
 
 def check_root(root: Path | str | None) -> Path:
@@ -61,6 +57,11 @@ def folder_manifest(root: Path | str | None) -> str:
     return manifest_key(check_root(root), "folder")
 
 
+def folder_pretrain_split(root: Path) -> str:
+    """The default pretraining split: ``unlabeled+train`` when ``unlabeled/`` exists (as STL-10's), else ``train``."""
+    return "unlabeled+train" if (root / "unlabeled").is_dir() else "train"
+
+
 def folder_classes(root: Path) -> list[str]:
     """Class names (sorted folder names of ``train/``), checked against ``test/``: both split folders
     exist, hold only class folders, and name the same classes."""
@@ -69,7 +70,9 @@ def folder_classes(root: Path) -> list[str]:
         folder = root / split
         if not folder.is_dir():
             raise DatasetError(f"{folder} does not exist; data.name=folder expects {LAYOUT}")
-        strays = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        strays = sorted(p for p in folder.iterdir() if not p.is_dir() and not p.name.startswith("."))
+        if strays and not strays[0].exists():
+            raise DatasetError(f"{strays[0]} is a broken symbolic link; restore its target or remove it")
         if strays:
             raise DatasetError(
                 f"{strays[0]} lies directly in {folder}; every {split} image must be in a class folder "
@@ -117,22 +120,13 @@ def list_split(root: Path, split: str) -> tuple[list[str], list[tuple[Path, int]
     return classes, files
 
 
-def _read_rgb(path: Path, image_size: int | None) -> np.ndarray:
-    """One image as uint8 (3, H, W), resized (bilinear) to ``image_size`` × ``image_size`` if given."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        if image_size is not None and img.size != (image_size, image_size):
-            img = img.resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
-
-
 def _decode_files(files: list[tuple[Path, int]], classes: list[str], image_size: int | None) -> ImageData:
     arrays, first = [], None
     for path, _ in files:
         try:
-            arr = _read_rgb(path, image_size)
-        except UnidentifiedImageError as err:
-            raise DatasetError(f"cannot read {path}: not an image PIL knows; replace or remove the file") from err
+            arr = read_image(path, str(path), image_size)
+        except DatasetError:
+            raise
         except Exception as err:
             raise DatasetError(f"cannot read {path} as an image ({err}); replace or remove the file") from err
         if first is None:
@@ -203,13 +197,27 @@ def train_stats(root: Path, image_size: int | None) -> tuple[int, tuple[float, .
     return _STATS[key]
 
 
+VGG6_GRID = (8, 4, 4, 4, 2, 2)  # CLAPP++ Table A2: each layer's output pooled to this many cells a side
+
+
+def vgg6_layer_sides(size: int) -> tuple[int, ...]:
+    """Side of each VGG-6 layer's output (after its max-pool) for ``size``-pixel square images."""
+    return (size, size // 2, size // 2, size // 4, size // 8, size // 16)
+
+
 def vgg6_pool_kernels(size: int) -> tuple[int, ...]:
-    """Per-layer AvgPool kernels of VGG-6 for ``size``-pixel images.
+    """Per-layer AvgPool kernels of VGG-6 for ``size``-pixel images, each dividing its layer's output.
 
     CLAPP++ Table A2 uses ``S/8, S/8, S/8, S/16, S/16, S/32`` for S = 32, 64, 96 px (4-4-4-2-2-1,
-    8-8-8-4-4-2, 12-12-12-6-6-3), i.e. each layer's output pooled to an 8-4-4-4-2-2 grid. Other sizes
-    round these to the nearest whole number (halves up), at least 1 and at most the layer's side
-    (28 px gives MNIST's 4-4-4-2-2-1, 16 px 2-2-2-1-1-1).
+    8-8-8-4-4-2, 12-12-12-6-6-3), i.e. each layer's output pooled to an 8-4-4-4-2-2 grid. For any size,
+    each layer is pooled to the finest grid that is not finer than Table A2's and tiles its output
+    exactly (the largest divisor of the side that is at most the paper's grid), so no border pixel is
+    dropped and no layer gives more features than the paper's: Table A2's kernels at 32, 64 and 96 px,
+    4-7-7-7-3-1 at 28 px, 5-5-5-5-5-1 at 40 px, 6-6-6-3-3-3 at 48 px, 2-2-2-1-1-1 at 16 px.
     """
-    sides = [size, size // 2, size // 2, size // 4, size // 8, size // 16]  # after each layer's max-pool
-    return tuple(min(max(side, 1), max(1, int(size / div + 0.5))) for side, div in zip(sides, (8, 8, 8, 16, 16, 32)))
+    kernels = []
+    for side, grid in zip(vgg6_layer_sides(size), VGG6_GRID):
+        side = max(side, 1)
+        cells = max(g for g in range(1, min(grid, side) + 1) if side % g == 0)
+        kernels.append(side // cells)
+    return tuple(kernels)
