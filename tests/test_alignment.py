@@ -1,4 +1,5 @@
-"""Gradient alignment with backprop (evaluate/alignment.py), the Def. 3.4 optimum and `localssl align`."""
+"""Gradient alignment with backprop (evaluate/alignment.py; the BP reference in rules/global_gradient.py), the
+Def. 3.4 optimum (rules/optimal_feedback.py) and `localssl align`."""
 
 from __future__ import annotations
 
@@ -10,15 +11,11 @@ import pytest
 import torch
 
 from localssl.data import dataset_info
-from localssl.evaluate.alignment import (
-    backprop_reference,
-    gradient_alignment,
-    match_feedback_grads,
-    optimal_feedback,
-    rule_updates,
-)
+from localssl.evaluate.alignment import gradient_alignment
 from localssl.objectives.base import LayerSpec
 from localssl.registry import MODELS, OBJECTIVES, RULES, VIEWS, ConfigError
+from localssl.rules.global_gradient import backprop_reference, rule_updates
+from localssl.rules.optimal_feedback import match_feedback_grads, optimal_feedback
 from localssl.views.base import ViewBatch, next_image_negatives, swap_halves
 
 

@@ -1,17 +1,27 @@
 """Frozen-encoder features: every layer's output pooled with the dataset's kernels and concatenated
-(CLAPP++ App. B: "read-out concatenated representations from multiple layers")."""
+(CLAPP++ App. B: "read-out concatenated representations from multiple layers"), and the features of a
+probe's train, validation and test splits (:class:`FeatureSet`)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
+import dataclasses
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import SpatialPool
+from localssl.views.readout import LayerReadout
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    train: list[torch.Tensor]  # one or more (augmented) copies, (n_train, D)
+    train_y: torch.Tensor
+    val: torch.Tensor
+    val_y: torch.Tensor
+    test: torch.Tensor
+    test_y: torch.Tensor
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -27,7 +37,7 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
     return idx
 
 
-class FeatureExtractor(nn.Module):
+class FeatureExtractor(LayerReadout):
     """uint8 images -> concatenated pooled features of the chosen layers."""
 
     def __init__(
@@ -37,54 +47,10 @@ class FeatureExtractor(nn.Module):
         kernels: list[int | None],
         layers: list[int],
     ) -> None:
-        super().__init__()
-        self.encoder, self.normalize, self.layers = encoder, normalize, layers
+        super().__init__(encoder, normalize, layers)
         self.pools = nn.ModuleList(SpatialPool(k) for k in kernels)
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         hs = self.encoder(self.normalize(images))
         return torch.cat([self.pools[i](hs[i]).flatten(1) for i in self.layers], dim=1)
-
-    @torch.no_grad()
-    def extract(
-        self,
-        images: torch.Tensor,
-        batch_size: int = 256,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        dtype: torch.dtype = torch.float32,
-        progress: bool = False,
-        desc: str = "features",
-    ) -> torch.Tensor:
-        """Features of all ``images`` (kept on CPU); ``transform`` maps a float [0,1] batch to an
-        augmented float [0,1] batch (e.g. crop + flip for the augmented probe). The output is allocated
-        once and filled batch by batch (no list of batches and concatenated copy: half the peak memory);
-        ``progress`` shows a bar on stderr."""
-        self.eval()
-        device = next(self.encoder.parameters()).device
-        out: torch.Tensor | None = None
-        starts = range(0, len(images), batch_size)
-        for start in tqdm(starts, desc=desc, leave=False, disable=not progress, file=sys.stderr):
-            x = images[start : start + batch_size].to(device)
-            if transform is not None:
-                x = transform(x.float().div_(255.0)).clamp_(0, 1)
-            z = self.forward(x)
-            if out is None:
-                out = torch.empty(len(images), z.shape[1], dtype=dtype)
-            out[start : start + len(z)] = z.to("cpu", dtype)
-        if out is None:
-            raise ValueError("no images to extract features from (an empty split?)")
-        return out
-
-    @torch.no_grad()
-    def layer_dims(self, images: torch.Tensor) -> list[int]:
-        """Width of each chosen layer's block in :meth:`forward`'s concatenated features, in order."""
-        chosen = self.layers
-        try:
-            dims = []
-            for i in chosen:
-                self.layers = [i]
-                dims.append(int(self.forward(images).shape[1]))
-        finally:
-            self.layers = chosen
-        return dims

@@ -18,7 +18,7 @@ from localssl.build import build_encoder
 from localssl.checkpoint import checkpoint_meta, read_run_checkpoint
 from localssl.config import RunConfig
 from localssl.data import dataset_info, load_split
-from localssl.evaluate.features import parse_layers
+from localssl.evaluate.features import FeatureSet, parse_layers
 from localssl.views.time_shift import WaveNormalize
 
 
@@ -47,8 +47,6 @@ def frame_features(
 
 
 def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device):
-    from localssl.evaluate.probe import FeatureSet  # local import: probe imports this module
-
     info = dataset_info(cfg.data.name)
     ckpt, ckpt_path = read_run_checkpoint(run_dir, cfg)
     encoder = build_encoder(cfg, info)

@@ -14,9 +14,10 @@ from localssl.data import data_info
 from localssl.evaluate.features import FeatureExtractor, parse_layers
 from localssl.registry import VIEWS
 from localssl.views.base import Normalize
+from localssl.views.readout import LayerReadout
 
 
-def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tuple[FeatureExtractor, dict[str, Any]]:
+def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tuple[LayerReadout, dict[str, Any]]:
     """The run's checkpointed encoder, frozen, with its probe read-out (``probe.layers``, pooled with the
     dataset's kernels; a view's own ``feature_extractor`` when it has one, e.g. ``patch_grid``), and
     :func:`~localssl.checkpoint.checkpoint_meta` with ``"layers"`` (1-based)."""

@@ -34,21 +34,13 @@ from localssl.config import ProbeConfig, RunConfig, read_run_config
 from localssl.data import data_info, load_split
 from localssl.data.catalog import FOLDER
 from localssl.data.user_folder import folder_manifest
+from localssl.evaluate.features import FeatureSet
+from localssl.evaluate.frame_probe import compute_frame_features
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.paper_probe import layer_blocks, paper_probe
 from localssl.utils import atomic_torch_save, atomic_write_json
 
 PROBE_OVERRIDABLE_PREFIXES = ("probe.", "data.root", "train.device")
-
-
-@dataclasses.dataclass
-class FeatureSet:
-    train: list[torch.Tensor]  # one or more (augmented) copies, (n_train, D)
-    train_y: torch.Tensor
-    val: torch.Tensor
-    val_y: torch.Tensor
-    test: torch.Tensor
-    test_y: torch.Tensor
 
 
 def train_linear_probe(
@@ -281,8 +273,6 @@ def probe(
     if info.kind == "sequence":  # audio: one probe row per labelled 10 ms frame
         if per_layer:
             raise ValueError("--per-layer is for image datasets; for audio, probe one layer at a time: probe.layers=N")
-        from localssl.evaluate.frame_probe import compute_frame_features
-
         fs, meta = compute_frame_features(cfg, run_dir, device)
     else:
         fs, meta = compute_features(cfg, run_dir, device, cache_features, progress)

@@ -25,7 +25,8 @@ from torch import nn
 
 from localssl.config import ProbeConfig
 from localssl.data.rhm import RandomHierarchyModel
-from localssl.evaluate.probe import FeatureSet, train_linear_probe
+from localssl.evaluate.features import FeatureSet
+from localssl.evaluate.probe import train_linear_probe
 from localssl.models.base import LayeredEncoder
 
 

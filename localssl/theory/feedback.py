@@ -21,9 +21,9 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from localssl.evaluate.alignment import local_references
 from localssl.models.base import LayeredEncoder
 from localssl.rules.base import Rule
+from localssl.rules.global_gradient import local_references
 from localssl.views.base import ViewBatch
 
 

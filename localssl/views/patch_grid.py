@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from localssl.data import DatasetInfo
-from localssl.evaluate.features import FeatureExtractor
 from localssl.models.base import LayeredEncoder
 from localssl.registry import VIEWS, ConfigError
 from localssl.views.base import ViewBatch
+from localssl.views.readout import LayerReadout
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R 601 grey, as torchvision's Grayscale
 STL10_GREY = (0.4120, 0.2570)  # mean/std of grey STL-10 train+unlabeled (official GIM/CLAPP code)
@@ -113,12 +113,12 @@ class Patchify(nn.Module):
         return patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, x.shape[1], p, p)
 
 
-class PatchGridFeatures(FeatureExtractor):
+class PatchGridFeatures(LayerReadout):
     """Probe features as in GIM/CLAPP: centre crop, encode every patch, average each chosen layer over
     the patch and then over the grid (``AdaptiveAvgPool2d(1)`` of the official classifier)."""
 
     def __init__(self, encoder: LayeredEncoder, patchify: Patchify, layers: list[int], n_patches: int) -> None:
-        super().__init__(encoder, patchify, [None] * len(encoder), layers)
+        super().__init__(encoder, patchify, layers)
         self.n_patches = n_patches
 
     @torch.no_grad()
@@ -157,7 +157,7 @@ class PatchGridViews(nn.Module):
             x=x, pos=empty, pos_ref=empty, neg=empty, neg_ref=empty, labels=lab, n_images=b, grid=(side, side)
         )
 
-    def feature_extractor(self, encoder: LayeredEncoder, layers: list[int]) -> FeatureExtractor:
+    def feature_extractor(self, encoder: LayeredEncoder, layers: list[int]) -> LayerReadout:
         """The probe's features for this view (used by ``localssl probe``)."""
         patchify = Patchify(self.cfg, self.info, train=False)
         return PatchGridFeatures(encoder, patchify, layers, self.cfg.grid_side**2)
