@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from localssl.experiments import experiment
-from localssl.experiments.theory_figs import Claim, finish, mnist_images, single_thread, summarize
+from localssl.experiments.theory_common import Claim, finish, mnist_images, single_thread, summarize
 from localssl.registry import ConfigError
 
 # ------------------------------------------------------------------------------ training loop
