@@ -240,9 +240,10 @@ def _experiments_help() -> str:
 
 
 def _suites_help() -> str:
-    from localssl.bench_suites import SUITES
+    from localssl.bench_suites import load_all
 
-    return "suites (--suite NAME):\n" + "\n".join(f"  {n:14s} {s.description}" for n, s in SUITES.items())
+    suites = load_all()
+    return "suites (--suite NAME):\n" + "\n".join(f"  {n:14s} {suites[n].description}" for n in sorted(suites))
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         action="append",
         metavar="PRESET",
-        help="re-run only this row (repeatable; table2) and keep the other rows from OUT/results.csv",
+        help="re-run only this row (repeatable; the table experiments) and keep the other rows from OUT/results.csv",
     )
     s.set_defaults(fn=_cmd_reproduce)
 
