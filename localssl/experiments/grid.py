@@ -20,6 +20,7 @@ DATASET_LABELS = {
     "tinyimagenet": "Tiny ImageNet",
     "mnist": "MNIST",
     "cifar10-mini": "CIFAR-10 subset shipped with localssl (cifar10-mini, 4000 train / 1000 test)",
+    "synthetic-speech": "synthetic speech (8 classes, generated in code)",
 }
 
 
