@@ -1,8 +1,8 @@
 """kill -9 at random moments (and in the middle of checkpoint writes), ``--resume`` each time: the final
 weights equal an uninterrupted run's and the metrics files have no duplicate or missing row.
 
-The driver is :mod:`localssl.experiments.faults` (``localssl reproduce fault-injection``, which made the table in
-``benchmarks/RESULTS.md``)."""
+The driver is :mod:`localssl.experiments.faults` (``localssl reproduce fault-injection``; the table in
+``benchmarks/RESULTS.md`` was made by its earlier form, ``benchmarks/fault_injection.py``)."""
 
 from __future__ import annotations
 

@@ -278,10 +278,9 @@ def run_cells_in_parallel(
     gets ``cpu_count // jobs`` torch threads, so ``jobs`` = the core count runs one single-threaded run per
     core. Every run is seeded by its config alone, so which process runs it does not change what it
     learns. Returns ``run_dir -> (trained, probed)`` as each worker reported it."""
-    print(
-        f"running {len(cfgs)} cell(s) in {jobs} processes, {default_threads(jobs)} torch thread(s) each",
-        file=sys.stderr,
-    )
+    threads = default_threads(jobs)
+    print(f"running {len(cfgs)} cell(s) in {jobs} processes, {threads} torch thread(s) each", file=sys.stderr)
     job = functools.partial(_cell_job, runs_dir=runs_dir, keep_features=keep_features)
-    done = run_jobs(job, cfgs, jobs, names=[f"{cfg.name} (seed {cfg.train.seed}, {cfg.data.name})" for cfg in cfgs])
+    names = [f"{cfg.name} (seed {cfg.train.seed}, {cfg.data.name})" for cfg in cfgs]
+    done = run_jobs(job, cfgs, jobs, names=names, threads=threads)
     return {Path(d): (trained, probed) for d, trained, probed in done}
