@@ -3,7 +3,7 @@
 # (default 540 = 9 min; dry run: 600, with the table stage cut at 20 s to exercise a cut-off run). Each stage is time-boxed (`timeout`) and appends to the results file as it goes,
 # so a run cut off at any point keeps the numbers it has:
 #   1. the device: name, memory, torch and CUDA versions;
-#   2. a smoke test of every preset, 20 training steps each (benchmarks/device_smoke.py);
+#   2. a smoke test of every preset, 20 training steps each (`localssl bench --suite smoke`);
 #   3. `localssl bench` of clapp++ (with its counterpart bp-clapp++) and clapp++nospatial at full width, on
 #      CIFAR-10 (32 px) and STL-10-shaped (96 px) random images, fp32 and bf16: images/s, TFLOP/s, peak
 #      memory, and epochs per hour of the paper's protocol (300 epochs: hours = 300 / epochs per hour);
@@ -16,6 +16,11 @@
 # Environment: DEVICE_CHECK_DRY=1 (same as --dry-run), DEVICE_CHECK_OUT=FILE (results file),
 # DEVICE_CHECK_BUDGET=SECONDS, DEVICE_CHECK_JOBS=N (table runs at once; default 4), PYTHON (interpreter),
 # LOCALSSL_DATA (the folder holding CIFAR-10 for stage 4).
+#
+# Measures: on one GPU, whether every preset trains, the images/s, TFLOP/s and peak memory of clapp++ vs
+# bp-clapp++ at full width, and how much of table2's `gpu` scale fits the budget. Latest number: none yet (no
+# GPU has been lent to a session that ran it; benchmarks/RESULTS.md, "GPU readiness"); the dry run passes on
+# CPU in tests/test_device_check.py.
 set -u
 cd "$(dirname "$0")/.."
 DRY=${DEVICE_CHECK_DRY:-0}
@@ -81,13 +86,13 @@ note "\`bash benchmarks/device_check.sh$([ "$DRY" = 1 ] && echo ' --dry-run')\` 
 
 # ---------------------------------------------------------------- 2. smoke test of every preset
 T=$(box $SMOKE_T)
-note ""
-note "### Smoke test of every preset on $DEVICE (\`python benchmarks/device_smoke.py --device $DEVICE ${SMOKE[*]}\`)"
-note ""
 if [ "$T" -lt "$MIN_T" ]; then
+  note ""
+  note "### Smoke test of every preset on $DEVICE"
+  note ""
   note "Not run: the budget was spent."
-else
-  timeout -k 10 "$T" $PY benchmarks/device_smoke.py --device "$DEVICE" "${SMOKE[@]}" --results "$OUT" > /dev/null
+else  # the suite writes its own heading and appends a row per preset as it finishes
+  timeout -k 10 "$T" $PY -m localssl bench --suite smoke "train.device=$DEVICE" "${SMOKE[@]}" --results "$OUT" > /dev/null
   CODE=$?
   note ""
   note "Smoke stage: $(ran $CODE "$T")."

@@ -1,5 +1,11 @@
 """Per-step overhead of localssl's training loop against a bare hand-written loop of the same math.
 
+A script by nature: the comparison is a second training loop written in plain torch, outside the library.
+Measures: milliseconds (wall and process CPU) per training step of ``Trainer.train_epoch`` vs the bare loop,
+on random CIFAR-10-shaped images, on the machine it runs on. Latest number (2026-12-01, 2-core CPU, shared,
+1 thread, width 1/16, batch 32; benchmarks/RESULTS.md, "GPU readiness"): CPU-time ratio localssl / bare
+1.00× for ``clapp++`` (rounds 0.93–1.04) and 1.01× for ``bp-clapp++`` (0.95–1.08).
+
 Where kernel launches dominate (small network, batch 32: a GPU at batch 32, or width 1/16 on CPU as the
 stand-in), every Python call, extra kernel and host synchronisation of the framework shows in the step
 time. This times, in one process on the same random CIFAR-10-shaped images:
@@ -37,7 +43,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from localssl.bench import append_to_section, machine_description
+from localssl.bench import append_entry, machine_description
 from localssl.config import load_config
 from localssl.data import ImageData, dataset_info
 from localssl.train import Trainer
@@ -190,7 +196,7 @@ def main() -> None:
             f"{args.rounds} alternating rounds after one warm-up epoch each, medians (range over rounds)."
             f"{(' ' + args.note) if args.note else ''}\n\n{text}\n"
         )
-        append_to_section(Path(args.results), entry)
+        append_entry(Path(args.results), entry)
 
 
 if __name__ == "__main__":

@@ -335,29 +335,39 @@ def format_table(out: dict[str, Any]) -> str:
 SECTION = "## Scale and speed"
 
 
-def append_results(path: Path, command: str, out: dict[str, Any], note: str = "") -> None:
-    """Add one dated entry (command, setup, table) at the end of the ``## Scale and speed`` section."""
+def bench_entry(command: str, out: dict[str, Any], note: str = "") -> str:
+    """One dated results entry of a :func:`run_bench` output: the command, the setup, the table."""
     s = out["setup"]
-    entry = (
+    return (
         f"\n### {s['date']} — `{command}`\n\n"
         f"Machine: {s['machine']}. Device {s['device']}, {s['dataset']} input {'×'.join(map(str, s['input']))}, "
         f"batch {s['batch_size']}, width {s['width']}, precision {s['precision']}; {s['warmup']} warm-up step(s), "
         f"{s['rounds']} alternating rounds of {s['steps_per_round']} steps, medians.{(' ' + note) if note else ''}\n\n"
         f"{format_table(out)}\n"
     )
-    append_to_section(path, entry)
 
 
-def append_to_section(path: Path, entry: str) -> None:
-    """Insert ``entry`` at the end of the ``## Scale and speed`` section of ``path`` (created if missing)."""
+def append_results(path: Path, command: str, out: dict[str, Any], note: str = "") -> None:
+    """Add one dated entry (command, setup, table) at the end of the ``## Scale and speed`` section."""
+    append_entry(path, bench_entry(command, out, note))
+
+
+def append_entry(path: Path, entry: str, section: str | None = SECTION) -> None:
+    """The one writer of results files (``benchmarks/RESULTS.md``): insert ``entry`` at the end of
+    ``section`` (a ``## `` heading, added at the end of the file if missing), or with ``section=None``
+    at the end of the file (entries written piece by piece as a measurement goes). The file is created
+    with a ``# Benchmark results`` title if it does not exist."""
     path = Path(path)
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n"
-    start = text.index(SECTION) + len(SECTION)
-    nxt = text.find("\n## ", start)
-    end = len(text) if nxt < 0 else nxt + 1
-    text = text[:end].rstrip("\n") + "\n" + entry + ("\n" + text[end:] if nxt >= 0 else "")
+    if section is None:
+        text += entry
+    else:
+        if section not in text:
+            text = text.rstrip("\n") + f"\n\n{section}\n"
+        start = text.index(section) + len(section)
+        nxt = text.find("\n## ", start)
+        end = len(text) if nxt < 0 else nxt + 1
+        text = text[:end].rstrip("\n") + "\n" + entry + ("\n" + text[end:] if nxt >= 0 else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 

@@ -126,11 +126,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from localssl.bench import main as bench
-
     if args.threads:
         torch.set_num_threads(args.threads)
     results = Path(args.results) if args.results else None
+    if args.suite:
+        return _bench_suite(args, results)
+    if not args.preset:
+        raise ConfigError("give a preset to compare with its counterpart, or --suite NAME")
+    if args.presets:
+        raise ConfigError("--presets is for suites (--suite NAME); give one preset, and --vs for the other")
+    from localssl.bench import main as bench
+
     bench(
         args.preset,
         args.vs,
@@ -145,6 +151,46 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         own=args.own,
     )
     return 0
+
+
+def _bench_suite(args: argparse.Namespace, results: Path | None) -> int:
+    """``localssl bench --suite NAME``: a named speed study (:mod:`localssl.bench_suites`)."""
+    from localssl.bench_suites import Options, run_suite
+
+    if args.preset and "=" not in args.preset:
+        raise ConfigError(f"--suite {args.suite} runs its own presets; give '{args.preset}' with --presets")
+    # argparse takes `--suite S k=v` 's first key=value for the preset, and `--presets a b k=v` 's for a preset
+    overrides = [*([args.preset] if args.preset else []), *args.overrides]
+    overrides += [t for t in args.presets or [] if "=" in t]
+    presets = [t for t in args.presets or [] if "=" not in t]
+    if args.vs or args.own or args.note:
+        raise ConfigError("--vs, --own and --note are for a preset against its counterpart, not for --suite")
+    options = [f"--rounds {args.rounds}", f"--steps {args.steps}", f"--warmup {args.warmup}"]
+    options += [f"--memory-repeats {args.memory_repeats}", f"--threads {_torch_threads(args)}"]
+    command = " ".join(
+        ["localssl bench --suite", args.suite, *(["--presets", *presets] if presets else []), *overrides, *options]
+    )
+    opts = Options(
+        command,
+        overrides,
+        rounds=args.rounds,
+        steps=args.steps,
+        warmup=args.warmup,
+        memory_repeats=args.memory_repeats,
+        threads=args.threads,
+        presets=presets or None,
+    )
+    out = run_suite(args.suite, opts, results)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
+    return 1 if out.get("failed") else 0
+
+
+def _torch_threads(args: argparse.Namespace) -> int:
+    import torch
+
+    return args.threads or torch.get_num_threads()
 
 
 def _cmd_align(args: argparse.Namespace) -> int:
@@ -192,6 +238,13 @@ def _experiments_help() -> str:
 
     exps = load_all()
     return "experiments:\n" + "\n".join(f"  {n:14s} {exps[n].description}" for n in sorted(exps))
+
+
+def _suites_help() -> str:
+    from localssl.bench_suites import load_all
+
+    suites = load_all()
+    return "suites (--suite NAME):\n" + "\n".join(f"  {n:14s} {suites[n].description}" for n in sorted(suites))
 
 
 def _cmd_plot(args: argparse.Namespace) -> int:
@@ -256,13 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         action="append",
         metavar="PRESET",
-        help="re-run only this row (repeatable; table2) and keep the other rows from OUT/results.csv",
+        help="re-run only this row (repeatable; the table experiments) and keep the other rows from OUT/results.csv",
     )
     s.set_defaults(fn=_cmd_reproduce)
 
-    s = add("bench", "images/s and peak (activation) memory vs the backprop counterpart", _presets_help)
-    s.add_argument("preset")
-    s.add_argument("overrides", nargs="*", help="key=value overrides applied to both presets")
+    s = add(
+        "bench",
+        "images/s and peak (activation) memory vs the backprop counterpart, or a named speed study (--suite)",
+        lambda: _presets_help() + "\n\n" + _suites_help(),
+    )
+    s.add_argument("preset", nargs="?", help="preset to measure against its counterpart (not with --suite)")
+    s.add_argument("overrides", nargs="*", help="key=value overrides applied to both presets (or every suite preset)")
+    s.add_argument("--suite", metavar="NAME", help="run a named speed study instead (listed below)")
+    s.add_argument("--presets", nargs="+", metavar="PRESET", help="the presets a suite runs (default: its own)")
     s.add_argument("--vs", help="preset to compare with (default: the backprop counterpart; 'none' to skip)")
     s.add_argument("--own", action="append", default=[], metavar="KEY=VALUE", help="override for PRESET only")
     s.add_argument("--out", metavar="FILE.json", help="write the measurements as JSON")

@@ -19,16 +19,16 @@ utterances/images), never on the test split; see ``benchmarks/RESULTS.md`` ("Dem
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import sys
 import time
 from pathlib import Path
+
+from localssl.experiments.jobs import run_jobs
 
 CHANCE = {"speech": 100 / 8, "cifar": 10.0}
 TASK_TITLES = {"speech": "synthetic speech (8 classes, generated offline)", "cifar": "CIFAR-10 as it is"}
@@ -216,7 +216,7 @@ def run_demo(
         print(f"  {TASK_TITLES[task]}: {describe(budget, task, bool(data_dir))}", file=sys.stderr, flush=True)
     rows: list[dict] = []
 
-    def done(r: dict) -> None:
+    def done(_: int, r: dict) -> None:
         rows.append(r)
         label = next(m.label for m in METHODS[r["task"]] if m.key == r["method"])
         print(
@@ -226,15 +226,8 @@ def run_demo(
             flush=True,
         )
 
-    if workers == 1:
-        for job in jobs:
-            done(_run_job(job))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = [pool.submit(_run_job, job) for job in jobs]
-            for fut in cf.as_completed(futures):
-                done(fut.result())
+    names = [f"{job.task}-{job.method.key}-seed{job.seed}" for job in jobs]
+    run_jobs(_run_job, jobs, workers, names=names, threads=1, on_result=done)
     wall = time.perf_counter() - t0
     cpu = _cpu_seconds() - c0  # this process and its finished workers
     summary = summarize(rows, budget)

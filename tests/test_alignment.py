@@ -207,7 +207,7 @@ def test_fig3b_small_direct_feedback_beats_local(monkeypatch: pytest.MonkeyPatch
     and DFB better than fixed random feedback. (optimum vs DFB and local vs fixed B are closer than the
     seed-to-seed spread at this size: they are asserted by the slow cpu-scale test below.)"""
     from localssl.experiments.alignment_figs import FIG3B_RULES, TrainSetting, mean_below_top, measure_fig3b
-    from localssl.experiments.theory_figs import mnist_images
+    from localssl.experiments.theory_common import mnist_images
 
     _mnist_or_skip(monkeypatch)
     setting = TrainSetting(steps=300, eval_every=300, lr=2e-4, lr_min=None, test_batches=4)
@@ -221,7 +221,7 @@ def test_fig3b_small_direct_feedback_beats_local(monkeypatch: pytest.MonkeyPatch
 def test_fig3b_cpu_scale_published_ordering(monkeypatch: pytest.MonkeyPatch) -> None:
     """`localssl reproduce fig3b --scale cpu`: optimum ≥ DFB ≥ local > fixed random B (mean, layers 1–5)."""
     from localssl.experiments.alignment_figs import check_fig3b, fig3b_setting, measure_fig3b
-    from localssl.experiments.theory_figs import mnist_images
+    from localssl.experiments.theory_common import mnist_images
 
     _mnist_or_skip(monkeypatch)
     setting, width = fig3b_setting("cpu", None)

@@ -1,6 +1,6 @@
 """Every CLAPP 2021 / CPC / GIM preset trains: its loss on a fixed CIFAR-10 batch (fixed views and
 negatives) goes down under the preset's own rule. Whether the learned features beat random init at a
-CPU budget is measured in benchmarks/cpc_cifar10.py (see benchmarks/RESULTS.md)."""
+CPU budget is measured by ``localssl reproduce patch-cifar10`` (see benchmarks/RESULTS.md)."""
 
 from __future__ import annotations
 

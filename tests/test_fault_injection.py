@@ -1,21 +1,14 @@
 """kill -9 at random moments (and in the middle of checkpoint writes), ``--resume`` each time: the final
 weights equal an uninterrupted run's and the metrics files have no duplicate or missing row.
 
-The driver is ``benchmarks/fault_injection.py`` (it also makes the table in ``benchmarks/RESULTS.md``)."""
+The driver is :mod:`localssl.experiments.faults` (``localssl reproduce fault-injection``; the table in
+``benchmarks/RESULTS.md`` was made by its earlier form, ``benchmarks/fault_injection.py``)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-_SPEC = importlib.util.spec_from_file_location(
-    "fault_injection", Path(__file__).resolve().parents[1] / "benchmarks" / "fault_injection.py"
-)
-fault_injection = sys.modules.setdefault("fault_injection", importlib.util.module_from_spec(_SPEC))
-_SPEC.loader.exec_module(fault_injection)
+from localssl.experiments import faults as fault_injection
 
 CHECKPOINT_EVERY = 2
 
@@ -55,3 +48,11 @@ def test_twelve_kills_then_resume_equal_an_uninterrupted_run(cifar_root, tmp_pat
     report = fault_injection.inject_faults("clapp++", _overrides(cifar_root, 8), tmp_path, kills=12, seed=2)
     _check(report, 12)
     assert sum(k.during_write for k in report.kills) >= 1, "no kill landed inside a checkpoint write"
+
+
+def test_the_experiment_reports_its_table(tmp_path):
+    """``localssl reproduce fault-injection --scale smoke``: 2 kills on the shipped CIFAR-10 subset."""
+    fault_injection.run(tmp_path, "smoke", 1)
+    text = (tmp_path / "results.md").read_text()
+    assert "| 2 (" in text and "identical" in text and "DIFFERENT" not in text
+    assert "`localssl reproduce fault-injection --scale smoke --seeds 1`" in text

@@ -17,19 +17,19 @@ import torch
 
 from localssl.config import load_config
 from localssl.experiments import harness, report
-from localssl.experiments.harness import (
-    Row,
-    Scale,
-    Table,
+from localssl.experiments.grid import Row, Scale, Table, format_mean_std, mean_std
+from localssl.experiments.harness import run_table
+from localssl.experiments.report import versus_floor, write_results_page
+from localssl.experiments.runs import (
+    RunLock,
     find_run_dir,
-    format_mean_std,
-    mean_std,
+    key_dict,
     probe_or_reuse,
+    read_provenance,
     run_key,
     run_or_reuse,
-    run_table,
+    runs_root,
 )
-from localssl.experiments.report import versus_floor, write_results_page
 from localssl.train import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -95,7 +95,7 @@ def test_run_key_follows_what_the_run_learns(tmp_path):
     assert run_key(_cfg(tmp_path, "train.weight_decay=0.0")) == run_key(base)
     # only non-default values count: spelling out a default (or a new option added with a default) keeps the run
     assert run_key(_cfg(tmp_path, "train.momentum=0.9", "train.max_steps_per_epoch=")) == run_key(base)
-    assert "momentum" not in harness.key_dict(base)["train"] and harness.key_dict(base)["model"]["width"] == 0.0625
+    assert "momentum" not in key_dict(base)["train"] and key_dict(base)["model"]["width"] == 0.0625
 
 
 def test_run_or_reuse_same_config_same_dir(cifar_root, tmp_path):
@@ -103,7 +103,7 @@ def test_run_or_reuse_same_config_same_dir(cifar_root, tmp_path):
     cfg = _cfg(cifar_root, "train.epochs=1")
     run_dir, status = run_or_reuse(cfg, runs)
     assert status == "trained" and run_dir.name == f"clapp++-{run_key(cfg)}"
-    provenance = harness._provenance(run_dir)
+    provenance = read_provenance(run_dir)
     assert provenance["key"] == run_key(cfg) and provenance["pretrain_cpu_s"] > 0 and "localssl" in provenance["code"]
     stamp = (run_dir / "checkpoint.pt").stat().st_mtime_ns
     again, status = run_or_reuse(_cfg(cifar_root, "train.epochs=1", "train.progress=true"), runs)
@@ -269,9 +269,9 @@ def test_unknown_scale_and_bad_seeds_are_errors(tmp_path):
 
 def test_runs_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("LOCALSSL_RUNS", raising=False)
-    assert harness.runs_root(tmp_path / "out") == tmp_path / "out" / "runs"
+    assert runs_root(tmp_path / "out") == tmp_path / "out" / "runs"
     monkeypatch.setenv("LOCALSSL_RUNS", str(tmp_path / "shared"))
-    assert harness.runs_root(tmp_path / "out") == tmp_path / "shared"
+    assert runs_root(tmp_path / "out") == tmp_path / "shared"
 
 
 def test_data_label_names_the_jpeg_copy(cifar_zip_root):
@@ -323,13 +323,13 @@ def _dead_pid() -> int:
 
 def test_run_lock(tmp_path):
     host = socket.gethostname()
-    with harness.RunLock(tmp_path, "abc", wait=False) as held:
+    with RunLock(tmp_path, "abc", wait=False) as held:
         assert held and (tmp_path / ".abc.lock").read_text() == f"{host} {os.getpid()}"
-        with harness.RunLock(tmp_path, "abc", wait=False) as again:  # held by a live process: not taken
+        with RunLock(tmp_path, "abc", wait=False) as again:  # held by a live process: not taken
             assert not again and str(os.getpid()) in again.holder
     assert not (tmp_path / ".abc.lock").exists()  # released on exit
     (tmp_path / ".abc.lock").write_text(f"{host} {_dead_pid()}")  # its process died: taken over
-    with harness.RunLock(tmp_path, "abc", wait=False) as held:
+    with RunLock(tmp_path, "abc", wait=False) as held:
         assert held
 
 
@@ -350,7 +350,7 @@ def test_cell_held_by_another_process_is_done_last(cifar_root, tmp_path, monkeyp
         return original(cfg, runs_dir)
 
     monkeypatch.setattr(harness, "run_or_reuse", recording)
-    monkeypatch.setattr(harness.RunLock, "poll_s", 0.05)
+    monkeypatch.setattr(RunLock, "poll_s", 0.05)
     result = run_table(table, tmp_path / "out", "tiny", seeds=1, runs_dir=runs, root=str(cifar_root))
     assert order == ["random", "clapp++"]
     assert [c.row.label for c in result.cells] == ["Local", "Random"]  # reported in table order

@@ -1,14 +1,20 @@
-"""``localssl reproduce NAME --jobs N``: the cells of a table run in N processes at once, with the numbers of a
-sequential run; and the ``gpu`` scale of table2."""
+"""The job runner (:mod:`localssl.experiments.jobs`): results in job order, a failing job named, a fresh
+process per job on request; ``localssl reproduce NAME --jobs N``: the cells of a table run in N processes at
+once, with the numbers of a sequential run; and the ``gpu`` scale of table2."""
 
 from __future__ import annotations
 
 import csv
+import os
+import time
 
 import pytest
+import torch
 
 from localssl.cli import main
-from localssl.experiments.harness import Row, Scale, Table, run_table
+from localssl.experiments.grid import Row, Scale, Table
+from localssl.experiments.harness import run_table
+from localssl.experiments.jobs import JobError, run_jobs
 from localssl.experiments.table2 import GPU_TFLOPS, TABLE2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,6 +31,52 @@ TINY = Scale(
         "train.epochs=1",
     ),
 )
+
+
+def _slow_square(x: int) -> int:
+    time.sleep(0.5 if x == 0 else 0.0)  # the first job ends last
+    return x * x
+
+
+def _fails_on_two(x: int) -> int:
+    if x == 2:
+        raise ValueError(f"no {x}")
+    return x
+
+
+def _pid_and_threads(_: int) -> tuple[int, int]:
+    return os.getpid(), torch.get_num_threads()
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_results_come_back_in_job_order(jobs):
+    ended = []
+    out = run_jobs(_slow_square, [0, 1, 2, 3], jobs, on_result=lambda i, r: ended.append((i, r)))
+    assert out == [0, 1, 4, 9]
+    assert sorted(ended) == [(0, 0), (1, 1), (2, 4), (3, 9)]  # each result reported once, as it ends
+    if jobs == 2:
+        assert ended[-1] == (0, 0)  # in the pool the slow first job ends last; its result is still first
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failing_job_is_named(jobs):
+    with pytest.raises(JobError, match=r"job third failed: ValueError: no 2") as err:
+        run_jobs(_fails_on_two, [0, 1, 2], jobs, names=["first", "second", "third"])
+    assert err.value.job == "third" and isinstance(err.value.__cause__, ValueError)
+
+
+def test_fresh_gives_each_job_its_own_process_with_the_threads_asked():
+    out = run_jobs(_pid_and_threads, [0, 1], 1, fresh=True, threads=1)
+    pids = {pid for pid, _ in out}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert {threads for _, threads in out} == {1}
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="jobs must be >= 1"):
+        run_jobs(_slow_square, [1], 0)
+    with pytest.raises(ValueError, match="2 names for 1 jobs"):
+        run_jobs(_slow_square, [1], 1, names=["a", "b"])
 
 
 def _rows(path):

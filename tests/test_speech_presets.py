@@ -56,7 +56,7 @@ def test_frame_probe_end_to_end(tmp_path) -> None:
     assert result["test_acc"] > 1 / 8  # above chance even after one short epoch
 
 
-# The budget of benchmarks/speech_synthetic.py (see benchmarks/RESULTS.md for the numbers it gives).
+# The budget of `localssl reproduce speech-synthetic --scale cpu` (numbers: benchmarks/RESULTS.md).
 BUDGET = [
     "data.name=synthetic-speech",
     "data.train_subset=256",

@@ -4,7 +4,7 @@
   has decreased (CIFAR-10 JPEG subset shipped with the package, ``cifar10-mini``; VGG-6 width 1/32,
   256 images, batch 32: 8 steps);
 * slow suite (``-m slow``, about 10 min per preset on a shared 2-core CPU): at the budget of
-  ``benchmarks/zoo_cifar10.py`` (CIFAR-10 JPEG copy, width 1/8, 4000 images × 2 epochs, batch 64,
+  ``localssl reproduce zoo-cifar10 --scale cpu`` (CIFAR-10 JPEG copy, width 1/8, 4000 images × 2 epochs, batch 64,
   all-layer probe on 5000 labelled images, full test set) the probe beats the same encoder at random
   init by a margin. At smaller budgets no rule here — nor the core's ``clapp++`` — is reliably above
   random init (random conv features pooled over all layers are a strong baseline), so this check
@@ -35,8 +35,8 @@ SHARED_DATA = next(
     (p / "shared" / "data" for p in Path(__file__).resolve().parents if (p / "shared" / "data").is_dir()),
     Path(os.environ.get("LOCALSSL_DATA", "data")),
 )
-# Measured with benchmarks/zoo_cifar10.py at this budget (probe test accuracy, %, trained vs. the same
-# encoder at init; the core's clapp++ scores 51.06 vs 52.67 there too).
+# Measured at this budget (with benchmarks/zoo_cifar10.py, now `localssl reproduce zoo-cifar10 --scale cpu`; probe
+# test accuracy, %, trained vs. the same encoder at init; the core's clapp++ scores 51.06 vs 52.67 there too).
 KNOWN_FAILURES = {
     "ff": "44.62 vs 52.19: the label code in the image corner is invisible to most of a conv layer; hidden "
     "layers' loss stays at 2 log 2 (no positive/negative discrimination)",
@@ -76,7 +76,7 @@ def test_loss_decreases(preset, cifar):
 
 
 def _bench_probe(preset: str, out: Path, epochs: int) -> float:
-    """The budget of ``benchmarks/zoo_cifar10.py`` (defaults) on the CIFAR-10 JPEG copy."""
+    """The budget of ``localssl reproduce zoo-cifar10 --scale cpu`` on the CIFAR-10 JPEG copy."""
     if not (SHARED_DATA / "cifar10-jpeg.zip").exists():
         pytest.skip(f"needs the CIFAR-10 JPEG copy at {SHARED_DATA}")
     overrides = [

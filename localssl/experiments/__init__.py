@@ -2,7 +2,10 @@
 
 An experiment is a function ``run(out: Path, scale: str, seeds: int) -> None`` that writes
 ``results.csv`` (long form), ``results.md`` and its figures into ``out``. Register it with
-:func:`experiment`; the module that defines it must be listed in ``_MODULES`` so the CLI finds it.
+:func:`experiment` in a module of this package; :func:`load_all` imports every module, so the CLI finds it.
+Paper tables are declared as data for the harness (``grid.py``, ``harness.py``; e.g. ``table2.py``); the
+accuracy studies that were benchmark scripts are experiments too (``benchmarks/README.md`` maps each old
+script to its command). Work that runs many independent jobs hands them to :mod:`localssl.experiments.jobs`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from localssl.experiments import experiment
-from localssl.experiments.harness import SMOKE_OVERRIDES, Row, Scale, Table, run_table
+from localssl.experiments.grid import SMOKE_OVERRIDES, Row, Scale, Table
+from localssl.experiments.harness import run_table
 
 S = "stl10"
 

@@ -17,12 +17,9 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import localssl
-
-if TYPE_CHECKING:
-    from localssl.experiments.harness import GridResult, Row
+from localssl.experiments.grid import DATASET_LABELS, GridResult, Row, format_mean_std, mean_std
 
 CSV_FIELDS = (
     "table",
@@ -79,8 +76,6 @@ def code_version() -> str:
 
 
 def format_published(row: Row, dataset: str) -> str:
-    from localssl.experiments.harness import format_mean_std
-
     if dataset not in row.published:
         return "–"
     value = row.published[dataset]
@@ -128,8 +123,6 @@ def values(result: GridResult, row: Row, dataset: str) -> list[float]:
 
 
 def markdown(result: GridResult) -> str:
-    from localssl.experiments.harness import format_mean_std
-
     t, sc = result.table, result.scale
     cmd = f"localssl reproduce {t.name} --scale {sc.name} --seeds {result.seeds}"
     seeds = ", ".join(str(s) for s in range(result.seeds))
@@ -223,8 +216,6 @@ def versus_floor(ours: Sequence[float], floor: Sequence[float]) -> tuple[float, 
     """Difference of means (points) and a verdict: ``above``/``below`` when it exceeds two standard
     errors of the difference (SE² = s²/n + s_f²/n_f, sample variances over seeds), else ``level``;
     ``one seed`` when either side has a single value (no spread to test against)."""
-    from localssl.experiments.harness import mean_std
-
     (m, s), (mf, sf) = mean_std(ours), mean_std(floor)
     delta = m - mf
     if s is None or sf is None:
@@ -262,8 +253,6 @@ def floor_notes(result: GridResult) -> list[str]:
 
 
 def _plain_label(dataset: str) -> str:
-    from localssl.experiments.harness import DATASET_LABELS
-
     return DATASET_LABELS.get(dataset, dataset)
 
 
@@ -274,8 +263,6 @@ def plot(result: GridResult, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from localssl.experiments.harness import mean_std
 
     columns = [ds for ds in result.columns if any(c.dataset == ds for c in result.cells)]
     rows = list(result.table.rows)

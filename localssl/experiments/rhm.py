@@ -23,12 +23,10 @@ inputs only and evaluated on a fixed, disjoint test set:
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import csv
 import dataclasses
 import json
 import math
-import multiprocessing
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +38,7 @@ import torch
 from localssl.data.rhm import RandomHierarchyModel, RHMParams
 from localssl.evaluate.rhm import feature_correlation, probe_accuracy, readout_accuracy, synonym_sensitivity
 from localssl.experiments import experiment, worker_count
+from localssl.experiments.jobs import run_jobs as run_in_processes
 from localssl.experiments.rhm_loop import DEFAULT_PROBE, Recipe, build_recipe, rhm_data, train_rhm
 from localssl.utils import atomic_write_json
 
@@ -173,7 +172,7 @@ def run_jobs(
     cache: Path | None = None,
     on_result: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run jobs in ``workers`` processes (results in job order).
+    """Run jobs in ``workers`` processes (:func:`localssl.experiments.jobs.run_jobs`; results in job order).
 
     Seed 0 first, small ``P`` first within a seed, so an interrupted grid has the low end of every
     curve (where the 95 % thresholds are). With ``cache``, each finished job is stored as
@@ -190,7 +189,8 @@ def run_jobs(
                 out[i] = json.loads(f.read_text())
         order = [i for i in order if out[i] is None]
 
-    def finished(i: int, res: dict[str, Any]) -> None:
+    def finished(k: int, res: dict[str, Any]) -> None:
+        i = order[k]
         out[i] = res
         _progress(jobs[i], res)
         if cache is not None:
@@ -198,15 +198,8 @@ def run_jobs(
         if on_result is not None:
             on_result([o for o in out if o is not None])
 
-    if workers <= 1:
-        for i in order:
-            finished(i, run_job(jobs[i]))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(run_job, jobs[i]): i for i in order}
-            for fut in cf.as_completed(futures):
-                finished(futures[fut], fut.result())
+    todo = [jobs[i] for i in order]
+    run_in_processes(run_job, todo, workers, names=[job_name(j) for j in todo], on_result=finished)
     return [o for o in out if o is not None]
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from localssl.experiments import SCALES, experiment
-from localssl.experiments.harness import IMAGE_SCALES, PAPER_PROBE, Row, Scale, Table, run_table
+from localssl.experiments.grid import IMAGE_SCALES, PAPER_PROBE, Row, Scale, Table
+from localssl.experiments.harness import run_table
 
 C, S, T = "cifar10", "stl10", "tinyimagenet"
 
-# Sizing of the ``gpu`` scale (benchmarks/table2_flops.py, benchmarks/RESULTS.md): one CIFAR-10 epoch
+# Sizing of the ``gpu`` scale (`localssl bench --suite table2-flops`, benchmarks/RESULTS.md): one CIFAR-10 epoch
 # (50 000 images) of the 11 trained rows at full width is 15.1 PFLOP of training (CLAPP++ family 10-12
 # GFLOP per image, backprop rows 14.5, CLAPP 2021's 49 patches 63, predictive coding's inference 136);
 # half of it, plus each probe's feature pass (a forward pass of 60 000 images, about 3.8 PFLOP for all
@@ -29,7 +30,9 @@ GPU = Scale(
     "images (drawn with the seed): 781 optimizer steps for the batch-32 rows, 0.17% of the paper's 469 000. "
     f"Sized at an assumed {GPU_TFLOPS} TFLOP/s achieved on the device as a whole (TF32 convolutions at batch "
     "32, several `--jobs` sharing it): 7.6 PFLOP of training and 3.8 PFLOP of probe features for all rows "
-    "(benchmarks/table2_flops.py); `benchmarks/device_check.sh` measures the real rate. " + PAPER_PROBE + ". "
+    "(`localssl bench --suite table2-flops`); `benchmarks/device_check.sh` measures the real rate. "
+    + PAPER_PROBE
+    + ". "
     "An early-training comparison of the rules, not the published accuracies.",
     overrides=("model.width=1.0", "data.train_subset=25000", "train.epochs=1"),
     datasets=(C,),

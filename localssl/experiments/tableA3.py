@@ -17,12 +17,11 @@ continues where it stopped.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
-import multiprocessing
 import shutil
 import statistics
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from localssl.experiments import experiment, worker_count
+from localssl.experiments.jobs import run_jobs as run_in_processes
 
 GRID_T = (1, 9, 17)
 GRID_ALPHA = (0.01, 0.1, 0.5)
@@ -222,13 +222,12 @@ def run_job(job: Job, runs_dir: Path, threads: int | None = None) -> dict[str, A
 
 
 def run_jobs(jobs: list[Job], runs_dir: Path, workers: int) -> list[dict[str, Any]]:
+    """Every job (its result in job order): ``workers`` at once (at most ``$LOCALSSL_WORKERS``), one torch
+    thread each when more than one."""
     workers = max(1, min(worker_count(workers), len(jobs)))
-    if workers == 1:
-        return [run_job(j, runs_dir) for j in jobs]
-    ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-        futures = [pool.submit(run_job, j, runs_dir, 1) for j in jobs]
-        return [f.result() for f in futures]
+    return run_in_processes(
+        functools.partial(run_job, runs_dir=runs_dir), jobs, workers, names=[j.name for j in jobs], threads=1
+    )
 
 
 def select(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:

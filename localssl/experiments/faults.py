@@ -1,11 +1,11 @@
-"""Fault injection: ``kill -9`` a small ``localssl pretrain`` at random moments, ``--resume`` it each time,
-and compare the result with an uninterrupted run of the same config.
+"""``localssl reproduce fault-injection``: ``kill -9`` a small ``localssl pretrain`` at random moments,
+``--resume`` it each time, and compare the result with an uninterrupted run of the same config.
 
 Every kill is a real ``SIGKILL`` of a real ``python -m localssl pretrain`` process; nothing in the library
 knows it is being tested. Kills alternate between two kinds of moment:
 
 * ``random``: a uniformly random delay after the process logged its first new step (up to
-  ``--max-delay-steps`` times the mean step time of the uninterrupted run, so that the kills spread over
+  ``max_delay_steps`` times the mean step time of the uninterrupted run, so that the kills spread over
   the steps whatever the machine's load), falling anywhere in training, CSV appends and checkpoint writes;
 * ``write``: as soon as the temporary file of a checkpoint write (``.checkpoint.pt.*.tmp``) appears in
   the run directory, i.e. in the middle of writing a checkpoint.
@@ -16,17 +16,17 @@ driver records the last step logged in ``steps.csv`` (``train.log_every=1``: eve
 step of the checkpoint the resume starts from; their difference is the number of steps lost (trained
 again). At the end it compares every tensor of the two final checkpoints (encoder, rule, optimizer state)
 with ``torch.equal`` and every row of ``steps.csv`` and ``metrics.csv`` (timing columns aside), and
-counts duplicated and missing rows.
-
-    python benchmarks/fault_injection.py --kills 12 --checkpoint-every 5       # appends to RESULTS.md
+counts duplicated and missing rows. The experiment writes ``results.md`` (the table) and ``results.json``
+(every kill); ``--seeds N`` repeats it with N seeds of the kill moments.
 
 The tests (``tests/test_fault_injection.py``) call :func:`inject_faults` on a generated dataset.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
+import dataclasses
+import json
 import os
 import random
 import signal
@@ -38,7 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from localssl.experiments import experiment
+
+REPO = Path(__file__).resolve().parents[2]  # the folder holding this localssl package
 TIMING = {"seconds", "images_per_s"}
 
 
@@ -313,49 +315,87 @@ def table(report: Report, checkpoint_every: int) -> list[str]:
     ]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--preset", default="clapp++")
-    parser.add_argument("--kills", type=int, default=12)
-    parser.add_argument("--checkpoint-every", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--subset", type=int, default=256, help="CIFAR-10 training images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the kill moments")
-    parser.add_argument("--max-delay-steps", type=float, default=3.0, help="random kills: at most this many steps")
-    parser.add_argument("--data-root", default=None, help="default: the library's data lookup")
-    parser.add_argument("--no-append", action="store_true", help="print only, do not append to RESULTS.md")
-    parser.add_argument("overrides", nargs="*", help="more key=value overrides")
-    args = parser.parse_args()
-    overrides = [
+@dataclass(frozen=True)
+class Budget:
+    protocol: str
+    preset: str
+    overrides: tuple[str, ...]
+    kills: int
+    checkpoint_every: int
+    max_delay_steps: float = 3.0
+
+
+SCALES = {
+    "smoke": Budget(
+        "pipeline check: `clapp++` at width 1/16 on 56 images of the CIFAR-10 subset shipped with localssl, batch "
+        "8, 2 epochs of 7 steps; 2 kills",
+        "clapp++",
+        ("data.name=cifar10-mini", "data.train_subset=56", "train.batch_size=8", "train.epochs=2"),
+        kills=2,
+        checkpoint_every=2,
+    ),
+    "cpu": Budget(
+        "`clapp++` at width 1/16 on 256 CIFAR-10 train images, batch 16, 4 epochs of 16 steps; 12 kills (odd ones "
+        "at a random moment up to 3 mean step times after the process's first new step, even ones the moment a "
+        "checkpoint's temporary file appears)",
+        "clapp++",
+        ("data.train_subset=256", "train.batch_size=16", "train.epochs=4"),
+        kills=12,
+        checkpoint_every=5,
+    ),
+}
+
+
+def budget_overrides(budget: Budget) -> list[str]:
+    return [
         "model.width=0.0625",
-        "train.batch_size=16",
         "train.device=cpu",
         "train.progress=false",
         "train.log_every=1",
-        f"train.epochs={args.epochs}",
-        f"train.checkpoint_every={args.checkpoint_every}",
-        f"data.train_subset={args.subset}",
-        *([f"data.root={args.data_root}"] if args.data_root else []),
-        *args.overrides,
+        f"train.checkpoint_every={budget.checkpoint_every}",
+        *budget.overrides,
     ]
-    with tempfile.TemporaryDirectory(prefix="localssl-faults-") as tmp:
-        report = inject_faults(args.preset, overrides, Path(tmp), args.kills, args.seed, args.max_delay_steps)
-    rows = table(report, args.checkpoint_every)
-    per_kill = ", ".join(f"{k.kind}:{k.last_logged_step}->{k.resumed_from_step}" for k in report.kills)
-    setup = (
-        f"`{args.preset}` with {' '.join(overrides)}: {report.total_steps} steps; {args.kills} SIGKILLs "
-        f"(every 2nd aimed at a checkpoint write), each followed by `localssl pretrain --resume`; "
-        f"{report.finished_early} process(es) finished before their kill moment; {report.seconds:.0f} s wall. "
-        f"Kills as kind:last logged step->step resumed from: {per_kill}."
-    )
-    print(setup)
-    print("\n".join(rows))
-    if not args.no_append:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from record import append_section
-
-        append_section("Fault injection: kill -9 and --resume (issue 18)", 1, setup, rows)
 
 
-if __name__ == "__main__":
-    main()
+@experiment(
+    "fault-injection",
+    "kill -9 a small pretraining at random moments, --resume: same weights as uninterrupted?",
+    tuple(SCALES),
+)
+def run(out: Path, scale: str, seeds: int) -> None:
+    budget = SCALES[scale]
+    overrides = budget_overrides(budget)
+    rows, runs = [], []
+    for seed in range(seeds):
+        with tempfile.TemporaryDirectory(prefix="localssl-faults-") as tmp:
+            report = inject_faults(budget.preset, overrides, Path(tmp), budget.kills, seed, budget.max_delay_steps)
+        body = table(report, budget.checkpoint_every)
+        rows += body if not rows else body[2:]
+        per_kill = ", ".join(f"{k.kind}:{k.last_logged_step}->{k.resumed_from_step}" for k in report.kills)
+        runs.append(
+            {
+                **dataclasses.asdict(report),
+                "seed": seed,
+                "kill_moments": per_kill,
+                "max_steps_lost": report.max_steps_lost,
+            }
+        )
+    lines = [
+        f"# Fault injection: kill -9 and --resume (scale `{scale}`)",
+        "",
+        f"- **Command:** `localssl reproduce fault-injection --scale {scale} --seeds {seeds}`.",
+        f"- **Setting:** {budget.protocol}; overrides {' '.join(overrides)}; each kill followed by "
+        "`localssl pretrain --resume`, then a last `--resume` to the end.",
+        *(
+            f"- **Seed {r['seed']}:** {r['total_steps']} steps, {r['finished_early']} process(es) finished before "
+            f"their kill moment, {r['seconds']:.0f} s wall; kills as kind:last logged step->step resumed from: "
+            f"{r['kill_moments']}."
+            for r in runs
+        ),
+        "",
+        *rows,
+        "",
+    ]
+    (out / "results.md").write_text("\n".join(lines))
+    (out / "results.json").write_text(json.dumps(runs, indent=2) + "\n")
+    print("\n".join(lines))

@@ -1,34 +1,29 @@
-"""Smoke test of every preset on a device: a few training steps each, one Markdown row per preset.
-
-Each preset trains one epoch of ``--steps`` steps (:meth:`Trainer.train_epoch`: views, rule, optimizer,
-metrics, the logged row) on random uint8 images of its dataset's shape (the audio presets on their
-synthetic speech, ``data.name=synthetic-speech``), with its own batch size. A row says whether it ran,
-its seconds per step after the first step (which pays for kernel selection and allocation), the sum of
-its layer losses (finite?) and the peak device memory. Rows are appended to ``--results`` as each
-preset finishes, so a run that is cut off keeps the rows it has; a preset that fails is reported with
-its error and the others still run.
-
-    python benchmarks/device_smoke.py --device cuda --steps 20 --results FILE.md [--presets P ...] [key=value ...]
-"""
+"""The ``smoke`` suite: a few training steps of every preset on a device, one Markdown row per preset as it
+finishes (``benchmarks/device_check.sh``'s stage 2; see :mod:`localssl.bench_suites`)."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from localssl.bench_suites import Options, heading, suite
 from localssl.config import available_presets, load_config
 from localssl.data import ImageData, dataset_info
-from localssl.train import Trainer
 
 
-def smoke(preset: str, device: str, steps: int, overrides: list[str], tmp: Path) -> dict:
-    base = ["train.progress=false", f"train.device={device}", f"train.log_every={steps}"]
+def smoke_one(preset: str, steps: int, overrides: list[str], tmp: Path) -> dict[str, Any]:
+    """``steps`` training steps of ``preset`` (:meth:`Trainer.train_epoch`: views, rule, optimizer, metrics,
+    the logged row) on random uint8 images of its dataset's shape (audio presets: ``synthetic-speech``),
+    after one untimed step that pays for kernel selection and allocation."""
+    from localssl.train import Trainer
+
+    base = ["train.progress=false", f"train.log_every={steps}"]
     if dataset_info(load_config(preset).data.name).kind != "image":
         base.append("data.name=synthetic-speech")  # audio presets: the generated speech, no download
     cfg = load_config(preset, [*base, f"train.max_steps_per_epoch={steps}", *overrides])
@@ -45,7 +40,7 @@ def smoke(preset: str, device: str, steps: int, overrides: list[str], tmp: Path)
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
     trainer.cfg = dataclasses.replace(cfg, train=dataclasses.replace(trainer.cfg.train, max_steps_per_epoch=1))
-    trainer.train_epoch()  # one step: kernel selection, allocator, optimizer state
+    trainer.train_epoch()
     trainer.cfg = dataclasses.replace(
         trainer.cfg, train=dataclasses.replace(trainer.cfg.train, max_steps_per_epoch=steps)
     )
@@ -58,46 +53,38 @@ def smoke(preset: str, device: str, steps: int, overrides: list[str], tmp: Path)
     return {"steps": trainer.steps_per_epoch(), "batch": bs, "s_per_step": seconds, "loss": loss, "peak_mb": peak}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--presets", nargs="+", default=None, help="default: every preset")
-    p.add_argument("--results", help="append the rows to this Markdown file as they come")
-    args, overrides = p.parse_known_args()
-    presets = args.presets or available_presets()
-    header = (
-        "| preset | ran | batch | steps | s/step | loss (sum of layers) | peak MB |\n"
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |\n"
+@suite(
+    "smoke", "every preset (or --presets) trains --steps steps on a device: ran?, s/step, finite loss, peak MB", None
+)
+def smoke(opts: Options) -> dict[str, Any]:
+    """One Markdown row per preset, written as each preset finishes (a run cut off keeps its rows); a preset
+    that fails is reported with its error and the others still run. ``failed`` counts the presets that
+    raised or ended with a loss that is not finite."""
+    presets = opts.presets or available_presets()
+    device = next((o.split("=", 1)[1] for o in reversed(opts.overrides) if o.startswith("train.device=")), "auto")
+    opts.emit(
+        heading(opts, f"smoke test of every preset on {device}")
+        + "| preset | ran | batch | steps | s/step | loss (sum of layers) | peak MB |\n"
+        + "| --- | --- | ---: | ---: | ---: | ---: | ---: |\n"
     )
-
-    def write(text: str) -> None:
-        print(text, end="", flush=True)
-        if args.results:
-            with open(args.results, "a") as fh:
-                fh.write(text)
-
-    write(header)
-    failed = 0
+    rows, failed = {}, 0
     with tempfile.TemporaryDirectory() as tmp:
         for preset in presets:
             try:
-                r = smoke(preset, args.device, args.steps, overrides, Path(tmp))
+                r = smoke_one(preset, opts.steps, opts.overrides, Path(tmp))
             except Exception as err:  # noqa: BLE001 - every preset is tried; its row names the error
                 failed += 1
                 msg = str(err).splitlines()[0][:160].replace("|", "/") if str(err) else ""
-                write(f"| {preset} | **failed**: {type(err).__name__}: {msg} | | | | | |\n")
+                rows[preset] = {"error": f"{type(err).__name__}: {msg}"}
+                opts.emit(f"| {preset} | **failed**: {type(err).__name__}: {msg} | | | | | |\n")
                 continue
+            rows[preset] = r
             finite = "" if math.isfinite(r["loss"]) else " **(not finite)**"
             failed += not math.isfinite(r["loss"])
             peak = "–" if r["peak_mb"] is None else f"{r['peak_mb']:.0f}"
-            write(
+            opts.emit(
                 f"| {preset} | yes | {r['batch']} | {r['steps']} | {r['s_per_step']:.4f} | {r['loss']:.4g}{finite} "
                 f"| {peak} |\n"
             )
-    write(f"\n{len(presets) - failed}/{len(presets)} presets ran with finite losses.\n")
-    raise SystemExit(1 if failed else 0)
-
-
-if __name__ == "__main__":
-    main()
+    opts.emit(f"\n{len(presets) - failed}/{len(presets)} presets ran with finite losses.\n")
+    return {"presets": rows, "failed": failed}

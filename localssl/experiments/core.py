@@ -1,0 +1,186 @@
+"""``localssl reproduce core-cifar10``: the core presets on full CIFAR-10 at a CPU budget, probed after every epoch.
+
+Each preset is pretrained one epoch at a time (``train.epochs=1``, then :func:`localssl.train.resume` with
+``train.epochs=2``, ...) and linear-probed after every epoch; the report gives the probe accuracy per epoch
+and the first epoch at which the preset beats random init (its encoder at initialisation, probed the same
+way). Finished epochs are kept in ``OUT/runs/<preset>-s<seed>/probe_epoch<E>.json`` and reused, so a stopped
+run continues where it stopped and ``--only PRESET`` trains only that preset (the report lists every preset
+with a finished epoch). Presets run ``--jobs`` at a time (:mod:`localssl.experiments.jobs`).
+
+Writes ``results.csv`` (preset, seed, epoch, test and validation accuracy, training images/s) and
+``results.md``. Throughput of ``clapp++`` against ``bp-clapp++`` at this width: ``localssl bench clapp++
+model.width=0.25``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from localssl.config import load_config
+from localssl.experiments import experiment, worker_count
+from localssl.experiments.jobs import run_jobs
+from localssl.registry import ConfigError
+
+PRESETS = (
+    "clapp++",
+    "bp-clapp++",
+    "clapp++nospatial",
+    "clapp++dfb",
+    "clapp++both",
+    "bp-infonce",
+    "scff",
+    "lpl",
+    "ff",
+    "phyll",
+    "vicreg",
+    "supervised",
+    "greedy-supervised",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    protocol: str
+    overrides: tuple[str, ...]
+    epochs: int
+    presets: tuple[str, ...] = PRESETS
+
+
+SCALES = {
+    "smoke": Budget(
+        "pipeline check only, not a measurement: the CIFAR-10 subset shipped with localssl, VGG-6 at width 1/16, "
+        "64 pretraining images, 2 epochs, batch 32; probe: 200 train / 100 validation images, 2 epochs.",
+        (
+            "data.name=cifar10-mini",
+            "model.width=0.0625",
+            "train.batch_size=32",
+            "data.train_subset=64",
+            "probe.epochs=2",
+            "probe.train_subset=200",
+            "probe.val_size=100",
+        ),
+        epochs=2,
+        presets=("clapp++", "bp-clapp++"),
+    ),
+    "cpu": Budget(
+        "VGG-6 at width 1/4, batch 32 images, each preset's optimizer and learning rate, all 50 000 CIFAR-10 train "
+        "images per epoch, 3 epochs; linear probe on all six layers (pooled 4-4-4-2-2-1), 30 epochs of Adam 1e-3, "
+        "5000 train images held out for validation, the test accuracy at the best-validation epoch.",
+        ("data.name=cifar10", "model.width=0.25", "train.batch_size=32", "probe.epochs=30"),
+        epochs=3,
+    ),
+}
+
+
+def train_epochs(preset: str, seed: int, budget: Budget, runs: Path) -> list[dict[str, Any]]:
+    """Pretrain ``preset`` epoch by epoch (reusing finished epochs), probe after each; one row per epoch."""
+    from localssl.checkpoint import load_checkpoint
+    from localssl.evaluate.probe import probe
+    from localssl.train import pretrain, resume
+
+    run_dir = runs / f"{preset}-s{seed}"
+    overrides = [*budget.overrides, f"train.seed={seed}", f"probe.seed={seed}", "train.progress=false"]
+    rows = []
+    for epoch in range(1, budget.epochs + 1) if preset != "random" else [0]:
+        done = run_dir / f"probe_epoch{epoch}.json"
+        if done.exists():
+            rows.append(json.loads(done.read_text()))
+            continue
+        ckpt = run_dir / "checkpoint.pt"
+        if not ckpt.exists():
+            pretrain(load_config(preset, [*overrides, f"train.epochs={epoch}"]), run_dir=run_dir)
+        elif load_checkpoint(ckpt)["epoch"] < epoch:
+            resume(run_dir, [f"train.epochs={epoch}"])
+        res = probe(run_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        row = {
+            "preset": preset,
+            "seed": seed,
+            "epoch": epoch,
+            "test_acc": round(100 * res["test_acc"], 4),
+            "val_acc": round(100 * res["val_acc"], 4),
+            "train_images_per_s": summary.get("images_per_s"),
+        }
+        done.write_text(json.dumps(row))
+        rows.append(row)
+        print(f"core-cifar10: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return rows
+
+
+def finished(runs: Path) -> list[dict[str, Any]]:
+    """Every probed epoch under ``runs``."""
+    return [json.loads(f.read_text()) for f in sorted(runs.glob("*/probe_epoch*.json"))]
+
+
+def mean_text(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[dict[str, Any]]) -> None:
+    order = {p: i for i, p in enumerate(("random", *budget.presets))}
+    rows = sorted(rows, key=lambda r: (order.get(r["preset"], len(order)), r["preset"], r["seed"], r["epoch"]))
+    with open(out / "results.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["preset", "seed", "epoch", "test_acc", "val_acc", "train_images_per_s"])
+        w.writeheader()
+        w.writerows(rows)
+    acc = {}
+    for r in rows:
+        acc.setdefault((r["preset"], r["epoch"]), []).append(r["test_acc"])
+    epochs = range(1, budget.epochs + 1)
+    random = acc.get(("random", 0))
+    lines = [
+        f"# Core presets on CIFAR-10, probed after every epoch (scale `{scale}`)",
+        "",
+        f"- **Command:** `localssl reproduce core-cifar10 --scale {scale} --seeds {seeds}` (`--only PRESET` trains "
+        "one preset; finished epochs are reused).",
+        f"- **Protocol:** {budget.protocol}",
+        f"- **Seeds:** {seeds}; linear-probe test accuracy (%), mean ± sample std over seeds where there are several.",
+        "",
+        "| preset | " + " | ".join(f"epoch {e}" for e in epochs) + " | first epoch > random init |",
+        "| --- | " + " | ".join("---" for _ in epochs) + " | --- |",
+        "| random init | " + (mean_text(random) if random else "not run") + " (no training) |" + " |" * budget.epochs,
+    ]
+    floor = statistics.mean(random) if random else None
+    for preset in dict.fromkeys(r["preset"] for r in rows if r["preset"] != "random"):
+        means = [statistics.mean(acc[(preset, e)]) if (preset, e) in acc else None for e in epochs]
+        cells = ["not run" if (preset, e) not in acc else mean_text(acc[(preset, e)]) for e in epochs]
+        first = None if floor is None else next((e for e, m in zip(epochs, means) if m is not None and m > floor), None)
+        ran = sum(m is not None for m in means)
+        verdict = first or ("not within budget" if ran == budget.epochs else f"not in {ran} epoch(s) run")
+        lines.append(f"| {preset} | " + " | ".join(cells) + f" | {verdict if floor is not None else '–'} |")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+
+@experiment(
+    "core-cifar10", "core presets on full CIFAR-10 (width 1/4, 3 epochs), probed after every epoch", tuple(SCALES)
+)
+def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
+    budget = SCALES[scale]
+    unknown = [p for p in only or [] if p not in budget.presets]
+    if unknown:
+        raise ConfigError(f"--only {', '.join(unknown)}: not a preset of core-cifar10; its presets: {budget.presets}")
+    runs = Path(out) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    todo = [(p, s) for s in range(seeds) for p in ("random", *(only or budget.presets))]
+    job = functools.partial(_job, budget=budget, runs=runs)
+
+    def report(*_: Any) -> None:  # after every preset, so a stopped run still reports what it has
+        write_report(out, scale, budget, seeds, [r for r in finished(runs) if r["seed"] < seeds])
+
+    run_jobs(job, todo, worker_count(1), names=[f"{p} seed {s}" for p, s in todo], on_result=report)
+    report()
+    print((out / "results.md").read_text())
+
+
+def _job(item: tuple[str, int], budget: Budget, runs: Path) -> list[dict[str, Any]]:
+    preset, seed = item
+    return train_epochs(preset, seed, budget, runs)

@@ -1,0 +1,78 @@
+"""``localssl bench --suite NAME``: the named speed studies, their results entries and JSON, the option checks.
+
+The ``smoke`` suite is exercised end to end by ``tests/test_device_check.py`` (the device check's stage 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from localssl.bench_suites import load_all
+from localssl.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = ["model.width=0.0625", "train.batch_size=4", "train.device=cpu"]
+
+
+def test_every_suite_is_registered_with_a_description(capsys):
+    suites = load_all()
+    names = {"b-cost", "b-precision", "streaming", "patch-grid", "zoo", "table2-flops", "online-probe"}
+    assert names | {"probe-memory", "smoke"} == set(suites)
+    assert all(s.description for s in suites.values())
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = capsys.readouterr().out
+    for name in suites:
+        assert f"\n  {name} " in text
+
+
+def test_b_cost_suite_writes_its_entry_and_json(tmp_path, capsys):
+    md, js = tmp_path / "R.md", tmp_path / "b.json"
+    md.write_text("# R\n\n## Scale and speed\n\nintro\n\n## Later\n\nother\n")
+    argv = [
+        "bench",
+        "--suite",
+        "b-cost",
+        *TINY,
+        "--rounds",
+        "1",
+        "--steps",
+        "1",
+        "--results",
+        str(md),
+        "--out",
+        str(js),
+    ]
+    assert main(argv) == 0
+    out = json.loads(js.read_text())
+    labels = ["clapp++", "clapp++ rank 32", "clapp++ step_each_layer", "clapp++nospatial", "bp-clapp++"]
+    assert out["setup"]["presets"] == labels  # rank = 512 × width
+    assert set(out["ratios"]) == set(labels[:-1])  # every variant against bp-clapp++
+    text = md.read_text()
+    entry = text[text.index("intro") : text.index("## Later")]  # inside its section
+    assert "`localssl bench --suite b-cost model.width=0.0625" in entry and "| clapp++ rank 32 |" in entry
+    assert "Ratio clapp++nospatial / bp-clapp++" in entry
+    assert "| clapp++ step_each_layer |" in capsys.readouterr().out
+
+
+def test_zoo_suite_runs_each_preset_in_its_own_process(tmp_path):
+    js = tmp_path / "z.json"
+    argv = ["bench", "--suite", "zoo", "--presets", "clapp++", "lpl", *TINY, "--rounds", "1", "--steps", "1"]
+    assert main([*argv, "--out", str(js)]) == 0
+    rows = json.loads(js.read_text())["presets"]
+    assert list(rows) == ["clapp++", "lpl"]
+    for row in rows.values():
+        assert row["cpu_images_per_s"] > 0 and row["peak_mem_mb"] > row["param_mb"] and row["gflop_per_step"] > 0
+
+
+def test_suite_options_are_checked(capsys):
+    assert main(["bench", "--suite", "b-cost", "clapp++"]) == 2  # a suite runs its own presets
+    assert "give 'clapp++' with --presets" in capsys.readouterr().err
+    assert main(["bench", "--suite", "b-cost", "--vs", "lpl"]) == 2
+    assert main(["bench", "--suite", "nope"]) == 2
+    assert "unknown bench suite 'nope'" in capsys.readouterr().err
+    assert main(["bench", "clapp++", "--presets", "lpl"]) == 2  # --presets is for suites
+    assert main(["bench"]) == 2
+    assert "give a preset" in capsys.readouterr().err

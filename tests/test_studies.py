@@ -1,0 +1,122 @@
+"""The accuracy studies that were benchmark scripts, now ``localssl reproduce NAME``: declared, registered, and
+run end to end at their ``smoke`` scale (a pipeline check; the ``cpu`` numbers are in benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from localssl.cli import main
+from localssl.config import available_presets, load_config
+from localssl.experiments import load_all
+from localssl.experiments.studies import B_RANK, LAYER_PROBE, PATCH, SPEECH_TABLE, ZOO
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STUDIES = {
+    "b-rank": ("smoke", "cpu"),
+    "patch-cifar10": ("smoke", "cpu"),
+    "speech-synthetic": ("smoke", "cpu"),
+    "zoo-cifar10": ("smoke", "cpu"),
+    "layer-probe": ("smoke", "cpu"),
+    "core-cifar10": ("smoke", "cpu"),
+    "learning_curves": ("smoke", "cpu"),
+    "fault-injection": ("smoke", "cpu"),
+    "rhm-settings": ("smoke", "cpu"),
+    "tableA3-bp": ("smoke", "cpu"),
+    "tableA3-alignment": ("smoke", "cpu"),
+    "probe-protocols": ("smoke", "cpu"),
+    "fig3b-loss": ("smoke", "cpu", "paper"),
+}
+
+
+def _csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def _reproduce(name, out, *extra):
+    assert main(["reproduce", name, "--scale", "smoke", "--out", str(out), *extra]) == 0
+    return (out / "results.md").read_text()
+
+
+def test_studies_are_registered_with_their_scales():
+    experiments = load_all()
+    for name, scales in STUDIES.items():
+        assert experiments[name].scales == scales and experiments[name].description, name
+
+
+def test_study_tables_use_existing_presets_and_state_their_budget():
+    presets = set(available_presets())
+    for table in (B_RANK, PATCH, SPEECH_TABLE, ZOO, LAYER_PROBE):
+        assert {r.preset for r in table.rows} <= presets, table.name
+        assert set(table.scales) == {"smoke", "cpu"} and table.scales["cpu"].protocol
+    # the factored B's rank is 512 × width at the cpu scale's width
+    width = load_config("clapp++", list(B_RANK.scales["cpu"].overrides)).model.width
+    assert f"objective.B_rank={round(512 * width)}" in B_RANK.rows[2].overrides
+    assert len(LAYER_PROBE.rows) == 2 * 2 * 7  # two presets, at init and pretrained, six layers and all
+
+
+def test_speech_synthetic_smoke(tmp_path, monkeypatch):
+    monkeypatch.delenv("LOCALSSL_RUNS", raising=False)
+    md = _reproduce("speech-synthetic", tmp_path)
+    rows = _csv(tmp_path / "results.csv")
+    assert [r["method"] for r in rows] == [r.label for r in SPEECH_TABLE.rows]
+    assert len({r["run"] for r in rows}) == 4  # the GRU and last-conv probes of a method read one run
+    assert "published frame accuracy on LibriSpeech" in md
+
+
+def test_core_cifar10_smoke_probes_every_epoch(tmp_path):
+    md = _reproduce("core-cifar10", tmp_path)
+    rows = _csv(tmp_path / "results.csv")
+    assert [(r["preset"], r["epoch"]) for r in rows] == [
+        ("random", "0"),
+        ("clapp++", "1"),
+        ("clapp++", "2"),
+        ("bp-clapp++", "1"),
+        ("bp-clapp++", "2"),
+    ]
+    assert "| random init | " in md and "first epoch > random init" in md
+    assert main(["reproduce", "core-cifar10", "--scale", "smoke", "--only", "nope", "--out", str(tmp_path)]) == 2
+
+
+def test_learning_curves_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALSSL_WORKERS", "1")
+    md = _reproduce("learning_curves", tmp_path)
+    presets = {r["preset"] for r in _csv(tmp_path / "curves.csv")}
+    assert presets == {"clapp++", "clapp++both", "bp-clapp++", "clapp++nospatial", "random"}
+    assert (tmp_path / "curves.png").stat().st_size > 0 and "| clapp++ |" in md
+
+
+def test_rhm_settings_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALSSL_WORKERS", "1")
+    md = _reproduce("rhm-settings", tmp_path)
+    rows = _csv(tmp_path / "results.csv")
+    assert {(r["setting"], r["rule"]) for r in rows} == {
+        (s, r) for s in ("base", "init0.1") for r in ("bp", "dfa", "clapp")
+    }
+    assert len(list((tmp_path / "jobs").iterdir())) == 6  # one cached run per setting and rule
+    assert "| init0.1 {'model': {'init_scale': 0.1}} |" in md
+
+
+def test_tableA3_budget_smoke(tmp_path):
+    md = _reproduce("tableA3-bp", tmp_path / "bp")
+    assert [r["row"] for r in _csv(tmp_path / "bp" / "results.csv")] == [
+        "random init (floor)",
+        "Cross-entropy (supervised)",
+        "CLAPP objective (self-supervised)",
+        "LPL objective (self-supervised)",
+    ]
+    assert "optimizer steps" in md
+    md = _reproduce("tableA3-alignment", tmp_path / "align")
+    rows = _csv(tmp_path / "align" / "results.csv")
+    assert len(rows) == 3 * 2 * 6  # objectives × grid points (T 1, 2 at α 0.1) × layers
+    assert all(float(r["rel_norm"]) == 0.0 for r in rows if r["T"] == "1")  # T = 1 never reaches the encoder
+
+
+def test_probe_protocols_smoke(tmp_path):
+    md = _reproduce("probe-protocols", tmp_path)
+    rows = _csv(tmp_path / "results.csv")
+    assert [r["preset"] for r in rows] == ["random", "clapp++"]
+    assert all(0 <= float(r["paper_last"]) <= 100 for r in rows) and "selected on test" in md
