@@ -231,3 +231,40 @@ def test_probe_refuses_a_checkpoint_from_another_run(cifar_root, tmp_path, capsy
     line = _one_line_error(capsys)
     assert "model.width" in line and "another run" in line
     assert torch.load(a / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+
+# ---------------------------------------------------------------------------------------- dataset identity
+def _other_cifar(src: Path, dst: Path, flip_label: bool) -> Path:
+    """A copy of the CIFAR-10 test data with one training image's pixels (or label) changed."""
+    import pickle
+    import shutil
+
+    shutil.copytree(src, dst)
+    batch = dst / "cifar-10-batches-py" / "data_batch_1"
+    with open(batch, "rb") as fh:
+        d = pickle.load(fh, encoding="bytes")  # the test's own fixture, written by conftest
+    if flip_label:
+        d[b"labels"][0] = (d[b"labels"][0] + 1) % 10
+    else:
+        d[b"data"][0, :10] = 255 - d[b"data"][0, :10]
+    with open(batch, "wb") as fh:
+        pickle.dump(d, fh, protocol=4)
+    return dst
+
+
+def test_resume_and_probe_refuse_other_data_but_accept_a_copy(cifar_root, tmp_path, capsys):
+    import shutil
+
+    run = pretrain(_cfg(cifar_root, tmp_path / "runs", "train.max_steps_per_epoch=2"))
+    assert json.loads((run / "dataset.json").read_text())["name"] == "cifar10"
+    other = _other_cifar(cifar_root, tmp_path / "other", flip_label=False)
+    assert cli.main(["pretrain", "--resume", str(run), "train.epochs=2", f"data.root={other}"]) == 1
+    line = _one_line_error(capsys)
+    assert "is not the data recorded for run" in line
+    assert cli.main(["probe", str(run), f"data.root={other}"]) == 1
+    assert "split 'train'" in capsys.readouterr().err
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1  # nothing was trained on the other data
+    copy = tmp_path / "copy"
+    shutil.copytree(cifar_root, copy)
+    resume(run, ["train.epochs=2", f"data.root={copy}"])
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 2

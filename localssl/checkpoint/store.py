@@ -197,7 +197,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path) -> Path:
     return current
 
 
-RUN_FILES = (CHECKPOINT, PREVIOUS, "config.yaml", "steps.csv", "metrics.csv", "summary.json")
+RUN_FILES = (CHECKPOINT, PREVIOUS, "config.yaml", "dataset.json", "steps.csv", "metrics.csv", "summary.json")
 
 
 def remove_partial_writes(run_dir: Path) -> list[Path]:

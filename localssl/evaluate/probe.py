@@ -33,6 +33,7 @@ from localssl.checkpoint import CorruptCheckpointError, load_checkpoint
 from localssl.config import ProbeConfig, RunConfig, read_run_config
 from localssl.data import data_info, load_split
 from localssl.data.catalog import FOLDER
+from localssl.data.run_data import check_run_data, probe_splits
 from localssl.data.user_folder import folder_manifest
 from localssl.evaluate.features import FeatureSet
 from localssl.evaluate.frame_probe import compute_frame_features
@@ -261,6 +262,7 @@ def probe(
         if not item.split("=", 1)[0].startswith(PROBE_OVERRIDABLE_PREFIXES):
             raise ValueError(f"probe overrides must be probe.*, data.root or train.device; got '{item}'")
     cfg = read_run_config(run_dir, overrides)
+    check_run_data(run_dir, cfg.data, probe_splits(cfg.data), "probed: its probe splits were recorded at pretraining")
     device = resolve_device(cfg.train.device)
     if cache_features is None:
         cache_features = cfg.probe.cache_features

@@ -14,11 +14,12 @@ from localssl import distributed
 from localssl.build import resolve_device
 from localssl.checkpoint import RESUME_OVERRIDABLE, check_config_unchanged, load_latest, remove_partial_writes
 from localssl.config import RunConfig, read_run_config, save_config
+from localssl.data.run_data import check_run_data, pretrain_splits, record_run_data
 from localssl.distributed import World
 from localssl.runlock import RunLock, RunLockedError
 from localssl.train.setup import RunSetup
 from localssl.train.trainer import Trainer
-from localssl.utils import trim_csv
+from localssl.utils import atomic_write_json, trim_csv
 
 T = TypeVar("T")
 
@@ -97,6 +98,7 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
                 raise FileExistsError(f"{path} already holds a run; use `localssl pretrain --resume {path}`")
             remove_partial_writes(path)
             save_config(setup.cfg, path / "config.yaml")
+            record_run_data(path, setup.cfg.data, atomic_write_json)  # checked by --resume and probe
             return str(path)
 
         path = Path(_on_main_then_share(world, prepare))
@@ -137,7 +139,9 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
     lock = RunLock(run_dir)
     try:
         _on_main_then_share(world, lambda: bool(lock.acquire()))  # before anything of the run is read or written
-        trainer = Trainer(RunSetup.prepare(cfg, world), run_dir)
+        setup = RunSetup.prepare(cfg, world)
+        check_run_data(run_dir, setup.cfg.data, pretrain_splits(setup.cfg.data), "resumed: it pretrained on them")
+        trainer = Trainer(setup, run_dir)
         if has_checkpoint:
             ckpt, _ = load_latest(run_dir, map_location=trainer.device)
             check_config_unchanged(ckpt, trainer.cfg, run_dir)
