@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -88,3 +89,12 @@ class FeatureExtractor(nn.Module):
         finally:
             self.layers = chosen
         return dims
+
+
+@runtime_checkable
+class OwnProbeFeatures(Protocol):
+    """Optional, of a view generator: the probe's features of a frozen encoder when they are not the pooled
+    layer outputs of whole images (``patch_grid``: encode the patches, average over the grid). ``layers``
+    are 0-based; the extractor takes uint8 images (used by ``localssl probe``)."""
+
+    def feature_extractor(self, encoder: LayeredEncoder, layers: list[int]) -> FeatureExtractor: ...
