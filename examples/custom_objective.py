@@ -7,6 +7,11 @@ above 1 (VICReg's variance hinge, Bardes et al. 2022, Eq. 1) so the layer does n
 Registering it under a name is all it takes: presets and overrides then select it like a built-in.
 
     python examples/custom_objective.py model.width=0.125 train.epochs=1   # any key=value override
+    localssl probe RUN_DIR --import examples/custom_objective.py            # later, from the CLI
+
+The run's config.yaml records where the objective came from (``components: objective: ...``); the CLI
+imports that code only when told to (``--import``), or from a package installed with an entry point in
+the group ``localssl.components``.
 """
 
 from __future__ import annotations

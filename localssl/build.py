@@ -13,6 +13,7 @@ from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import MODELS, RULES, VIEWS
 from localssl.rules.base import Rule
+from localssl.views.base import encoder_input_shape
 
 
 @dataclasses.dataclass
@@ -26,11 +27,9 @@ class Components:
 
 def input_shape(cfg: RunConfig, info: DatasetInfo) -> tuple[int, ...]:
     """Shape of one encoder input row: the view generator's ``input_shape(cfg, info)`` when it
-    defines one (grey 16×16 patches, audio windows), else the dataset's ``(C, H, W)``."""
-    views_cls = VIEWS.get(cfg.views.name).builder
-    if hasattr(views_cls, "input_shape"):
-        return tuple(views_cls.input_shape(cfg.views, info))
-    return (info.channels, info.image_size, info.image_size)
+    declares one (:class:`~localssl.views.base.CustomInputShape`: grey 16×16 patches, audio windows),
+    else the dataset's ``(C, H, W)``."""
+    return encoder_input_shape(VIEWS.get(cfg.views.name).builder, cfg.views, info)
 
 
 def layer_specs(encoder: LayeredEncoder, info: DatasetInfo, shape: tuple[int, ...] | None = None) -> list[LayerSpec]:
@@ -38,7 +37,7 @@ def layer_specs(encoder: LayeredEncoder, info: DatasetInfo, shape: tuple[int, ..
     shapes = encoder.output_shapes(shape)
     kernels = list(info.pool_kernels) if len(info.pool_kernels) == len(shapes) else [None] * len(shapes)
     inputs = [shape, *shapes[:-1]]
-    ar = set(getattr(encoder, "autoregressive_layers", ()))
+    ar = set(encoder.autoregressive_layers)
     return [LayerSpec(i, s, k, inputs[i], i in ar) for i, (s, k) in enumerate(zip(shapes, kernels))]
 
 

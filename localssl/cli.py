@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from localssl.registry import ConfigError
+from localssl.registry import ConfigError, import_components
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
@@ -258,24 +258,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="localssl", description="Local self-supervised learning rules and baselines.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def add(name: str, help: str, epilog=None) -> _Parser:
+    def add(name: str, help: str, epilog=None, imports: bool = False) -> _Parser:
         s = sub.add_parser(name, help=help, description=help, formatter_class=argparse.RawDescriptionHelpFormatter)
         s.lazy_epilog = epilog
+        if imports:  # commands that build components from a preset or a run's config.yaml
+            s.add_argument(
+                "--import",
+                dest="imports",
+                action="append",
+                default=[],
+                metavar="MODULE",
+                help="import MODULE (or FILE.py) first, to register components of your own (repeatable); "
+                "a run's config.yaml names the module of each (components:), and localssl never imports it unasked",
+            )
         return s
 
-    s = add("pretrain", "self-supervised pretraining; prints the run directory last", _presets_help)
+    s = add("pretrain", "self-supervised pretraining; prints the run directory last", _presets_help, imports=True)
     s.add_argument("preset", nargs="?", help="preset name (e.g. clapp++) or YAML file")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4 model.width=0.25")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly")
     s.set_defaults(fn=_cmd_pretrain)
 
-    s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json")
+    s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json", imports=True)
     s.add_argument("run_dir")
     s.add_argument("overrides", nargs="*", help="probe.* overrides, e.g. probe.epochs=50 probe.protocol=paper")
     s.add_argument("--per-layer", action="store_true", help="each layer alone and all together: table and plot")
     s.set_defaults(fn=_cmd_probe)
 
-    s = add("plot", "learning curves (per-layer loss) of several runs on one figure")
+    s = add("plot", "learning curves (per-layer loss) of several runs on one figure", imports=True)
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     s.add_argument("--out", default="curves.png", help="figure file (default curves.png)")
     s.set_defaults(fn=_cmd_plot)
@@ -287,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=_positive_int, default=None, help="processes (default: up to 2 cores)")
     s.set_defaults(fn=_cmd_demo)
 
-    s = add("reproduce", "run a paper table/figure", _experiments_help)
+    s = add("reproduce", "run a paper table/figure", _experiments_help, imports=True)
     s.add_argument("name", help="experiment name (listed below)")
     s.add_argument(
         "--scale",
@@ -317,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         "images/s and peak (activation) memory vs the backprop counterpart, or a named speed study (--suite)",
         lambda: _presets_help() + "\n\n" + _suites_help(),
+        imports=True,
     )
     s.add_argument("preset", nargs="?", help="preset to measure against its counterpart (not with --suite)")
     s.add_argument("overrides", nargs="*", help="key=value overrides applied to both presets (or every suite preset)")
@@ -334,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--note", default="", help="a sentence added to the results entry")
     s.set_defaults(fn=_cmd_bench)
 
-    s = add("align", "per-layer alignment of a run's rule with backprop; writes RUN_DIR/alignment.json")
+    s = add("align", "per-layer alignment of a run's rule with backprop; writes RUN_DIR/alignment.json", imports=True)
     s.add_argument("run_dir")
     s.add_argument("--batches", type=int, default=8, help="held-out batches to average over (default 8)")
     s.add_argument("--split", default="test", help="data split the batches come from (default test)")
@@ -342,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--params", choices=("weight", "all"), default="weight", help="compare weights only or all")
     s.set_defaults(fn=_cmd_align)
 
-    s = add("config", "print a preset's resolved config, every key with its meaning", _presets_help)
+    s = add("config", "print a preset's resolved config, every key with its meaning", _presets_help, imports=True)
     s.add_argument("preset", help="preset name (listed below) or YAML file")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4")
     s.set_defaults(fn=_cmd_config)
@@ -372,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         args.overrides = [*args.overrides, *overrides]
     try:
+        import_components(getattr(args, "imports", []))  # components of the user's own, asked for by name
         return args.fn(args)
     except KeyboardInterrupt as err:  # a training run's says where its last checkpoint is (RunInterrupted)
         print(f"localssl: {err or 'interrupted (Ctrl-C); nothing half-written was left behind'}", file=sys.stderr)

@@ -7,6 +7,10 @@ against the objective that is actually used.
 
 Presets live in ``localssl/configs/*.yaml`` (``configs/`` at the repository root links there). A preset
 may start from another one with ``inherit: NAME``.
+
+A run's ``config.yaml`` also records, under ``components:``, the module each component that is not built
+into localssl came from (``objective: my_pkg.losses``; see :func:`component_sources`). That record is
+only ever read to say what to import when the component is missing; it is never imported from here.
 """
 
 from __future__ import annotations
@@ -146,6 +150,39 @@ class RunConfig:
 _SECTIONS_PLAIN = {"data": DataConfig, "train": TrainConfig, "probe": ProbeConfig}
 _SECTIONS_COMPONENT = {"views": VIEWS, "model": MODELS, "objective": OBJECTIVES, "rule": RULES}
 _TOP_SCALARS = {"name", "out_dir"}
+_COMPONENTS = "components"  # config.yaml only: section -> module of a component not built into localssl
+
+
+def component_sources(cfg: RunConfig) -> dict[str, str]:
+    """``{section: module}`` for each component of ``cfg`` that is not built into localssl (the module
+    that registered it; a file for a script), as recorded in a run's ``config.yaml``."""
+    out = {}
+    for key, registry in _SECTIONS_COMPONENT.items():
+        source = registry.source(getattr(cfg, key).name)
+        if source is not None:
+            out[key] = source
+    return out
+
+
+def missing_component(section: str, name: str, source: str) -> str:
+    """The error for a run whose ``section`` component ``name``, registered by ``source``, is not
+    registered now: what to import, since localssl never imports a run's code by itself."""
+    where = f"{section} '{name}' is not built into localssl and is not registered"
+    if source == "__main__":
+        return (
+            f"{where}: the run registered it in an interactive session (a notebook). Move its code into a "
+            "module file and import it: `--import my_module` on the command line, `import my_module` in Python"
+        )
+    recorded = f"{where}: the run recorded that it came from {source} (config.yaml, {_COMPONENTS}.{section})"
+    if source.endswith(".py"):
+        return (
+            f"{recorded}. Import it with `--import {source}` on the command line "
+            f"(in Python: `localssl.import_components(['{source}'])`)"
+        )
+    return (
+        f"{recorded}. Import it with `--import {source}` on the command line (in Python: `import {source}`), "
+        "or install the package that provides it"
+    )
 
 
 def available_presets() -> list[str]:
@@ -205,11 +242,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def config_from_dict(raw: dict[str, Any]) -> RunConfig:
-    """Validate a raw nested dict into a :class:`RunConfig` (every key must be known)."""
-    valid_top = sorted(_TOP_SCALARS | set(_SECTIONS_PLAIN) | set(_SECTIONS_COMPONENT))
+    """Validate a raw nested dict into a :class:`RunConfig` (every key must be known). A ``components``
+    mapping (a run's record of where its components came from) is checked and used only to name the
+    module to import when one of them is not registered."""
+    valid_top = sorted(_TOP_SCALARS | set(_SECTIONS_PLAIN) | set(_SECTIONS_COMPONENT) | {_COMPONENTS})
     unknown = sorted(set(raw) - set(valid_top))
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {', '.join(unknown)}; valid keys: {', '.join(valid_top)}")
+    sources = raw.get(_COMPONENTS) or {}
+    if not isinstance(sources, dict) or not set(sources) <= set(_SECTIONS_COMPONENT):
+        raise ConfigError(
+            f"'{_COMPONENTS}' must map a component section ({', '.join(_SECTIONS_COMPONENT)}) to the module "
+            f"it came from, got {sources!r}"
+        )
     kwargs: dict[str, Any] = {k: raw[k] for k in _TOP_SCALARS if k in raw}
     for key, cls in _SECTIONS_PLAIN.items():
         section = raw.get(key) or {}
@@ -222,6 +267,9 @@ def config_from_dict(raw: dict[str, Any]) -> RunConfig:
             raise ConfigError(f"the config has no '{key}' section (valid names: {', '.join(registry.names())})")
         if isinstance(section, str):
             section = {"name": section}
+        name = section.get("name") if isinstance(section, dict) else None
+        if key in sources and name is not None and str(name) not in registry:
+            raise ConfigError(missing_component(key, str(name), str(sources[key])))
         kwargs[key] = registry.make_config(section)
     cfg = RunConfig(**kwargs)
     validate(cfg)
@@ -329,14 +377,21 @@ def describe_config(cfg: RunConfig) -> str:
 
 
 def save_config(cfg: RunConfig, path: Path) -> None:
+    """Write ``cfg`` as YAML, with the ``components:`` record of where its non-built-in components came from."""
     from localssl.utils import atomic_write_bytes
 
-    text = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+    raw = cfg.to_dict()
+    sources = component_sources(cfg)
+    if sources:
+        raw[_COMPONENTS] = sources
+    text = yaml.safe_dump(raw, sort_keys=False)
     atomic_write_bytes(Path(path), lambda fh: fh.write(text.encode()))
 
 
 def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
-    """The run's ``config.yaml`` with ``overrides``; a malformed file is refused by name (ConfigError)."""
+    """The run's ``config.yaml`` (+ overrides), validated; a malformed file is refused by name (ConfigError).
+    Imports no code: a component of the run that is not registered is an error naming the module its
+    ``components:`` record says to import."""
     path = Path(run_dir) / "config.yaml"
     try:
         raw = yaml.safe_load(path.read_text())

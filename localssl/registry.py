@@ -7,13 +7,30 @@ Every component registers itself with a typed config dataclass, so that a YAML p
     class ContrastiveObjective(nn.Module): ...
 
 A new rule is one file that registers itself here; nothing else needs to change.
+
+Components of your own (an objective in a notebook, a rule in your package) register the same way.
+localssl imports code only with your consent: the modules you name (``localssl ... --import MODULE``,
+:func:`import_components`) and installed packages that declare an entry point in the group
+``localssl.components`` (each entry point names a module; they are imported the first time a name is
+looked up that nothing registered, so runs of built-in components never pay for them). A run records in
+its ``config.yaml`` which module each non-built-in component came from (:meth:`Registry.source`), so a
+later ``resume`` or ``probe`` can say what to import; reading a run never imports that module itself.
+
+Registering the same component again under its name (a notebook cell run twice: a new class object with
+the same module and qualified name) replaces the entry; a different component under a taken name is an
+error naming both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
+import os
+import sys
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -42,22 +59,48 @@ class Registry(Generic[T]):
             raise TypeError(f"{self.kind} '{name}': config_cls must be a dataclass")
 
         def deco(builder: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' is registered twice")
-            self._entries[name] = Entry(name, builder, config_cls)
+            if not _is_builtin(builder):
+                _import_builtin_components()  # a clash with a built-in name is reported here, at the user's line
+            old = self._entries.get(name)
+            if old is not None and qualified_name(old.builder) != qualified_name(builder):
+                raise ValueError(
+                    f"{self.kind} '{name}' is registered twice: by {qualified_name(old.builder)} and by "
+                    f"{qualified_name(builder)}; register one of them under another name"
+                )
+            self._entries[name] = Entry(name, builder, config_cls)  # the same component again: replaced
             return builder
 
         return deco
 
     def names(self) -> list[str]:
         _import_builtin_components()
+        _load_entry_points()
         return sorted(self._entries)
 
     def get(self, name: str) -> Entry[T]:
         _import_builtin_components()
         if name not in self._entries:
-            raise ConfigError(f"unknown {self.kind} '{name}'; valid {self.kind} names: {', '.join(self.names())}")
+            _load_entry_points()
+        if name not in self._entries:
+            raise ConfigError(
+                f"unknown {self.kind} '{name}'; valid {self.kind} names: {', '.join(self.names())}. "
+                "One of your own is found once the module that registers it is imported: `--import MODULE` "
+                f"on the command line, or a package installed with an entry point in the group "
+                f"'{ENTRY_POINT_GROUP}'" + _entry_point_failures()
+            )
         return self._entries[name]
+
+    def source(self, name: str) -> str | None:
+        """Where the component registered as ``name`` came from, as a run's ``config.yaml`` records it:
+        ``None`` for a built-in one; else the module that registered it, or the file for a script
+        (``__main__``) or a module imported from a file. ``'__main__'`` alone: an interactive session."""
+        module = getattr(self.get(name).builder, "__module__", None) or "__main__"
+        if module == "localssl" or module.startswith("localssl."):
+            return None
+        path = _FILE_MODULES.get(module)
+        if module == "__main__":
+            path = getattr(sys.modules.get("__main__"), "__file__", None)
+        return str(Path(path).resolve()) if path else module
 
     def make_config(self, raw: dict[str, Any]) -> Any:
         """Build the typed config of the component named by ``raw['name']``."""
@@ -69,7 +112,19 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: str) -> bool:
         _import_builtin_components()
+        if name not in self._entries:
+            _load_entry_points()
         return name in self._entries
+
+
+def qualified_name(builder: Any) -> str:
+    """``module.QualName`` of a registered builder: the identity that a re-registration must keep."""
+    return f"{getattr(builder, '__module__', None)}.{getattr(builder, '__qualname__', repr(builder))}"
+
+
+def _is_builtin(builder: Any) -> bool:
+    module = getattr(builder, "__module__", None) or ""
+    return module == "localssl" or module.startswith("localssl.")
 
 
 def build_dataclass(cls: type, raw: dict[str, Any], where: str) -> Any:
@@ -133,3 +188,81 @@ def _import_builtin_components() -> None:
         pkg = importlib.import_module(package)
         for mod in pkgutil.iter_modules(pkg.__path__):
             importlib.import_module(f"{package}.{mod.name}")
+
+
+# --- components of your own: entry points of installed packages, modules named by the user ---
+
+ENTRY_POINT_GROUP = "localssl.components"
+_ENTRY_POINTS_LOADED = False
+_ENTRY_POINT_ERRORS: list[str] = []
+_FILE_MODULES: dict[str, str] = {}  # module name -> the .py file import_components loaded it from
+
+
+def _load_entry_points() -> None:
+    """Import, once, the module named by every entry point in the group ``localssl.components`` of the
+    installed packages (installing a package is consent to run its code). Called when a name is looked
+    up that nothing registered: a run of built-in components never imports a plugin. A plugin that fails
+    to import is reported with the unknown-name error, not raised: it may not be the one asked for."""
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED:
+        return
+    _ENTRY_POINTS_LOADED = True
+    from importlib.metadata import entry_points  # here: its import costs more than a run of built-ins needs
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as err:  # noqa: BLE001 - any error of foreign code: reported with the lookup
+            dist = getattr(ep.dist, "name", "?")
+            _ENTRY_POINT_ERRORS.append(f"entry point '{ep.name} = {ep.value}' of package {dist}: {err!r}")
+
+
+def _entry_point_failures() -> str:
+    return "".join(f"; could not import {e}" for e in _ENTRY_POINT_ERRORS)
+
+
+def import_components(modules: Iterable[str]) -> None:
+    """Import the modules that register your components (``localssl ... --import MODULE``): a dotted
+    module name, looked up on ``sys.path`` and in the current directory (as ``python -m`` does), or a
+    ``.py`` file (imported as a module named after the file). Importing one twice does nothing."""
+    modules = list(modules)
+    if modules:
+        importlib.invalidate_caches()  # a module written since the interpreter started (a notebook's) is found
+    for spec in modules:
+        if spec.endswith(".py") or os.sep in spec:
+            _import_file(Path(spec))
+            continue
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            importlib.import_module(spec)
+        except ImportError as err:
+            raise ConfigError(
+                f"cannot import '{spec}' ({err}); put its folder on PYTHONPATH or run from it, install the "
+                "package that provides it, or give the .py file's path"
+            ) from err
+
+
+def _import_file(path: Path) -> None:
+    if not path.is_file():
+        raise ConfigError(f"cannot import '{path}': no such file")
+    path = path.resolve()
+    name = path.stem
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if getattr(loaded, "__file__", None) and Path(loaded.__file__).resolve() == path:
+            return
+        raise ConfigError(f"cannot import '{path}': a module named '{name}' is already imported; rename the file")
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))  # its sibling modules import as when it runs as a script
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import '{path}': not a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses resolve the module's annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    _FILE_MODULES[name] = str(path)

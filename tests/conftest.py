@@ -6,6 +6,7 @@ import gzip
 import io
 import itertools
 import pickle
+import sys
 import zipfile
 from pathlib import Path
 
@@ -94,6 +95,47 @@ def cifar_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def pattern_cifar_root(tmp_path: Path) -> Path:
     return write_class_pattern_cifar(tmp_path / "data")
+
+
+@pytest.fixture
+def tiny_run(cifar_root: Path, tmp_path: Path) -> list[str]:
+    """Overrides for a run of seconds on CPU: the smallest VGG-6, 2 steps of 8 images an epoch, the fake
+    CIFAR-10 of ``cifar_root``, runs under ``tmp_path/runs``, a probe of one epoch on 3 held-out images."""
+    return [
+        "model.width=0.0625",
+        "train.batch_size=8",
+        "train.max_steps_per_epoch=2",
+        "train.epochs=1",
+        "train.device=cpu",
+        "train.progress=false",
+        f"data.root={cifar_root}",
+        f"out_dir={tmp_path / 'runs'}",
+        "probe.epochs=1",
+        "probe.val_size=3",
+    ]
+
+
+@pytest.fixture
+def isolated_registries(monkeypatch, tmp_path_factory):
+    """Registrations made by the test (user components, entry points, ``--import``-ed modules) are
+    forgotten afterwards: the registries and the entry-point state are restored, and the user modules
+    it imported (from temporary folders or ``examples/``) are unloaded."""
+    from localssl import registry
+
+    for reg in (registry.VIEWS, registry.OBJECTIVES, registry.RULES, registry.MODELS):
+        reg.names()  # the built-ins first, then a copy that the test may change
+        monkeypatch.setattr(reg, "_entries", dict(reg._entries))
+    monkeypatch.setattr(registry, "_ENTRY_POINTS_LOADED", False)
+    monkeypatch.setattr(registry, "_ENTRY_POINT_ERRORS", [])
+    monkeypatch.setattr(registry, "_FILE_MODULES", {})
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+    yield registry
+    user_folders = (tmp_path_factory.getbasetemp().resolve(), Path(__file__).resolve().parents[1] / "examples")
+    for name in set(sys.modules) - before:
+        file = getattr(sys.modules[name], "__file__", None)
+        if file and any(Path(file).resolve().is_relative_to(folder) for folder in user_folders):
+            del sys.modules[name]
 
 
 @pytest.fixture

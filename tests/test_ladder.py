@@ -19,8 +19,7 @@ NAME = PACKAGE.name
 # checked for cycles only). A new top-level module must be placed here (the test says so). Not counted:
 # the registry's discovery of the component packages by name (importlib), which is not an import statement.
 RUNGS: dict[str, int] = {
-    # 0: the package's front page (``__version__`` only), the registry, helpers that import nothing
-    NAME: 0,
+    # 0: the registry, helpers that import nothing
     "registry": 0,
     "utils": 0,
     "distributed": 0,
@@ -54,6 +53,8 @@ RUNGS: dict[str, int] = {
     "cli": 11,
     "demo": 11,
     "__main__": 11,
+    # the package's public face: names re-exported lazily (module __getattr__) from every rung
+    NAME: 11,
 }
 
 # Import cycles known and owned elsewhere, each with the issue that removes it. Add nothing here: a

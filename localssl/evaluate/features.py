@@ -5,6 +5,7 @@ probe's train, validation and test splits (:class:`FeatureSet`)."""
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -54,3 +55,12 @@ class FeatureExtractor(LayerReadout):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         hs = self.encoder(self.normalize(images))
         return torch.cat([self.pools[i](hs[i]).flatten(1) for i in self.layers], dim=1)
+
+
+@runtime_checkable
+class OwnProbeFeatures(Protocol):
+    """Optional, of a view generator: the probe's features of a frozen encoder when they are not the pooled
+    layer outputs of whole images (``patch_grid``: encode the patches, average over the grid). ``layers``
+    are 0-based; the extractor takes uint8 images (used by ``localssl probe``)."""
+
+    def feature_extractor(self, encoder: LayeredEncoder, layers: list[int]) -> LayerReadout: ...

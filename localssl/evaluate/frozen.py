@@ -11,7 +11,7 @@ from localssl.build import build_encoder
 from localssl.checkpoint import checkpoint_meta, read_run_checkpoint
 from localssl.config import RunConfig
 from localssl.data import data_info
-from localssl.evaluate.features import FeatureExtractor, parse_layers
+from localssl.evaluate.features import FeatureExtractor, OwnProbeFeatures, parse_layers
 from localssl.registry import VIEWS
 from localssl.views.base import Normalize
 from localssl.views.readout import LayerReadout
@@ -30,7 +30,7 @@ def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tup
         p.requires_grad_(False)
     layers = parse_layers(cfg.probe.layers, len(encoder))
     views = VIEWS.get(cfg.views.name).builder(cfg.views, info)
-    if hasattr(views, "feature_extractor"):  # e.g. patch_grid: encode patches, average over the grid
+    if isinstance(views, OwnProbeFeatures):  # e.g. patch_grid: encode patches, average over the grid
         extractor = views.feature_extractor(encoder, layers).to(device)
     else:
         kernels = list(info.pool_kernels) if len(info.pool_kernels) == len(encoder) else [None] * len(encoder)

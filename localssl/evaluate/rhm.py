@@ -28,6 +28,7 @@ from localssl.data.rhm import RandomHierarchyModel
 from localssl.evaluate.features import FeatureSet
 from localssl.evaluate.probe import train_linear_probe
 from localssl.models.base import LayeredEncoder
+from localssl.objectives.base import ReadoutObjective
 
 
 @torch.no_grad()
@@ -44,7 +45,7 @@ def layer_outputs(encoder: LayeredEncoder, x: torch.Tensor, batch_size: int = 40
 def readout_accuracy(encoder: LayeredEncoder, readout: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Accuracy of ``readout(pool(top layer))``; ``readout`` is the ``cross_entropy`` objective of the
     rule (it owns the pooling and the linear read-out)."""
-    if not hasattr(readout, "readout"):
+    if not isinstance(readout, ReadoutObjective):
         raise TypeError(f"{type(readout).__name__} has no linear read-out; evaluate it with a linear probe")
     h = layer_outputs(encoder, x)[-1]
     logits = readout.readout(readout.pool(h))

@@ -9,6 +9,7 @@ writes its ``cpu`` results to that default place (``localssl reproduce NAME --sc
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import math
 import re
 import subprocess
@@ -18,8 +19,16 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import localssl
 from localssl.experiments.grid import DATASET_LABELS, GridResult, Row, format_mean_std, mean_std
+
+
+def _version() -> str:
+    """The installed localssl's version (the package metadata; the package's public face sits above this)."""
+    try:
+        return importlib.metadata.version("localssl")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
 
 CSV_FIELDS = (
     "table",
@@ -40,7 +49,7 @@ PAGE_ORDER = ("table2", "clapp2021-table1", "clapp2021-table5", "tableA3")
 
 def repo_root() -> Path | None:
     """The source checkout holding this ``localssl`` package, or ``None`` for an installed copy."""
-    root = Path(localssl.__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     return root if (root / "pyproject.toml").exists() else None
 
 
@@ -51,7 +60,7 @@ GENERATED = (":(exclude)results", ":(exclude)docs/results.md", ":(exclude)benchm
 def code_version() -> str:
     """``'localssl 0.1.0, commit abc1234'`` (+ a mark when tracked files other than the generated results
     differ from the commit)."""
-    text = f"localssl {localssl.__version__}"
+    text = f"localssl {_version()}"
     root = repo_root()
     if root is None:
         return text

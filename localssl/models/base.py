@@ -11,6 +11,13 @@ from torch import nn
 
 
 class LayeredEncoder(nn.Module):
+    """``layers[l]`` maps layer ``l-1``'s output to layer ``l``'s; ``forward`` returns every layer's output.
+
+    ``autoregressive_layers``: the 0-based indices of context layers (CPC's g_ar GRU), whose loss rules
+    that know them (``modules``) compute from the layer's input and output; none by default."""
+
+    autoregressive_layers: frozenset[int] | set[int] = frozenset()
+
     def __init__(self, layers: list[nn.Module]) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)

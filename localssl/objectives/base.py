@@ -1,16 +1,23 @@
-"""Shared pieces of the *objective* axis: layer descriptions, spatial pooling, loss outputs.
+"""Shared pieces of the *objective* axis: the objective interface, layer descriptions, spatial pooling,
+loss outputs.
 
 An objective is built for one layer (its *target*) and the layers that give it references, and is
-called as ``objective(h, refs, views)`` with the target activity ``h`` and one tensor per reference.
+called as ``objective(h, refs, views)`` with the target activity ``h`` and one tensor per reference
+(:class:`Objective`). What a rule or an evaluation may ask of an objective beyond that is declared here
+too, each as a Protocol of its own: :class:`ReadoutObjective`, :class:`LabelsConfig`,
+:class:`PoolingConfig`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from localssl.views.base import ViewBatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +38,49 @@ class LayerSpec:
 class LossOut:
     loss: torch.Tensor  # scalar, differentiable
     metrics: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)  # detached scalars
+
+
+class Objective(Protocol):
+    """What a rule calls on an objective: ``objective(h, refs, views) -> LossOut``.
+
+    ``h`` is the target layer's activity (with its graph), ``refs`` one tensor per reference layer named
+    at construction (the objective detaches them when no error may flow through them), ``views`` the
+    :class:`ViewBatch` saying which rows pair with which. The registered builder is called as
+    ``builder(cfg, target: LayerSpec, refs: list[LayerSpec])`` (:class:`ObjectiveBuilder`); make it an
+    ``nn.Module`` so that its parameters (a trainable ``B``, a read-out) train and are checkpointed."""
+
+    def __call__(self, h: torch.Tensor, refs: list[torch.Tensor], views: ViewBatch) -> LossOut: ...
+
+
+class ObjectiveBuilder(Protocol):
+    """What ``@OBJECTIVES.register(name, Config)`` registers: usually the objective's class."""
+
+    def __call__(self, cfg: Any, target: LayerSpec, refs: list[LayerSpec]) -> Objective: ...
+
+
+@runtime_checkable
+class ReadoutObjective(Protocol):
+    """Optional: an objective ending in a linear read-out of its pooled layer (``cross_entropy``), whose
+    ``readout(pool(h))`` are class logits; a run of it can then be scored by its own read-out."""
+
+    pool: nn.Module
+    readout: nn.Module
+
+
+@runtime_checkable
+class LabelsConfig(Protocol):
+    """Optional, of an objective's config: the number of classes its read-out predicts (``cross_entropy``);
+    rules that project the one-hot label onto hidden layers (``drtp``) need it."""
+
+    num_classes: int
+
+
+@runtime_checkable
+class PoolingConfig(Protocol):
+    """Optional, of an objective's config: how it pools a layer's map (:func:`resolve_pool_kernel`);
+    ``dfa`` with ``rule.error=auto`` projects per-channel errors when it is ``'global'``."""
+
+    pooling: str | list[int]
 
 
 class SpatialPool(nn.Module):

@@ -24,14 +24,15 @@ import torch
 from torch import nn
 
 from localssl.models.base import LayeredEncoder
-from localssl.objectives.base import LayerSpec, LossOut
+from localssl.objectives.base import LayerSpec, LossOut, Objective
 from localssl.registry import OBJECTIVES
 from localssl.views.base import ViewBatch
 
 Metrics = dict[str, torch.Tensor]
 
 
-def build_objective(objective_cfg: Any, target: LayerSpec, refs: list[LayerSpec]) -> nn.Module:
+def build_objective(objective_cfg: Any, target: LayerSpec, refs: list[LayerSpec]) -> Objective:
+    """The objective named by ``objective_cfg`` for layer ``target`` with references ``refs``."""
     entry = OBJECTIVES.get(objective_cfg.name)
     return entry.builder(objective_cfg, target, refs)
 
@@ -67,10 +68,18 @@ NO_CONTEXT = StepContext()
 
 
 class Rule(nn.Module):
-    """Base class. Subclasses set ``self.objectives`` (an ``nn.ModuleDict`` keyed by layer number) and
-    implement :meth:`step`."""
+    """Base class. Subclasses implement :meth:`step` and fill ``self.objectives``: the objectives they
+    train, keyed by 1-based layer number (``"3"``: the loss of layer 3's output), which
+    :meth:`layer_groups` pairs with that layer's weights. ``trains_encoder = False``: the encoder is
+    not trained (``frozen``). A registered builder is called as ``builder(cfg, objective_cfg, layers)``.
+    """
 
     trains_encoder: bool = True
+    objectives: nn.ModuleDict
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.objectives = nn.ModuleDict()
 
     def step(
         self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT
@@ -90,11 +99,10 @@ class Rule(nn.Module):
         Groups may be empty. Their union is :meth:`parameters_to_train`."""
         groups: list[list[nn.Parameter]] = []
         seen: set[int] = set()
-        objectives = getattr(self, "objectives", {})
         for i, layer in enumerate(encoder.layers):
             group = [p for p in layer.parameters() if p.requires_grad] if self.trains_encoder else []
-            if str(i + 1) in objectives:
-                group += [p for p in objectives[str(i + 1)].parameters() if p.requires_grad]
+            if str(i + 1) in self.objectives:
+                group += [p for p in self.objectives[str(i + 1)].parameters() if p.requires_grad]
             seen.update(id(p) for p in group)
             groups.append(group)
         groups.append([p for p in self.parameters_to_train(encoder) if id(p) not in seen])

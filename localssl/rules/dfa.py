@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from localssl.models.base import LayeredEncoder
-from localssl.objectives.base import LayerSpec
+from localssl.objectives.base import LayerSpec, PoolingConfig
 from localssl.registry import RULES, ConfigError
 from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.views.base import ViewBatch
@@ -70,7 +70,8 @@ class DFARule(Rule):
         self.top = len(layers)
         mode = cfg.error
         if mode == "auto":
-            mode = "channels" if getattr(objective_cfg, "pooling", None) == "global" else "map"
+            pools_globally = isinstance(objective_cfg, PoolingConfig) and objective_cfg.pooling == "global"
+            mode = "channels" if pools_globally else "map"
         self.error_mode = "map" if len(top.shape) == 1 else mode
         d_e = top.shape[0] if self.error_mode == "channels" else math.prod(top.shape)
         n_bytes = 4 * d_e * sum(math.prod(spec.shape) for spec in layers[:-1])

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localssl.models.base import LayeredEncoder
-from localssl.objectives.base import LayerSpec
+from localssl.objectives.base import LabelsConfig, LayerSpec
 from localssl.registry import RULES, ConfigError
 from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.rules.dfa import feedback_matrix
@@ -41,13 +41,12 @@ class DRTPRule(Rule):
     def __init__(self, cfg: DRTPConfig, objective_cfg, layers: list[LayerSpec]) -> None:
         super().__init__()
         self.cfg = cfg
-        n_classes = getattr(objective_cfg, "num_classes", None)
-        if n_classes is None:
+        if not isinstance(objective_cfg, LabelsConfig):
             raise ConfigError(
                 f"rule drtp projects the one-hot label: it needs an objective with num_classes "
                 f"(e.g. cross_entropy), not '{objective_cfg.name}'"
             )
-        self.n_classes = int(n_classes)
+        self.n_classes = int(objective_cfg.num_classes)
         self.top = len(layers)
         top = layers[-1]
         self.objectives = nn.ModuleDict({str(self.top): build_objective(objective_cfg, top, [top])})

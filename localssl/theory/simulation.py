@@ -21,7 +21,7 @@ from localssl.models.base import LayeredEncoder
 from localssl.registry import MODELS, OBJECTIVES, RULES, VIEWS
 from localssl.rules.base import Rule
 from localssl.theory.feedback import FeedbackSolution, randomize_feedback, solve_rule_feedback
-from localssl.views.base import ViewBatch
+from localssl.views.base import ViewBatch, encoder_input_shape
 
 
 @dataclasses.dataclass
@@ -43,11 +43,11 @@ def theory_components(
     """Registered model × objective × rule × views from plain dicts (validated like a preset), in
     ``dtype`` (float64 by default, so that a theorem's equality is checked to 1e-5 and beyond)."""
     info = dataset_info(dataset)
-    view_mod = VIEWS.get(views["name"]).builder(VIEWS.make_config(views), info)
+    views_cls, views_cfg = VIEWS.get(views["name"]).builder, VIEWS.make_config(views)
+    view_mod = views_cls(views_cfg, info)
     torch.manual_seed(seed)
     encoder = MODELS.get(model["name"]).builder(MODELS.make_config(model), in_channels=info.channels)
-    shape = view_mod.input_shape(view_mod.cfg, info) if hasattr(view_mod, "input_shape") else None
-    layers = layer_specs(encoder, info, shape)
+    layers = layer_specs(encoder, info, encoder_input_shape(views_cls, views_cfg, info))
     rule_mod = RULES.get(rule["name"]).builder(RULES.make_config(rule), OBJECTIVES.make_config(objective), layers)
     return TheoryComponents(encoder.to(dtype), view_mod, rule_mod.to(dtype))
 

@@ -46,7 +46,7 @@ def compile_step(comp: Components, mode: bool | str, device: torch.device) -> bo
             "the layers and objectives are compiled without them (as train.compile=true)",
             file=sys.stderr,
         )
-    modules = [*comp.encoder.layers, *getattr(comp.rule, "objectives", {}).values()]
+    modules = [*comp.encoder.layers, *comp.rule.objectives.values()]
     for module in modules:
         module.compile(mode="reduce-overhead" if graphs else None)
     return graphs

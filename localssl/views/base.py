@@ -9,14 +9,22 @@ the positive target and its reference, and which rows play the negative target a
 SimCLR views: ``pos`` = the other view of the same image, ``neg`` = a view of another image, both
 references = the anchor row itself. Forward-Forward style views (identity ``B``, ``r = h``) use the
 same row as target and reference.
+
+A view generator is what :class:`ViewGenerator` declares; one whose encoder input is not a whole image
+also declares :class:`CustomInputShape`. (A view generator with its own probe features declares
+``localssl.evaluate.features.OwnProbeFeatures``, beside the features it returns.)
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from localssl.data import DatasetInfo
 
 
 @dataclasses.dataclass
@@ -39,6 +47,33 @@ class ViewBatch:
                 if isinstance(getattr(self, f.name), torch.Tensor)
             },
         )
+
+
+class ViewGenerator(Protocol):
+    """What the trainer calls on a view generator: ``views(images, labels) -> ViewBatch``.
+
+    ``images`` is one batch of the dataset as stored (uint8 ``(N, C, H, W)`` images, or float audio),
+    ``labels`` its ``(N,)`` labels or ``None``. The registered builder is called as
+    ``builder(cfg, info: DatasetInfo)``; make it an ``nn.Module`` so that ``.to(device)`` moves its buffers."""
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> ViewBatch: ...
+
+
+@runtime_checkable
+class CustomInputShape(Protocol):
+    """Optional, of a view generator's *class* (asked before anything is built): the shape of one row of
+    ``ViewBatch.x`` (without batch) when it is not the dataset's ``(C, H, W)``: crops, patches, audio windows."""
+
+    @staticmethod
+    def input_shape(cfg: Any, info: DatasetInfo) -> tuple[int, ...]: ...
+
+
+def encoder_input_shape(views_cls: Any, cfg: Any, info: DatasetInfo) -> tuple[int, ...]:
+    """The shape of one encoder input row for view generator class ``views_cls`` and its config ``cfg``:
+    its :class:`CustomInputShape` when it declares one, else the dataset's ``(C, H, W)``."""
+    if isinstance(views_cls, CustomInputShape):
+        return tuple(views_cls.input_shape(cfg, info))
+    return (info.channels, info.image_size, info.image_size)
 
 
 def swap_halves(n_rows: int, device: torch.device | str = "cpu") -> torch.Tensor:
