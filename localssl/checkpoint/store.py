@@ -6,8 +6,9 @@ is on disk under a name every reader looks at (``checkpoint.pt``, else ``checkpo
 1. the new state is written to a temporary file beside the old ones (``.checkpoint.pt.*.tmp``) and fsynced;
 2. it is verified: read back with ``weights_only=True`` and its ``global_step`` compared with the state's;
 3. only if ``checkpoint.pt`` is itself verified (this process wrote or loaded that very file, or it reads
-   back now) is it hard-linked over ``checkpoint.prev.pt`` (an atomic replace: both names then hold it);
-   an unverified ``checkpoint.pt`` (corrupt, cut short) is never rotated over a good predecessor;
+   back now) is it copied (fsynced, then renamed) over ``checkpoint.prev.pt``; an unverified
+   ``checkpoint.pt`` (corrupt, cut short) is never rotated over a good predecessor. A copy, not a hard
+   link: the two names never share one file, so damage to one cannot reach the other;
 4. the verified new file is renamed over ``checkpoint.pt`` and the folder is fsynced.
 
 A kill, a full disk or a file-size limit at any point leaves the previous verified checkpoint in place;
@@ -136,22 +137,17 @@ def _write_temporary(state: dict[str, Any], run_dir: Path) -> Path:
     return tmp
 
 
-def _link_over(src: Path, dst: Path) -> None:
-    """Make ``dst`` name the same complete file as ``src``, atomically (hard link, else a copy)."""
+def _copy_over(src: Path, dst: Path) -> None:
+    """Replace ``dst`` by a complete copy of ``src``, atomically (copied to a temporary, fsynced, renamed)."""
     fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    os.close(fd)
     tmp = Path(name)
     try:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:  # a filesystem without hard links: copy (fsynced) instead
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
-                while chunk := fin.read(1 << 20):
-                    fout.write(chunk)
-                fout.flush()
-                os.fsync(fout.fileno())
-            os.chmod(tmp, umask_mode())
+        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+            while chunk := fin.read(1 << 22):
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -172,7 +168,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path) -> Path:
             raise CorruptCheckpointError(f"{tmp} did not read back as the state just written")
         _fault_point("verified")
         if is_verified(current):
-            _link_over(current, previous)
+            _copy_over(current, previous)
             _mark_verified(previous)
         _fault_point("rotated")
         os.replace(tmp, current)
