@@ -67,6 +67,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     budget = dataclasses.replace(DEFAULT_BUDGET, seeds=args.seeds)
     run_demo(data_dir=args.data_dir, out_dir=Path(args.out), budget=budget, workers=args.workers)
+    if args.docs:  # the README's demo numbers and figure are these files
+        from localssl.experiments.report import write_docs
+
+        write_docs(copy={Path(args.out) / "demo.json": "docs/demo.json", Path(args.out) / "demo.png": "docs/demo.png"})
     return 0
 
 
@@ -87,6 +91,13 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.docs:
+        from localssl.experiments.report import write_docs
+
+        write_docs()
+        return 0
+    if args.name is None:
+        raise ConfigError("name an experiment (listed by `localssl reproduce --help`), or give --docs")
     from localssl.experiments import load_all
 
     experiments = load_all()
@@ -295,10 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     s.add_argument("--seeds", type=_positive_int, default=3, help="seeds per method (default 3)")
     s.add_argument("--workers", type=_positive_int, default=None, help="processes (default: up to 2 cores)")
+    s.add_argument(
+        "--docs", action="store_true", help="then copy demo.json and demo.png into docs/ and re-render the README"
+    )
     s.set_defaults(fn=_cmd_demo)
 
     s = add("reproduce", "run a paper table/figure", _experiments_help, imports=True)
-    s.add_argument("name", help="experiment name (listed below)")
+    s.add_argument("name", nargs="?", help="experiment name (listed below)")
+    s.add_argument(
+        "--docs",
+        action="store_true",
+        help="run nothing: regenerate docs/results.md and every generated region of README.md and docs/*.md",
+    )
     s.add_argument(
         "--scale",
         choices=("smoke", "cpu", "gpu", "paper"),

@@ -246,6 +246,8 @@ def run_demo(
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "seeds": budget.seeds,
+        "chance": {t: CHANCE[t] for t in budget.tasks},
+        "titles": {t: TASK_TITLES[t] for t in budget.tasks},
         "budget": {t: describe(budget, t, full) for t in budget.tasks},
     }
     (out_dir / "demo.json").write_text(json.dumps(result, indent=2))
@@ -256,7 +258,7 @@ def run_demo(
 
 def cifar_caveat(rows: dict[str, dict]) -> str:
     """The text inside the CIFAR panel: each trained method's gap to random init, measured in this run,
-    and the budget at which the README's CIFAR-10 benchmark sees local learning pass random init."""
+    and the budget at which the CIFAR-10 benchmark of docs/rules.md sees local learning pass random init."""
     ref = rows["random"]
     lines = []
     for key, r in rows.items():
@@ -272,7 +274,7 @@ def cifar_caveat(rows: dict[str, dict]) -> str:
     else:
         lines.append(f"random conv features are a strong floor on CIFAR-10: after {steps} steps")
         lines.append("no trained encoder clears it; CLAPP++ passed it after ~1500 steps")
-        lines.append("at width 1/4 on full CIFAR-10 (README, CIFAR-10 benchmark)")
+        lines.append("at width 1/4 on full CIFAR-10 (docs/rules.md, CIFAR-10 benchmark)")
     return "\n".join(lines)
 
 

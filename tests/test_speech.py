@@ -59,7 +59,7 @@ def test_librispeech_layout_and_gim_phone_file(tmp_path) -> None:
     np.testing.assert_array_equal(train.signals[0, 0].numpy(), a[:32000])
     assert train.labels[0, :3].tolist() == [-1, -1, 0] and train.labels[0, 3].item() == 1
     assert len(read_librispeech(tmp_path, "test")) == 2
-    with pytest.raises(DatasetError, match="README"):
+    with pytest.raises(DatasetError, match="docs/usage.md"):
         read_librispeech(tmp_path / "nowhere", "train")
 
 

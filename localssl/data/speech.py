@@ -164,7 +164,7 @@ def read_librispeech(root: Path, split: str, subset: str = "train-clean-100") ->
         if not p.exists():
             raise DatasetError(
                 f"{p} is missing. LibriSpeech needs {audio_dir} (openslr.org/12, train-clean-100) and GIM's "
-                f"split and phone files in {label_dir}; see README 'Speech: CPC and CLAPP on LibriSpeech'."
+                f"split and phone files in {label_dir}; see docs/usage.md 'Speech: CPC and CLAPP on LibriSpeech'."
             )
     phones = read_phone_labels(phone_file)
     sigs, labs = [], []

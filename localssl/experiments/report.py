@@ -12,6 +12,7 @@ import csv
 import importlib.metadata
 import math
 import re
+import shutil
 import subprocess
 import textwrap
 import time
@@ -19,7 +20,9 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from localssl.experiments.docs import render_docs
 from localssl.experiments.grid import DATASET_LABELS, GridResult, Row, format_mean_std, mean_std
+from localssl.registry import ConfigError
 
 
 def _version() -> str:
@@ -321,12 +324,21 @@ def write_reports(result: GridResult, out: Path, figure: bool = True) -> None:
     default_out = None if root is None else root / "results" / result.table.name / "cpu"
     if result.scale.name == "cpu" and out.resolve() == default_out:
         write_results_page(root)
+        render_docs(root)  # the README's and docs' tables drawn from results/
 
 
 def write_results_page(root: Path) -> Path:
     """Regenerate ``root/docs/results.md`` from every ``root/results/*/cpu/results.md``."""
     from localssl.utils import atomic_write_bytes
 
+    path = root / "docs" / "results.md"
+    text = results_page(root)
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
+    return path
+
+
+def results_page(root: Path) -> str:
+    """The text of ``docs/results.md``: every ``root/results/*/cpu/results.md``, one heading level down."""
     found = {p.parent.parent.name: p for p in sorted((root / "results").glob("*/cpu/results.md"))}
     order = [n for n in PAGE_ORDER if n in found] + sorted(n for n in found if n not in PAGE_ORDER)
     paper = sorted((root / "results").glob("*/paper/results.md"))
@@ -353,7 +365,20 @@ def write_results_page(root: Path) -> Path:
         body = re.sub(r"\]\(([\w.-]+\.(?:png|csv|md|json))\)", rf"]({rel}\1)", body)  # a file beside results.md
         body = body.replace("`results.csv`", f"[`results.csv`]({rel}results.csv)")
         lines += [body.rstrip(), ""]
-    path = root / "docs" / "results.md"
-    text = "\n".join(lines)
-    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
-    return path
+    return "\n".join(lines)
+
+
+def write_docs(copy: dict[Path, str] | None = None) -> list[Path]:
+    """``localssl reproduce --docs`` (and ``localssl demo --docs``): copy each ``copy`` source file to its path in
+    the source checkout, then regenerate ``docs/results.md`` and every generated region of README.md and docs/;
+    prints and returns the pages that changed."""
+    root = repo_root()
+    if root is None:
+        raise ConfigError("--docs rewrites a source checkout's README.md and docs/; this localssl is installed")
+    for src, rel in (copy or {}).items():
+        shutil.copyfile(src, root / rel)
+    write_results_page(root)
+    changed = render_docs(root)
+    for page in changed:
+        print(f"rewrote {page.relative_to(root)}")
+    return changed
