@@ -96,9 +96,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any
     try:
         with torch.serialization.safe_globals([TorchVersion]):  # older runs stored torch.__version__ as is
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
+        # (torch's zip reader raises OSError EINVAL on some truncations)
         if _unsafe(exc):
             raise UnsafeCheckpointError(
                 f"{path} contains pickled objects other than tensors and plain containers; refusing to load it "
