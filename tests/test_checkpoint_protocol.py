@@ -25,7 +25,6 @@ import torch
 from localssl.checkpoint import (
     CheckpointWriteError,
     is_verified,
-    latest_path,
     load_latest,
     save_checkpoint,
 )
@@ -201,14 +200,15 @@ _LOOP_CHILD = textwrap.dedent(
 @pytest.mark.slow
 def test_many_random_kills_during_saves_never_lose_the_run(tmp_path):
     """200 SIGKILLs at random moments of a process that saves in a loop; a third of them start from a
-    corrupt checkpoint.pt. After each: a complete checkpoint no older than the last committed step - 1."""
+    corrupt checkpoint.pt (when a predecessor exists). After each: a complete checkpoint no older than the
+    last committed step - 1."""
     rng = random.Random(0)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), *sys.path])}
     save_checkpoint(_state(0, 200000), tmp_path)
     step = 0
     for i in range(200):
-        if i % 3 == 2 and latest_path(tmp_path) is not None and (tmp_path / "checkpoint.pt").exists():
-            _corrupt(tmp_path / "checkpoint.pt")
+        if i % 3 == 2 and (tmp_path / "checkpoint.prev.pt").exists() and (tmp_path / "checkpoint.pt").exists():
+            _corrupt(tmp_path / "checkpoint.pt")  # damage the newest file: the predecessor must carry the run
         proc = subprocess.Popen(
             [sys.executable, "-c", _LOOP_CHILD, str(tmp_path), str(step)], env=env, stdout=subprocess.PIPE, text=True
         )
