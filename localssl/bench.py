@@ -23,6 +23,9 @@ median and spread are reported. Per preset:
 * ``saved_activation_mb`` — the peak live bytes of tensors autograd saved for backward (parameters
   excluded), measured without the allocator: the strict definition of activation memory.
 * ``gflop_per_step`` (forward + backward, ``torch.utils.flop_counter``) and ``tflop_per_s``.
+* ``warmup_step_s`` — wall seconds of each of the ``warmup`` first steps, from cold (kernel and oneDNN
+  primitive creation, optimizer state, the allocator's first pages), and ``warmup_cost_s`` — what they took
+  beyond as many steady-state steps (at the median ``images_per_s``): the warm-up a short run pays.
 * ``train_images_per_s`` — views and step together (what an epoch sees), and
   ``hours_per_300_epochs`` — the paper's protocol at that speed on the dataset's pretraining split.
 
@@ -194,7 +197,8 @@ def run_bench(
     memory_repeats: int = 1,
     log=print,
 ) -> dict[str, Any]:
-    """Build every preset, warm up (the first warm-up step counts FLOPs), time alternating rounds,
+    """Build every preset, warm up (``warmup`` timed steps from cold, then one step counting FLOPs), time
+    alternating rounds,
     measure memory ``memory_repeats`` times alternating (the largest value is kept); returns the JSON dict."""
     if warmup < 1:
         raise ValueError("warmup must be >= 1 (optimizer state and kernel caches are created by the first step)")
@@ -203,11 +207,11 @@ def run_bench(
     if len(set(labels)) != len(labels):
         raise ValueError(f"benchmark labels must differ, got {labels}")
     gflop: dict[str, float | None] = {}
-    for r in runners:
-        flop = r.counted_step()
+    warm: dict[str, list[float]] = {}
+    for r in runners:  # the first steps from cold (kernels, optimizer state, allocator), each timed
+        warm[r.spec.label] = [r.step_seconds(1)[0] for _ in range(warmup)]
+        flop = r.counted_step()  # one more, untimed: FLOP counting slows it
         gflop[r.spec.label] = None if flop is None else flop / 1e9
-        for _ in range(warmup - 1):
-            r.step_seconds(1)
     per_round: dict[str, list[float]] = {r.spec.label: [] for r in runners}
     per_round_cpu: dict[str, list[float]] = {r.spec.label: [] for r in runners}
     views: dict[str, list[float]] = {r.spec.label: [] for r in runners}
@@ -240,7 +244,9 @@ def run_bench(
                     else {}
                 ),
                 hours_per_300_epochs=(300 * n_pre / train_ips / 3600) if n_pre else None,
+                warmup_cost_s=sum(warm[lab]) - len(warm[lab]) * r.batch_size / ips,
             )
+        row["warmup_step_s"] = warm[lab]
         results[lab] = row
     for r in runners:
         row = results[r.spec.label]
@@ -305,6 +311,7 @@ def format_table(out: dict[str, Any]) -> str:
         ("saved_activation_mb", "saved MB", "{:.0f}"),
         ("gflop_per_step", "GFLOP/step", "{:.1f}"),
         ("tflop_per_s", "TFLOP/s", "{:.3f}"),
+        ("warmup_cost_s", "warm-up s", "{:.1f}"),
     ]
     rows = out["presets"]
     present = [c for c in cols if any(c[0] in r for r in rows.values())]

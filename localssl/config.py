@@ -82,8 +82,9 @@ class TrainConfig:
     min_lr: float = 0.0  # cosine only: the learning rate at the last step
     seed: int = 0
     device: str = "auto"  # auto: cuda if available, else cpu
-    precision: str = "fp32"  # fp32 | bf16 (autocast; CUDA or CPU)
-    channels_last: bool | str = "auto"  # auto: on CUDA
+    precision: str = "auto"  # auto (bf16 where the device computes it natively, else fp32) | fp32 | bf16 (autocast)
+    precision_requested: str | None = None  # written by the run: 'auto' when precision above was chosen by auto
+    channels_last: bool | str = "auto"  # auto: on CUDA and with bf16
     compile: bool | str = False  # true: torch.compile each layer and its objective | reduce-overhead: + CUDA graphs
     step_each_layer: bool = False  # one optimizer per layer, stepped right after that layer's backward
     max_steps_per_epoch: int | None = None  # cut epochs short (quick runs, benchmarks)
@@ -99,6 +100,8 @@ class TrainConfig:
     online_probe_batch: int = 8  # images of each training batch the read-outs train on (cost: ~1/4 of the batch)
 
     def __post_init__(self) -> None:
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(
                 f"train.compile must be false, true or reduce-overhead (CUDA graphs), got {self.compile!r}"

@@ -20,6 +20,7 @@ generator), so a run trains the same encoder bit for bit with the probe on or of
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -59,9 +60,15 @@ class OnlineProbe(nn.Module):
         num_classes: int,
         lr: float,
         seed: int,
+        autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         super().__init__()
-        self._frozen = (encoder, normalize)  # read, never trained here: kept out of this module's state
+        self._frozen = (encoder, normalize)
+        self.autocast, self.memory_format = (
+            autocast,
+            memory_format,
+        )  # the training's fast path  # read, never trained here: kept out of this module's state
         self.num_classes, self.lr, self.seed = num_classes, lr, seed
         self.pools = nn.ModuleList(SpatialPool(k) for k in kernels)
         self.norms = nn.ModuleList()
@@ -81,7 +88,9 @@ class OnlineProbe(nn.Module):
         was_training = encoder.training
         encoder.eval()
         try:
-            hs = encoder(normalize(images))
+            x = normalize(images)
+            with self.autocast():
+                hs = encoder(x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x)
         finally:
             encoder.train(was_training)
         per_layer = [self.pools[i](h).flatten(1).float() for i, h in enumerate(hs)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import itertools
+import os
 import pickle
 import sys
 import zipfile
@@ -33,6 +34,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def bf16_units(monkeypatch):
+    """``LOCALSSL_TEST_BF16=0`` (or ``1``) runs the tests as on a CPU without (with) bf16 units, i.e. with
+    ``train.precision=auto`` resolving to fp32 (bf16); unset, as this machine resolves it. CI runs both."""
+    want = os.environ.get("LOCALSSL_TEST_BF16")
+    if want is not None:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: want == "1", raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
 
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

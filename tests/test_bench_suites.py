@@ -19,7 +19,7 @@ TINY = ["model.width=0.0625", "train.batch_size=4", "train.device=cpu"]
 def test_every_suite_is_registered_with_a_description(capsys):
     suites = load_all()
     names = {"b-cost", "b-precision", "streaming", "patch-grid", "zoo", "table2-flops", "online-probe"}
-    assert names | {"probe-memory", "smoke"} == set(suites)
+    assert names | {"probe-memory", "smoke", "fast-path"} == set(suites)
     assert all(s.description for s in suites.values())
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
@@ -76,3 +76,17 @@ def test_suite_options_are_checked(capsys):
     assert main(["bench", "clapp++", "--presets", "lpl"]) == 2  # --presets is for suites
     assert main(["bench"]) == 2
     assert "give a preset" in capsys.readouterr().err
+
+
+def test_fast_path_suite_pairs_each_preset_with_fp32_and_times_the_warm_up(tmp_path, capsys):
+    js = tmp_path / "f.json"
+    argv = ["bench", "--suite", "fast-path", "--presets", "clapp++", *TINY, "--rounds", "1", "--steps", "1"]
+    main([*argv, "--warmup", "2", "--memory-repeats", "0", "--out", str(js)])
+    out = json.loads(js.read_text())
+    assert (
+        set(out["presets"]) == {"clapp++", "clapp++ fp32"}
+        and out["fast_path_ratios"]["clapp++"]["images_per_s"]["median"] > 0
+    )
+    for row in out["presets"].values():
+        assert len(row["warmup_step_s"]) == 2 and "warmup_cost_s" in row
+    assert "clapp++: default / fp32 images/s" in capsys.readouterr().out

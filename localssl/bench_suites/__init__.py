@@ -20,6 +20,7 @@ The suites (their latest numbers: ``benchmarks/RESULTS.md``; the index: ``benchm
 * ``table2-flops``: training FLOP per image of every Table 2 row, extrapolated to full width;
 * ``online-probe``: the cost of the online read-outs against the rule's step;
 * ``probe-memory``: peak RSS of the honest probe's feature storage, before and after 5903c00;
+* ``fast-path``: the default precision (``auto``) vs fp32 of ``clapp++``, ``bp-clapp++``, ``clapp++nospatial``;
 * ``smoke``: a few training steps of every preset on a device (``benchmarks/device_check.sh``'s stage 2).
 """
 

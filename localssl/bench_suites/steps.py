@@ -1,16 +1,21 @@
 """Speed suites of whole training steps of presets: ``b-cost``, ``streaming``, ``patch-grid``, ``zoo``,
-``table2-flops`` (see :mod:`localssl.bench_suites`)."""
+``table2-flops``, ``fast-path`` (see :mod:`localssl.bench_suites`)."""
 
 from __future__ import annotations
 
 import functools
+import statistics
+import sys
 from typing import Any
 
-from localssl.bench import Runner, Spec, machine_description, run_bench
+import torch
+
+from localssl.bench import Runner, Spec, bench_entry, machine_description, run_bench
 from localssl.bench_suites import Options, bench_and_emit, heading, suite
 from localssl.config import available_presets, load_config
 from localssl.data import dataset_info
 from localssl.experiments.jobs import run_jobs
+from localssl.train.fast_path import resolve_fast_path
 
 
 @suite("b-cost", "clapp++'s dense B vs low rank, step_each_layer and no spatial dependence, each vs bp-clapp++")
@@ -160,3 +165,38 @@ def table2_flops(opts: Options) -> dict[str, Any]:
     text = "\n".join(lines) + f"\n\none CIFAR-10 epoch (50 000 images) of every row: {pflop:.2f} PFLOP\n"
     opts.emit(heading(opts, "Table 2 FLOP per image") + text)
     return {"rows": rows, "epoch_pflop": pflop}
+
+
+@suite("fast-path", "the default precision (auto: bf16 + channels_last where native) vs fp32, per preset")
+def fast_path(opts: Options) -> dict[str, Any]:
+    """Each preset (default ``clapp++``, ``bp-clapp++``, ``clapp++nospatial``) at the default
+    ``train.precision=auto`` and pinned to fp32 (contiguous), all in one process, alternating rounds; per
+    preset the ratio default / fp32 round by round and the warm-up cost of each (``--warmup`` steps from
+    cold, beyond as many steady steps)."""
+    presets = opts.presets or ["clapp++", "bp-clapp++", "clapp++nospatial"]
+    specs = []
+    for p in presets:
+        specs += [Spec(p, p), Spec(f"{p} fp32", p, ("train.precision=fp32", "train.channels_last=false"))]
+    overrides = ["train.device=cpu", *opts.overrides]
+    log = functools.partial(print, file=sys.stderr)
+    out = run_bench(specs, overrides, opts.rounds, opts.steps, opts.warmup, opts.memory_repeats, log=log)
+    rows, lines = out["presets"], []
+    out["fast_path_ratios"] = {}
+    for p in presets:
+        fast, slow = rows[p], rows[f"{p} fp32"]
+        if "images_per_s_rounds" not in fast:
+            continue
+        ratios, parts = {}, []
+        for key, name in (("images_per_s", "images/s"), ("cpu_images_per_s", "images/CPU-s")):
+            if f"{key}_rounds" in fast:
+                per_round = [a / b for a, b in zip(fast[f"{key}_rounds"], slow[f"{key}_rounds"])]
+                r = ratios[key] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round)}
+                parts.append(f"{name} {r['median']:.2f}× (rounds {r['min']:.2f}–{r['max']:.2f})")
+        out["fast_path_ratios"][p] = ratios
+        warm = f"warm-up cost {fast['warmup_cost_s']:.1f} s vs {slow['warmup_cost_s']:.1f} s"
+        lines.append(f"{p}: default / fp32 " + "; ".join(parts) + f"; {warm}.  ")
+    out.pop("ratios", None)  # run_bench's every-row-against-the-last: not the pairs compared here
+    precision = resolve_fast_path(load_config(presets[0], overrides).train, torch.device("cpu")).precision
+    note = f"train.precision=auto resolved to {precision} here (rows without 'fp32'); the ratio lines pair each preset."
+    opts.emit(bench_entry(opts.command, out, note) + "\n" + "\n".join(lines) + "\n")
+    return out

@@ -18,6 +18,11 @@ RESUME_OVERRIDABLE = {
     "train.checkpoint_every",
     "train.checkpoint_every_minutes",
     "data.root",
+    # the fast path: another precision or memory format continues the run, but not bit-exactly (another
+    # rounding); a resume keeps the recorded values unless told, even where `auto` would now choose otherwise
+    "train.precision",
+    "train.precision_requested",
+    "train.channels_last",
 }
 
 
@@ -50,7 +55,8 @@ def check_config_unchanged(
     changed = sorted(
         k
         for k in then.keys() | now.keys()
-        if then.get(k) != now.get(k)
+        if k not in RESUME_OVERRIDABLE  # checkpoints written before a key became overridable still hold it
+        and then.get(k) != now.get(k)
         and not (k not in then and now[k] == _default_setting(cfg, k))
         and (only is None or k.startswith(only))
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from localssl.config import RunConfig
 from localssl.data import data_info
 from localssl.evaluate.features import FeatureExtractor, OwnProbeFeatures, parse_layers
 from localssl.registry import VIEWS
+from localssl.train.fast_path import autocast_for, memory_format_for, readout_precision
 from localssl.views.base import Normalize
 from localssl.views.readout import LayerReadout
 
@@ -20,7 +22,8 @@ from localssl.views.readout import LayerReadout
 def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tuple[LayerReadout, dict[str, Any]]:
     """The run's checkpointed encoder, frozen, with its probe read-out (``probe.layers``, pooled with the
     dataset's kernels; a view's own ``feature_extractor`` when it has one, e.g. ``patch_grid``), and
-    :func:`~localssl.checkpoint.checkpoint_meta` with ``"layers"`` (1-based)."""
+    :func:`~localssl.checkpoint.checkpoint_meta` with ``"layers"`` (1-based). The read-out runs on the
+    run's fast path (:func:`~localssl.train.fast_path.readout_precision`, channels_last with it)."""
     info = data_info(cfg.data)
     ckpt, path = read_run_checkpoint(Path(run_dir), cfg)
     encoder = build_encoder(cfg, info)
@@ -35,4 +38,7 @@ def frozen_extractor(cfg: RunConfig, run_dir: Path, device: torch.device) -> tup
     else:
         kernels = list(info.pool_kernels) if len(info.pool_kernels) == len(encoder) else [None] * len(encoder)
         extractor = FeatureExtractor(encoder, Normalize(info.mean, info.std), kernels, layers).to(device)
+    precision = readout_precision(cfg.train, device)
+    fast = dataclasses.replace(cfg.train, precision=precision, precision_requested=None)
+    extractor.fast_path(autocast_for(precision, device), memory_format_for(fast, device))
     return extractor, {**checkpoint_meta(ckpt, path), "layers": [i + 1 for i in layers]}

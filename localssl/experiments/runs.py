@@ -29,7 +29,7 @@ from localssl.utils import atomic_write_json
 # Bump when a code change makes earlier runs invalid: every run is then retrained. 2 (2026-12-01): the
 # clapp++both default became two hinge losses (objective.combine=sum_losses), STL-10 pretrains on the
 # unlabeled split with the official normalisation, and the probe classifier's init is seeded by probe.seed.
-KEY_VERSION = 2
+KEY_VERSION = 3  # 3: train.precision=auto (bf16 + channels_last where the CPU/GPU computes bf16 natively)
 
 # Settings that do not change what a run learns: left out of its key (and free to differ on reuse).
 KEY_EXCLUDED = {

@@ -17,6 +17,7 @@ from localssl.config import RunConfig, read_run_config, save_config
 from localssl.data.run_data import check_run_data, pretrain_splits, record_run_data
 from localssl.distributed import World
 from localssl.runlock import RunLock, RunLockedError
+from localssl.train.fast_path import resume_precision_note
 from localssl.train.setup import RunSetup
 from localssl.train.trainer import Trainer
 from localssl.utils import atomic_write_json, trim_csv
@@ -135,10 +136,15 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
         )
     check_overrides(overrides)
     cfg = read_run_config(run_dir, overrides)
+    if any(item.split("=", 1)[0] == "train.precision" for item in overrides or []):
+        cfg.train.precision_requested = None  # told explicitly now (auto: resolved afresh below)
     world, started = _join_world(cfg)
     lock = RunLock(run_dir)
     try:
         _on_main_then_share(world, lambda: bool(lock.acquire()))  # before anything of the run is read or written
+        note = resume_precision_note(cfg.train, distributed.rank_device(resolve_device(cfg.train.device), world))
+        if note and world.is_main:
+            print(note, file=sys.stderr)
         setup = RunSetup.prepare(cfg, world)
         check_run_data(run_dir, setup.cfg.data, pretrain_splits(setup.cfg.data), "resumed: it pretrained on them")
         trainer = Trainer(setup, run_dir)

@@ -10,19 +10,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from localssl.build import check_input_fits
+from localssl.build import check_input_fits, resolve_device
 from localssl.config import RunConfig
 from localssl.data import DatasetInfo, ImageData, data_info
 from localssl.data.pretrain import load_pretrain_data
 from localssl.distributed import SINGLE, World
 from localssl.schedule import check_schedule
 from localssl.tensorboard_log import require_tensorboard
+from localssl.train.fast_path import resolve_fast_path
 
 
 def resolve_config(cfg: RunConfig, info: DatasetInfo | None = None) -> RunConfig:
-    """Fill dataset-dependent ``auto`` values that the trainer itself uses; for ``data.name=folder``
-    also the normalisation computed from the images (stored in config.yaml, so the probe and a resume
-    normalise as the encoder was trained, even after images are added)."""
+    """Fill dataset-dependent ``auto`` values that the trainer itself uses, and the hardware-dependent
+    ``train.precision`` / ``train.channels_last`` (:func:`~localssl.train.fast_path.resolve_fast_path`);
+    for ``data.name=folder`` also the normalisation computed from the images (stored in config.yaml, so the
+    probe and a resume normalise as the encoder was trained, even after images are added)."""
     info = info if info is not None else data_info(cfg.data)
     train = cfg.train
     check_schedule(train.schedule, train.warmup_epochs, train.epochs)
@@ -30,6 +32,7 @@ def resolve_config(cfg: RunConfig, info: DatasetInfo | None = None) -> RunConfig
         require_tensorboard()
     if train.weight_decay == "auto":
         train = dataclasses.replace(train, weight_decay=info.weight_decay)
+    train = resolve_fast_path(train, resolve_device(train.device))
     data = cfg.data
     if data.name == "folder":  # any image size can come: check the encoder takes it
         check_input_fits(cfg, info)

@@ -78,7 +78,16 @@ class Trainer:
         n_layers = len(self.comp.encoder)
         kernels = list(info.pool_kernels) if len(info.pool_kernels) == n_layers else [None] * n_layers
         norm = Normalize(info.mean, info.std).to(self.device)
-        probe = OnlineProbe(self.comp.encoder, norm, kernels, info.num_classes, t.online_probe_lr, t.seed)
+        probe = OnlineProbe(
+            self.comp.encoder,
+            norm,
+            kernels,
+            info.num_classes,
+            t.online_probe_lr,
+            t.seed,
+            autocast=self.step_context.autocast,
+            memory_format=self.memory_format,
+        )
         probe.to(self.device)
         held = holdout_indices(self.data.labels, t.online_probe_holdout, t.seed).to(self.images.device)
         self.probe_holdout = held

@@ -9,6 +9,7 @@ extraction of a whole split is shared here.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 
@@ -21,11 +22,29 @@ from localssl.models.base import LayeredEncoder
 
 class LayerReadout(nn.Module):
     """uint8 images -> concatenated features of the chosen layers (0-based ``layers``); a subclass
-    defines :meth:`forward` for one batch of images."""
+    defines :meth:`forward` for one batch of images. A call runs it on the training's fast path:
+    ``autocast`` (the run's precision) and ``memory_format`` (channels_last or not), set with
+    :meth:`fast_path`; the features come back as float32."""
 
     def __init__(self, encoder: LayeredEncoder, normalize: nn.Module, layers: list[int]) -> None:
         super().__init__()
         self.encoder, self.normalize, self.layers = encoder, normalize, layers
+        self.autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+        self.memory_format = torch.contiguous_format
+
+    def fast_path(
+        self, autocast: Callable[[], contextlib.AbstractContextManager], memory_format: torch.memory_format
+    ) -> LayerReadout:
+        """Read out under ``autocast`` with inputs (and the encoder) in ``memory_format``; returns self."""
+        self.autocast, self.memory_format = autocast, memory_format
+        self.encoder.to(memory_format=memory_format)
+        return self
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 4:
+            images = images.contiguous(memory_format=self.memory_format)
+        with self.autocast():
+            return super().__call__(images).float()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -52,7 +71,7 @@ class LayerReadout(nn.Module):
             x = images[start : start + batch_size].to(device)
             if transform is not None:
                 x = transform(x.float().div_(255.0)).clamp_(0, 1)
-            z = self.forward(x)
+            z = self(x)
             if out is None:
                 out = torch.empty(len(images), z.shape[1], dtype=dtype)
             out[start : start + len(z)] = z.to("cpu", dtype)
@@ -68,7 +87,7 @@ class LayerReadout(nn.Module):
             dims = []
             for i in chosen:
                 self.layers = [i]
-                dims.append(int(self.forward(images).shape[1]))
+                dims.append(int(self(images).shape[1]))
         finally:
             self.layers = chosen
         return dims
