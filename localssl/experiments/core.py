@@ -77,6 +77,15 @@ SCALES = {
         epochs=3,
     ),
 }
+# The fast path's accuracy check (issue 26): the `cpu` scale's first epoch of clapp++ at the default precision
+# (bf16 where the CPU computes it natively) and pinned to fp32 (contiguous), 3 seeds each.
+for _name, _pin in (("cpu-epoch1", ()), ("cpu-epoch1-fp32", ("train.precision=fp32", "train.channels_last=false"))):
+    SCALES[_name] = Budget(
+        SCALES["cpu"].protocol.replace("3 epochs", "1 epoch") + f" Precision: {'fp32' if _pin else 'the default'}.",
+        (*SCALES["cpu"].overrides, *_pin),
+        epochs=1,
+        presets=("clapp++",),
+    )
 
 
 def train_epochs(preset: str, seed: int, budget: Budget, runs: Path) -> list[dict[str, Any]]:
