@@ -79,9 +79,28 @@ def train_linear_probe(
     progress: bool = False,
     keep_classifier: bool = False,
 ) -> dict[str, Any]:
-    """Adam on cross-entropy; the best-validation epoch's classifier is tested once. It runs on the
-    features' device and draws no number from the global generators (its own, seeded by ``probe.seed``).
-    ``keep_classifier``: the result also holds the chosen classifier and its standardisation
+    """Adam on cross-entropy; the best-validation epoch's classifier is tested once (one classifier on all
+    the columns: :func:`train_linear_probes` with one block)."""
+    blocks = {"all": slice(0, fs.val.shape[1])}
+    return train_linear_probes(fs, cfg, num_classes, blocks, standardize, progress, keep_classifier)["all"]
+
+
+def train_linear_probes(
+    fs: FeatureSet,
+    cfg: ProbeConfig,
+    num_classes: int,
+    blocks: dict[str, slice],
+    standardize: bool = True,
+    progress: bool = False,
+    keep_classifier: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """One linear classifier on each block of columns (e.g. each layer's, and all), fitted side by side: each
+    is what it would be fitted alone (its own init from ``probe.seed``, its own Adam state, the same batches,
+    its own best-validation epoch), but every batch is gathered and z-scored once for all of them.
+
+    Adam on cross-entropy; the best-validation epoch's classifier is tested once. It runs on the features'
+    device and draws no number from the global generators (its own, seeded by ``probe.seed``).
+    ``keep_classifier``: each result also holds the chosen classifier and its standardisation
     (``"classifier"``: ``weight``, ``bias``, ``mean``, ``std`` tensors)."""
     g = torch.Generator().manual_seed(cfg.seed)
     d = fs.val.shape[1]
@@ -92,48 +111,67 @@ def train_linear_probe(
         del ref
     else:
         mean, std = torch.zeros(d, device=device), torch.ones(d, device=device)
-    with torch.random.fork_rng(devices=[]):  # the init depends on probe.seed only, not on what ran before
-        torch.manual_seed(cfg.seed)
-        clf = nn.Linear(d, num_classes)
-    clf.to(device)
-    opt = torch.optim.Adam(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    clfs = {}
+    for name, cols in blocks.items():
+        with torch.random.fork_rng(devices=[]):  # the init depends on probe.seed only, not on what ran before
+            torch.manual_seed(cfg.seed)
+            clfs[name] = nn.Linear(cols.stop - cols.start, num_classes).to(device)
+    params = [p for clf in clfs.values() for p in clf.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)  # per-element: as one Adam each
 
-    def accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
+    def accuracy(x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         if len(y) == 0:
-            return float("nan")
+            return dict.fromkeys(clfs, float("nan"))
+        correct = dict.fromkeys(clfs, 0)
         with torch.no_grad():
-            correct = 0
             for s in range(0, len(x), 4096):
-                logits = clf((x[s : s + 4096].float() - mean) / std)
-                correct += int((logits.argmax(1) == y[s : s + 4096]).sum())
-        return correct / len(y)
+                z = (x[s : s + 4096].float() - mean) / std
+                for name, clf in clfs.items():
+                    correct[name] += int((clf(z[:, blocks[name]]).argmax(1) == y[s : s + 4096]).sum())
+        return {name: c / len(y) for name, c in correct.items()}
 
-    best = (-1.0, 0, {k: v.clone() for k, v in clf.state_dict().items()})
-    history = []
+    def snapshot(clf: nn.Linear) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in clf.state_dict().items()}
+
+    best = {name: (-1.0, 0, snapshot(clf)) for name, clf in clfs.items()}
+    history: dict[str, list[dict[str, Any]]] = {name: [] for name in clfs}
     n = len(fs.train_y)
     for epoch in tqdm(range(cfg.epochs), desc="probe epochs", leave=False, disable=not progress, file=sys.stderr):
         x_all = fs.train[epoch % len(fs.train)]
         perm = torch.randperm(n, generator=g).to(device)
-        total = 0.0
+        total = dict.fromkeys(clfs, 0.0)
         for s in range(0, n, cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
-            loss = F.cross_entropy(clf((x_all[idx].float() - mean) / std), fs.train_y[idx])
+            z, y = (x_all[idx].float() - mean) / std, fs.train_y[idx]
+            losses = {name: F.cross_entropy(clf(z[:, blocks[name]]), y) for name, clf in clfs.items()}
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            sum(losses.values()).backward()  # each classifier's gradient is its own loss's
             opt.step()
-            total += loss.item() * len(idx)
+            for name, loss in losses.items():
+                total[name] += loss.item() * len(idx)
         val_acc = accuracy(fs.val, fs.val_y)
-        history.append({"epoch": epoch + 1, "train_loss": total / n, "val_acc": val_acc})
-        if val_acc > best[0] or len(fs.val_y) == 0:
-            best = (val_acc, epoch + 1, {k: v.clone() for k, v in clf.state_dict().items()})
-    clf.load_state_dict(best[2])
-    out = {
-        "test_acc": accuracy(fs.test, fs.test_y),
-        "val_acc": best[0],
-        "best_epoch": best[1],
-        "train_acc": accuracy(fs.train[0], fs.train_y),
-        "history": history,
-    }
-    if keep_classifier:
-        out["classifier"] = {"weight": clf.weight.detach(), "bias": clf.bias.detach(), "mean": mean, "std": std}
+        for name, clf in clfs.items():
+            history[name].append({"epoch": epoch + 1, "train_loss": total[name] / n, "val_acc": val_acc[name]})
+            if val_acc[name] > best[name][0] or len(fs.val_y) == 0:
+                best[name] = (val_acc[name], epoch + 1, snapshot(clf))
+    for name, clf in clfs.items():
+        clf.load_state_dict(best[name][2])
+    test_acc, train_acc = accuracy(fs.test, fs.test_y), accuracy(fs.train[0], fs.train_y)
+    out = {}
+    for name, clf in clfs.items():
+        out[name] = {
+            "test_acc": test_acc[name],
+            "val_acc": best[name][0],
+            "best_epoch": best[name][1],
+            "train_acc": train_acc[name],
+            "history": history[name],
+        }
+        if keep_classifier:
+            cols = blocks[name]
+            out[name]["classifier"] = {
+                "weight": clf.weight.detach(),
+                "bias": clf.bias.detach(),
+                "mean": mean[cols],
+                "std": std[cols],
+            }
     return out

@@ -8,9 +8,10 @@ runs :mod:`localssl.evaluate.probe`'s protocol in small:
    the offline probe extracts them (:class:`~localssl.linear_probe.FeatureExtractor`: eval mode, no
    gradient, no augmentation, every layer pooled with the dataset's kernels, flattened, concatenated);
 2. one linear read-out per layer and one on all layers are fitted from scratch by the offline probe's own
-   classifier (:func:`~localssl.linear_probe.train_linear_probe` with the ``probe.*`` settings: z-scored
-   features, Adam, the epoch with the best validation accuracy kept) on ``train.online_probe_train`` images
-   (a tenth of them the validation part, as the offline probe's 5000 of 50 000);
+   classifier (:func:`~localssl.linear_probe.train_linear_probes` with the ``probe.*`` settings: z-scored
+   features, Adam, the epoch with the best validation accuracy kept; the read-outs side by side, each as if
+   fitted alone, as ``localssl probe --per-layer``) on ``train.online_probe_train`` images (a tenth of them the
+   validation part, as the offline probe's 5000 of 50 000);
 3. the chosen read-outs score ``train.online_probe_holdout`` other labelled pretraining images, never
    fitted on: the ``probe_acc_*`` columns of ``steps.csv`` and ``metrics.csv``.
 
@@ -28,7 +29,7 @@ import time
 import torch
 
 from localssl.config import ProbeConfig
-from localssl.linear_probe import FeatureExtractor, FeatureSet, columns, feature_dtype, train_linear_probe
+from localssl.linear_probe import FeatureExtractor, FeatureSet, feature_dtype, train_linear_probes
 
 
 def holdout_indices(labels: torch.Tensor, n_holdout: int, seed: int) -> torch.Tensor:
@@ -113,8 +114,9 @@ class OnlineProbe:
         t0 = time.perf_counter()
         idx = torch.cat([self.train_idx, self.val_idx, self.held])
         x, dims = self._features(idx)
+        device = next(self.extractor.encoder.parameters()).device  # the fits run where the encoder does
+        x, y = x.to(device), self.labels[idx.to(self.labels.device)].to(device)
         t1 = time.perf_counter()
-        y = self.labels[idx.to(self.labels.device)].cpu()
         n_tr, n_va = len(self.train_idx), len(self.val_idx)
         fs = FeatureSet(
             train=[x[:n_tr]],
@@ -125,14 +127,13 @@ class OnlineProbe:
             test_y=y[n_tr + n_va :],
         )
         starts = [sum(dims[:i]) for i in range(len(dims) + 1)]
-        blocks = [slice(starts[i], starts[i + 1]) for i in range(len(dims))] + [slice(0, starts[-1])]
-        acc, readouts = {}, {}
-        for name, cols in zip(self.names, blocks):
-            r = train_linear_probe(
-                columns(fs, cols), self.probe, self.num_classes, self.probe.standardize, keep_classifier=True
-            )
-            acc[f"probe_acc_{name}"] = round(100.0 * r["test_acc"], 3)
-            readouts[name] = r["classifier"]
+        blocks = {f"l{i + 1}": slice(starts[i], starts[i + 1]) for i in range(len(dims))}
+        blocks["all"] = slice(0, starts[-1])
+        fits = train_linear_probes(
+            fs, self.probe, self.num_classes, blocks, self.probe.standardize, keep_classifier=True
+        )
+        acc = {f"probe_acc_{name}": round(100.0 * fits[name]["test_acc"], 3) for name in self.names}
+        readouts = {name: {k: v.cpu() for k, v in fits[name]["classifier"].items()} for name in self.names}
         self._last = (global_step, acc, readouts)
         t2 = time.perf_counter()
         self.last_seconds = {"extract": t1 - t0, "fit": t2 - t1}
