@@ -35,9 +35,10 @@ RUNGS: dict[str, int] = {
     "models": 2,
     # 3: view generators (a ViewBatch, a view's probe read-out)
     "views": 3,
-    # 4: per-layer objectives; the online probe head (a loss on detached, pooled features)
+    # 4: per-layer objectives; the linear probe (pooled features, the classifier) and the online probe fitting it
     "objectives": 4,
     "online_probe": 4,
+    "linear_probe": 4,
     # 5: credit-assignment rules (and the gradient maths they need: global BP-SSL, Def. 3.4)
     "rules": 5,
     # 6-7: components built from a config, then the trainer (nothing below train imports train)

@@ -31,7 +31,7 @@ TINY = [
     "train.checkpoint_every=4",
     "train.lr=1e-3",
 ]
-TIMING = {"seconds", "images_per_s"}
+TIMING = {"seconds", "images_per_s", "online_probe_s"}
 
 
 class _Killed(Exception):
@@ -73,8 +73,10 @@ def _assert_same_run(a, b):
             load_checkpoint(a / "checkpoint.pt")["online_probe"],
             load_checkpoint(b / "checkpoint.pt")["online_probe"],
         )
-        wa.update({f"probe.{k}": v for k, v in pa["modules"].items()})
-        wb.update({f"probe.{k}": v for k, v in pb["modules"].items()})
+        assert pa["global_step"] == pb["global_step"] and pa["accuracy"] == pb["accuracy"]
+        for name, readout in pa["readouts"].items():  # the read-outs of the last scoring
+            wa.update({f"probe.{name}.{k}": v for k, v in readout.items()})
+            wb.update({f"probe.{name}.{k}": v for k, v in pb["readouts"][name].items()})
     assert wa.keys() == wb.keys()
     for name in wa:
         assert torch.equal(wa[name], wb[name]), f"{name} differs after the mid-epoch resume"
@@ -189,12 +191,12 @@ def test_a_checkpoint_older_than_a_config_key_resumes_unless_the_key_was_changed
     run = pretrain(load_config("clapp++", [*TINY, "train.epochs=1", f"data.root={cifar_root}", f"out_dir={tmp_path}"]))
     ckpt = load_checkpoint(run / "checkpoint.pt")
     settings = json.loads(ckpt["config"])
-    del settings["train.online_probe_lr"], settings["objective.f"]  # as if written before these keys existed
+    del settings["train.online_probe_train"], settings["objective.f"]  # as if written before these keys existed
     torch.save({**ckpt, "config": json.dumps(settings, sort_keys=True)}, run / "checkpoint.pt")
     text = (run / "config.yaml").read_text()
-    assert "online_probe_lr: 0.001" in text
-    (run / "config.yaml").write_text(text.replace("online_probe_lr: 0.001", "online_probe_lr: 0.01"))
-    with pytest.raises(ValueError, match=r"\(train\.online_probe_lr: checkpoint None, config\.yaml 0\.01\)"):
+    assert "online_probe_train: 10000" in text
+    (run / "config.yaml").write_text(text.replace("online_probe_train: 10000", "online_probe_train: 500"))
+    with pytest.raises(ValueError, match=r"\(train\.online_probe_train: checkpoint None, config\.yaml 500\)"):
         resume(run, ["train.epochs=2"])
     (run / "config.yaml").write_text(text)
     resume(run, ["train.epochs=2"])

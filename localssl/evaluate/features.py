@@ -1,28 +1,16 @@
-"""Frozen-encoder features: every layer's output pooled with the dataset's kernels and concatenated
-(CLAPP++ App. B: "read-out concatenated representations from multiple layers"), and the features of a
-probe's train, validation and test splits (:class:`FeatureSet`)."""
+"""Which layers a probe reads out (:func:`parse_layers`). The extractor (every layer's output pooled with the
+dataset's kernels and concatenated) and the feature sets live one rung down, in :mod:`localssl.linear_probe`,
+shared with the online probe; they are re-exported here."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Protocol, runtime_checkable
 
-import torch
-from torch import nn
-
+from localssl.linear_probe import FeatureExtractor, FeatureSet
 from localssl.models.base import LayeredEncoder
-from localssl.objectives.base import SpatialPool
 from localssl.views.readout import LayerReadout
 
-
-@dataclasses.dataclass
-class FeatureSet:
-    train: list[torch.Tensor]  # one or more (augmented) copies, (n_train, D)
-    train_y: torch.Tensor
-    val: torch.Tensor
-    val_y: torch.Tensor
-    test: torch.Tensor
-    test_y: torch.Tensor
+__all__ = ["FeatureExtractor", "FeatureSet", "OwnProbeFeatures", "parse_layers"]
 
 
 def parse_layers(spec: str, n_layers: int) -> list[int]:
@@ -36,25 +24,6 @@ def parse_layers(spec: str, n_layers: int) -> list[int]:
     if not idx or idx[0] < 0 or idx[-1] >= n_layers:
         raise ValueError(f"probe.layers={spec}: layers are numbered 1..{n_layers}")
     return idx
-
-
-class FeatureExtractor(LayerReadout):
-    """uint8 images -> concatenated pooled features of the chosen layers."""
-
-    def __init__(
-        self,
-        encoder: LayeredEncoder,
-        normalize: nn.Module,
-        kernels: list[int | None],
-        layers: list[int],
-    ) -> None:
-        super().__init__(encoder, normalize, layers)
-        self.pools = nn.ModuleList(SpatialPool(k) for k in kernels)
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        hs = self.encoder(self.normalize(images))
-        return torch.cat([self.pools[i](hs[i]).flatten(1) for i in self.layers], dim=1)
 
 
 @runtime_checkable

@@ -24,7 +24,6 @@ from typing import Any
 
 import kornia.augmentation as K
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -35,67 +34,13 @@ from localssl.data import data_info, load_split
 from localssl.data.catalog import FOLDER
 from localssl.data.run_data import check_run_data, probe_splits
 from localssl.data.user_folder import folder_manifest
-from localssl.evaluate.features import FeatureSet
 from localssl.evaluate.frame_probe import compute_frame_features
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.paper_probe import layer_blocks, paper_probe
+from localssl.linear_probe import FeatureSet, columns, feature_dtype, train_linear_probe
 from localssl.utils import atomic_torch_save, atomic_write_json
 
 PROBE_OVERRIDABLE_PREFIXES = ("probe.", "data.root", "train.device")
-
-
-def train_linear_probe(
-    fs: FeatureSet, cfg: ProbeConfig, num_classes: int, standardize: bool = True, progress: bool = False
-) -> dict[str, Any]:
-    """Adam on cross-entropy; the best-validation epoch's classifier is tested once."""
-    g = torch.Generator().manual_seed(cfg.seed)
-    d = fs.val.shape[1]
-    if standardize:
-        ref = fs.train[0].float()
-        mean, std = ref.mean(0), ref.std(0).clamp_min(1e-6)
-    else:
-        mean, std = torch.zeros(d), torch.ones(d)
-    with torch.random.fork_rng(devices=[]):  # the init depends on probe.seed only, not on what ran before
-        torch.manual_seed(cfg.seed)
-        clf = nn.Linear(d, num_classes)
-    opt = torch.optim.Adam(clf.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    def accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
-        if len(y) == 0:
-            return float("nan")
-        with torch.no_grad():
-            correct = 0
-            for s in range(0, len(x), 4096):
-                logits = clf((x[s : s + 4096].float() - mean) / std)
-                correct += int((logits.argmax(1) == y[s : s + 4096]).sum())
-        return correct / len(y)
-
-    best = (-1.0, 0, {k: v.clone() for k, v in clf.state_dict().items()})
-    history = []
-    n = len(fs.train_y)
-    for epoch in tqdm(range(cfg.epochs), desc="probe epochs", leave=False, disable=not progress, file=sys.stderr):
-        x_all = fs.train[epoch % len(fs.train)]
-        perm = torch.randperm(n, generator=g)
-        total = 0.0
-        for s in range(0, n, cfg.batch_size):
-            idx = perm[s : s + cfg.batch_size]
-            loss = F.cross_entropy(clf((x_all[idx].float() - mean) / std), fs.train_y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        val_acc = accuracy(fs.val, fs.val_y)
-        history.append({"epoch": epoch + 1, "train_loss": total / n, "val_acc": val_acc})
-        if val_acc > best[0] or len(fs.val_y) == 0:
-            best = (val_acc, epoch + 1, {k: v.clone() for k, v in clf.state_dict().items()})
-    clf.load_state_dict(best[2])
-    return {
-        "test_acc": accuracy(fs.test, fs.test_y),
-        "val_acc": best[0],
-        "best_epoch": best[1],
-        "train_acc": accuracy(fs.train[0], fs.train_y),
-        "history": history,
-    }
 
 
 def split_train_val(n: int, cfg: ProbeConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,7 +96,7 @@ def compute_features(
     val_idx, train_idx = split_train_val(len(train), cfg.probe)
     if cfg.probe.train_subset is not None:
         train_idx = train_idx[: cfg.probe.train_subset]
-    dtype = torch.float16 if sum(meta["layer_dims"]) > 8192 else torch.float32
+    dtype = feature_dtype(sum(meta["layer_dims"]))
     tr_images = train.images[train_idx]
 
     def extract(images: torch.Tensor, desc: str, transform: nn.Module | None = None) -> torch.Tensor:
@@ -180,18 +125,6 @@ def compute_features(
         except OSError:
             pass  # a full disk only costs the cache
     return fs, meta
-
-
-def columns(fs: FeatureSet, cols: slice) -> FeatureSet:
-    """The same images' features restricted to the columns ``cols`` (views, no copy)."""
-    return FeatureSet(
-        train=[x[:, cols] for x in fs.train],
-        train_y=fs.train_y,
-        val=fs.val[:, cols],
-        val_y=fs.val_y,
-        test=fs.test[:, cols],
-        test_y=fs.test_y,
-    )
 
 
 SECTIONS = ("honest", "paper", "per_layer")

@@ -32,7 +32,8 @@ from localssl.checkpoint import EpochPosition, config_fingerprint, rng_states, s
 from localssl.config import RunConfig
 from localssl.data import ImageData
 from localssl.distributed import SINGLE, World
-from localssl.online_probe import OnlineProbe, holdout_indices
+from localssl.linear_probe import FeatureExtractor
+from localssl.online_probe import OnlineProbe
 from localssl.rules.base import Metrics, StepContext
 from localssl.tensorboard_log import TensorBoardLog
 from localssl.train.fast_path import autocast_for, compile_step, memory_format_for
@@ -77,23 +78,19 @@ class Trainer:
         t, info = self.cfg.train, setup.info
         n_layers = len(self.comp.encoder)
         kernels = list(info.pool_kernels) if len(info.pool_kernels) == n_layers else [None] * n_layers
-        norm = Normalize(info.mean, info.std).to(self.device)
-        probe = OnlineProbe(
-            self.comp.encoder,
-            norm,
-            kernels,
+        norm = Normalize(info.mean, info.std)
+        extractor = FeatureExtractor(self.comp.encoder, norm, kernels, list(range(n_layers))).to(self.device)
+        extractor.fast_path(self.step_context.autocast, self.memory_format)  # the training's precision and layout
+        return OnlineProbe(
+            extractor,
+            self.cfg.probe,
             info.num_classes,
-            t.online_probe_lr,
+            self.images,
+            self.labels,
+            t.online_probe_train,
+            t.online_probe_holdout,
             t.seed,
-            autocast=self.step_context.autocast,
-            memory_format=self.memory_format,
         )
-        probe.to(self.device)
-        held = holdout_indices(self.data.labels, t.online_probe_holdout, t.seed).to(self.images.device)
-        self.probe_holdout = held
-        self.probe_trainable = self.labels >= 0
-        self.probe_trainable[held] = False
-        return probe
 
     @property
     def optimizers(self) -> dict[int, torch.optim.Optimizer]:
@@ -132,7 +129,7 @@ class Trainer:
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         if self.online_probe is not None and "online_probe" in ckpt:
-            self.online_probe.load(ckpt["online_probe"], self.images[:2].to(self.device))
+            self.online_probe.load(ckpt["online_probe"])
         self._position = EpochPosition.from_state(ckpt["position"]) if "position" in ckpt else None
         self.checkpoint_at = self._where(self._position)
         self.divergence.load(ckpt)
@@ -205,23 +202,12 @@ class Trainer:
             vb.x = vb.x.contiguous(memory_format=self.memory_format)
         return vb
 
-    def online_probe_step(self, idx: torch.Tensor) -> torch.Tensor | None:
-        """One step of the online read-outs on the first ``train.online_probe_batch`` labelled, not held-out
-        images of the batch (no-op without an online probe)."""
-        if self.online_probe is None:
-            return None
-        keep = idx[self.probe_trainable[idx]][: self.cfg.train.online_probe_batch]
-        if len(keep) == 0:
-            return None
-        imgs = self.images[keep].to(self.device, non_blocking=True)
-        return self.online_probe.train_step(imgs, self.labels[keep].to(self.device))
-
-    def online_probe_accuracy(self) -> dict[str, float]:
-        """Held-out accuracy (%) of every online read-out (empty without an online probe)."""
+    def online_probe_accuracy(self, steps_done: int | None = None) -> dict[str, float]:
+        """Held-out accuracy (%) of every online read-out, fitted on the encoder as it is after ``steps_done``
+        global steps (default: ``self.global_step``); empty without an online probe. Scored once per step."""
         if self.online_probe is None:
             return {}
-        held = self.probe_holdout
-        return self.online_probe.accuracy(self.images[held].to(self.device), self.labels[held].to(self.device))
+        return self.online_probe.score(self.global_step if steps_done is None else steps_done)
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
@@ -245,7 +231,7 @@ class Trainer:
         row.update({k: round(v / k_steps, 6) for k, v in zip(means, DeviceSums.read(means))})
         if self.online_probe is not None:  # every row has the columns (csv header); scored every N steps
             scored = online_probe_due(self.cfg.train.online_probe_every or 0, self.global_step + 1, k_steps)
-            acc = self.online_probe_accuracy() if scored else {}
+            acc = self.online_probe_accuracy(self.global_step + 1) if scored else {}
             row.update({f"probe_acc_{n}": acc.get(f"probe_acc_{n}", "") for n in self.online_probe.names})
         self.divergence.observe(row)
         if self.world.is_main:
@@ -265,6 +251,7 @@ class Trainer:
         start, seconds_before, in_window = self.restore_position(n_steps, sums, window)
         bs, log_every = cfg.train.batch_size, cfg.train.log_every
         postfix: dict[str, str] = {}
+        probe_s = self.online_probe.seconds if self.online_probe is not None else 0.0
         t0 = time.perf_counter()
         bar = tqdm(
             range(start, n_steps),
@@ -280,9 +267,6 @@ class Trainer:
             self.apply_schedule(n_steps)
             idx = perm[distributed.rank_slice(step, bs, self.world)]
             metrics = self.optimize(self.make_views(idx)) if self.comp.rule.trains_encoder else {}
-            probe_loss = self.online_probe_step(idx)
-            if probe_loss is not None:
-                metrics = {**metrics, "probe_loss": probe_loss}
             window.add(metrics)  # on the device, no host sync: the values are read once per logged row
             in_window += 1
             if (step + 1) % log_every == 0 or step + 1 == n_steps:
@@ -309,6 +293,8 @@ class Trainer:
         out = {k: v / n_steps for k, v in zip(epoch_means, DeviceSums.read(epoch_means))}
         out.update(seconds=seconds, images_per_s=n_steps * bs * self.world.size / seconds)
         out.update(self.online_probe_accuracy())  # held-out accuracy at the epoch's end (timed apart)
+        if self.online_probe is not None:  # seconds the online probe took this epoch (those mid-epoch in `seconds`)
+            out["online_probe_s"] = round(self.online_probe.seconds - probe_s, 3)
         return out
 
     def fit(self) -> dict[str, Any]:
