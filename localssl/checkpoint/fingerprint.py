@@ -17,6 +17,10 @@ RESUME_OVERRIDABLE = {
     "train.max_steps_per_epoch",
     "train.checkpoint_every",
     "train.checkpoint_every_minutes",
+    "train.parallel",  # how the processes share the work; layers gives the one-process weights
+    "train.stage_bounds",
+    "train.stage_timeout",
+    "train.stage_queue",
     "data.root",
 }
 

@@ -150,7 +150,10 @@ class Trainer:
         if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
             return True
         minutes = t.checkpoint_every_minutes
-        return bool(minutes) and time.monotonic() - self._checkpoint_time >= 60 * minutes
+        due = bool(minutes) and time.monotonic() - self._checkpoint_time >= 60 * minutes
+        if minutes and self.world.distributed and not self.cfg.train.parallel == "layers":
+            due = bool(distributed.broadcast_object(due))  # the ranks save together: rank 0's clock decides
+        return due
 
     def restore_position(self, n_steps: int, sums: DeviceSums, window: DeviceSums) -> tuple[int, float, int]:
         """Continue the epoch where a loaded mid-epoch checkpoint left it: fill ``sums`` and ``window``, set
@@ -161,9 +164,15 @@ class Trainer:
         if position is None:
             return 0, 0.0, 0
         position.check_fits(self.epoch, n_steps)
+        n_rngs = len(position.ranks_rng) if position.ranks_rng is not None else 1
+        if n_rngs != self.world.size:  # the epoch's slices and augmentation streams are those of its ranks
+            raise ValueError(
+                f"this mid-epoch checkpoint was written by {n_rngs} process(es): resume it with as many "
+                f"(now {self.world.size}), or resume from the end-of-epoch checkpoint of another run"
+            )
         sums.add(position.sums)
         window.add(position.window)
-        position.restore_rng(self.device)
+        position.restore_rng(self.device, self.world.rank, self.world.size)
         in_window = position.window_steps
         if in_window is None:  # a checkpoint from before the count was stored: its run's log_every
             in_window = position.step % self.cfg.train.log_every
@@ -289,8 +298,9 @@ class Trainer:
                 check_finite(window.as_dict(), f"epoch {self.epoch + 1}, step {step + 1}", self._kept())
                 seconds = time.perf_counter() - t0 + seconds_before
                 rng = rng_states(self.device)
+                ranks_rng = distributed.all_objects(rng) if self.world.distributed else None
                 position = EpochPosition(
-                    self.epoch, step + 1, seconds, rng, sums.as_dict(), window.as_dict(), in_window
+                    self.epoch, step + 1, seconds, rng, sums.as_dict(), window.as_dict(), in_window, ranks_rng
                 )
                 self.save_checkpoint(position)
         if self.device.type == "cuda":
