@@ -180,3 +180,27 @@ def test_torchrun_resume_continues_exactly(cifar_root, tmp_path):
     half = Path(run("clapp++", *args, "train.epochs=1", f"out_dir={tmp_path / 'b'}"))
     run("--resume", str(half), "train.epochs=2")
     assert _max_diff(_weights(full), _weights(half)) == 0.0
+
+
+@pytest.mark.slow
+def test_data_parallel_mid_epoch_checkpoint_resumes_exactly(cifar_root, tmp_path):
+    """A mid-epoch checkpoint under torchrun holds every rank's augmentation generators: the run resumed from
+    its last one (global step 9 of 10) ends with the uninterrupted run's weights."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+    def run(*args: str) -> Path:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        cmd = [*launch, "--master_port", str(_free_port()), "-m", "localssl", "pretrain", *args]
+        out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return tmp_path / out.stdout.strip().splitlines()[-1]
+
+    full = run("clapp++", *SETUP, "train.checkpoint_every=3", f"data.root={cifar_root}")
+    mid = tmp_path / "mid"
+    mid.mkdir()
+    shutil.copy(full / "config.yaml", mid / "config.yaml")
+    shutil.copy(full / "checkpoint.prev.pt", mid / "checkpoint.pt")
+    ckpt = torch.load(mid / "checkpoint.pt", weights_only=True)
+    assert ckpt["global_step"] == 9 and len(ckpt["position"]["ranks_rng"]) == 2
+    run("--resume", str(mid))
+    assert _max_diff(_weights(full), _weights(mid)) == 0.0

@@ -278,9 +278,9 @@ class PipelineTrainer(Trainer):
     # ------------------------------------------------------------------ messages
     def _lost(self, err: PeerLostError, peer: int, what: str) -> StageLostError:
         kept = (
-            f"the last checkpoint ({self.checkpoint_at}) is kept in {self.run_dir}"
+            f"The last checkpoint ({self.checkpoint_at}) is kept in {self.run_dir}"
             if self.checkpoint_at is not None
-            else f"no checkpoint was written yet in {self.run_dir}"
+            else f"No checkpoint was written yet in {self.run_dir}"
         )
         return StageLostError(
             f"stage {self.stage}: stage {peer} stopped answering ({what}: {err}); it died, hangs (more than "
