@@ -142,15 +142,16 @@ def barrier() -> None:
         dist.barrier()
 
 
-def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Average a dict of scalar tensors over ranks (same keys on every rank)."""
+def mean_over_ranks(values: dict[str, torch.Tensor], own: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Average a dict of scalar tensors over ranks (same keys on every rank), except the keys starting with a
+    prefix in ``own``: those are one rank's own (rank 0's online probe) and pass through unaveraged."""
     if not dist.is_initialized() or not values:
         return values
-    keys = sorted(values)
+    keys = sorted(k for k in values if not k.startswith(own))  # startswith(()) is False
     stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float32) for k in keys])
     dist.all_reduce(stacked)
     stacked /= dist.get_world_size()
-    return dict(zip(keys, stacked))
+    return {**dict(zip(keys, stacked)), **{k: v for k, v in values.items() if k.startswith(own)}}
 
 
 class PeerLostError(RuntimeError):

@@ -204,3 +204,21 @@ def test_data_parallel_mid_epoch_checkpoint_resumes_exactly(cifar_root, tmp_path
     assert ckpt["global_step"] == 9 and len(ckpt["position"]["ranks_rng"]) == 2
     run("--resume", str(mid))
     assert _max_diff(_weights(full), _weights(mid)) == 0.0
+
+
+@pytest.mark.slow
+def test_data_parallel_online_probe_trains_on_rank_0_and_changes_nothing_else(cifar_root, tmp_path):
+    """train.online_probe under torchrun: rank 0 trains the read-outs on its slice, logs their accuracy, saves
+    them; the encoder's weights are those of the same run without the probe (the read-outs draw nothing)."""
+    common = [*SETUP, "train.log_every=2", f"data.root={cifar_root}"]
+    probe = ["train.online_probe=true", "train.online_probe_holdout=12", "train.online_probe_every=4"]
+    runs = [
+        " ".join(["clapp++", *common, f"out_dir={tmp_path / name}", *extra])
+        for name, extra in (("plain", []), ("probe", probe))
+    ]
+    plain, with_probe = (Path(r) for r in _launch(2, runs, tmp_path)[0])
+    assert _max_diff(_weights(plain), _weights(with_probe)) == 0.0
+    assert "online_probe" in torch.load(with_probe / "checkpoint.pt", weights_only=True)
+    header = (with_probe / "steps.csv").read_text().splitlines()[0]
+    assert "probe_loss" in header and "probe_acc_all" in header
+    assert "probe_acc_all" in (with_probe / "metrics.csv").read_text().splitlines()[0]

@@ -228,14 +228,16 @@ def test_same_reference_local_rules_and_modules_are_accepted():
         check_world(load_config(preset, ["train.parallel=layers"]), SINGLE)
 
 
-@pytest.mark.parametrize(("preset", "cuts"), [("clapp++", [2, 4]), ("gim", [2, 4])])
-def test_blocks_run_one_after_the_other_give_the_step(preset, cuts):
+@pytest.mark.parametrize(
+    ("preset", "cuts", "extra"),
+    [("clapp++", [2, 4], []), ("gim", [2, 4], ["views.crop_size=40", "objective.steps=2"])],
+)
+def test_blocks_run_one_after_the_other_give_the_step(preset, cuts, extra):
     """Rule.step_layers over consecutive blocks leaves Rule.step's gradients (the stages' arithmetic)."""
     g = torch.Generator().manual_seed(0)
     data = ImageData(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(8).long(), [])
-    trainer = Trainer(
-        load_config(preset, ["model.width=0.0625", "train.device=cpu", "train.batch_size=4"]), Path("u"), data=data
-    )
+    cfg = load_config(preset, ["model.width=0.0625", "train.device=cpu", "train.batch_size=4", *extra])
+    trainer = Trainer(cfg, Path("unused"), data=data)
     rule, encoder = trainer.comp.rule, trainer.comp.encoder
     assert all(c in rule.stage_cuts(len(encoder)) for c in cuts)
     torch.manual_seed(1)

@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import io
 import itertools
-import resource
 import sys
 import time
 from pathlib import Path
@@ -60,70 +58,17 @@ from tqdm import tqdm
 
 from localssl import distributed
 from localssl.checkpoint import EpochPosition, rng_states, save_checkpoint
-from localssl.distributed import SINGLE, PeerLostError, recv_async, send_async, wait_for
+from localssl.distributed import SINGLE
 from localssl.rules.base import Metrics, StepContext
 from localssl.train.metrics import DeviceSums, check_finite
 from localssl.train.optimizers import StepOptimizers
 from localssl.train.setup import RunSetup
+from localssl.train.stages import StageLinks, StageLostError, balanced_cuts, peak_memory_mb
 from localssl.train.trainer import Trainer
 from localssl.utils import append_csv, atomic_write_json, epoch_seed
 from localssl.views.base import ViewBatch
 
 CHECKPOINT_AFTER = 1  # header flag: every stage hands its part to rank 0 after this step
-_ACTIVATIONS, _OBJECTS = 0, 1  # message tags: batches downstream, rows and checkpoint parts to rank 0
-_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
-_MAX_DIMS = 6
-_HEADER = 12 + _MAX_DIMS  # step, flags, n_images, grid (2), sizes of pos/pos_ref/neg/neg_ref/labels, dtype, ndim, shape
-MB = 2**20
-
-
-class StageLostError(RuntimeError):
-    """Another stage of a layer-parallel run died, hung past ``train.stage_timeout`` or stopped on its own
-    error; the message names it, the last checkpoint, and how to continue."""
-
-
-def balanced_cuts(costs: list[float], n_stages: int) -> list[int]:
-    """Cut ``costs`` (one per unit, in order) into ``n_stages`` contiguous non-empty blocks whose largest sum
-    is the smallest possible; returns the number of units before each cut (``n_stages - 1`` of them)."""
-    n = len(costs)
-    if not 1 <= n_stages <= n:
-        raise ValueError(f"cannot cut {n} units into {n_stages} stages")
-    prefix = [0.0]
-    for c in costs:
-        prefix.append(prefix[-1] + c)
-    # best[k][j]: the smallest largest block when the first j units form k blocks; cut[k][j]: its last cut
-    best = [[float("inf")] * (n + 1) for _ in range(n_stages + 1)]
-    cut = [[0] * (n + 1) for _ in range(n_stages + 1)]
-    best[0][0] = 0.0
-    for k in range(1, n_stages + 1):
-        for j in range(k, n + 1):
-            for i in range(k - 1, j):
-                value = max(best[k - 1][i], prefix[j] - prefix[i])
-                if value < best[k][j]:
-                    best[k][j], cut[k][j] = value, i
-    cuts, j = [], n
-    for k in range(n_stages, 1, -1):
-        j = cut[k][j]
-        cuts.append(j)
-    return cuts[::-1]
-
-
-def peak_memory_mb(device: torch.device) -> dict[str, float]:
-    """This process's peak resident memory (and peak CUDA allocation), in MiB."""
-    out = {"rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
-    if device.type == "cuda":
-        out["cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / MB, 1)
-    return out
-
-
-def _to_bytes(obj: Any, device: torch.device) -> torch.Tensor:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8).to(device)
-
-
-def _from_bytes(payload: torch.Tensor, device: torch.device) -> Any:
-    return torch.load(io.BytesIO(payload.cpu().numpy().tobytes()), map_location=device, weights_only=True)
 
 
 @dataclasses.dataclass
@@ -156,14 +101,10 @@ class PipelineTrainer(Trainer):
         self.step_context = dataclasses.replace(
             self.step_context, layer_done=self.opt.layer_done, optimizer=self.opt.as_one()
         )
-        self.timeout = float(t.stage_timeout)
-        self.wire = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        self.links = StageLinks(
+            self.stage, self.device, self.memory_format, t.stage_queue, float(t.stage_timeout), self._explain
+        )
         self._n_images = len(self.images)
-        self._inflight: collections.deque[tuple[list[Any], tuple[torch.Tensor, ...]]] = collections.deque()
-        self._posted: tuple[list[Any], tuple[torch.Tensor, ...]] | None = None
-        self._send_sig: tuple[Any, ...] | None = None
-        self._recv_sig: tuple[Any, ...] | None = None
-        self._objects_out: list[tuple[list[Any], tuple[torch.Tensor, ...]]] = []
         self._rows: collections.deque[_Row] = collections.deque()
         self._epoch_sums = DeviceSums()
         self._carry: dict[str, torch.Tensor] = {}  # a resumed epoch's window, added to its first row
@@ -275,146 +216,13 @@ class PipelineTrainer(Trainer):
         cap = self.cfg.train.max_steps_per_epoch
         return min(n, cap) if cap else n
 
-    # ------------------------------------------------------------------ messages
-    def _lost(self, err: PeerLostError, peer: int, what: str) -> StageLostError:
+    def _explain(self) -> str:
         kept = (
             f"The last checkpoint ({self.checkpoint_at}) is kept in {self.run_dir}"
             if self.checkpoint_at is not None
             else f"No checkpoint was written yet in {self.run_dir}"
         )
-        return StageLostError(
-            f"stage {self.stage}: stage {peer} stopped answering ({what}: {err}); it died, hangs (more than "
-            f"train.stage_timeout={self.timeout:g} s), or stopped on an error of its own (see its output). {kept}. "
-            f"Continue with: torchrun --nproc_per_node=K -m localssl pretrain --resume {self.run_dir}"
-        )
-
-    def _wait(self, work: Any, peer: int, what: str) -> None:
-        try:
-            wait_for(work, self.timeout)
-        except PeerLostError as err:
-            raise self._lost(err, peer, what) from None
-
-    def _post(self, send: bool, tensor: torch.Tensor, peer: int, tag: int, what: str) -> Any:
-        try:
-            return send_async(tensor, peer, tag) if send else recv_async(tensor, peer, tag)
-        except PeerLostError as err:
-            raise self._lost(err, peer, what) from None
-
-    def _send_batch(self, step: int, flags: int, h: torch.Tensor, views: ViewBatch) -> None:
-        """Send the block's output of global step ``step`` and the view metadata to the next stage; wait first
-        while ``train.stage_queue`` batches sent before it are not yet received there."""
-        peer = self.stage + 1
-        while len(self._inflight) >= self.cfg.train.stage_queue:
-            works, _ = self._inflight.popleft()
-            for w in works:
-                self._wait(w, peer, "sending a batch")
-        x = h.detach().contiguous()
-        ints = [views.pos, views.pos_ref, views.neg, views.neg_ref]
-        if views.labels is not None:
-            ints.append(views.labels)
-        sig = (tuple(x.shape), x.dtype, tuple(t.numel() for t in ints))
-        if x.dim() > _MAX_DIMS or x.dtype not in _DTYPES:
-            raise ValueError(f"train.parallel=layers cannot send a {x.dim()}-D {x.dtype} activation")
-        if self._send_sig is not None and sig != self._send_sig:
-            raise ValueError(
-                f"train.parallel=layers needs every batch of a run to have the same shapes; step {step + 1} sends "
-                f"{sig}, the batch before {self._send_sig}"
-            )
-        self._send_sig = sig
-        grid = views.grid or (-1, -1)
-        sizes = [t.numel() for t in ints] + ([-1] if views.labels is None else [])
-        shape = list(x.shape) + [0] * (_MAX_DIMS - x.dim())
-        header = torch.tensor(
-            [step, flags, views.n_images, *grid, *sizes, _DTYPES.index(x.dtype), x.dim(), *shape], dtype=torch.int64
-        ).to(self.wire)
-        packed = torch.cat([t.reshape(-1).long() for t in ints]).to(self.wire)
-        x = x.to(self.wire)
-        works = [self._post(True, t, peer, _ACTIVATIONS, "sending a batch") for t in (header, packed, x)]
-        self._inflight.append((works, (header, packed, x)))
-
-    def _post_recv(self) -> None:
-        """Post the receives of the next batch (its sizes are the last batch's: every batch has the same)."""
-        header = torch.empty(_HEADER, dtype=torch.int64, device=self.wire)
-        tensors: tuple[torch.Tensor, ...] = (header,)
-        if self._recv_sig is not None:
-            shape, dtype, n_ints = self._recv_sig
-            tensors += (
-                torch.empty(n_ints, dtype=torch.int64, device=self.wire),
-                torch.empty(shape, dtype=dtype, device=self.wire),
-            )
-        peer = self.stage - 1
-        works = [self._post(False, t, peer, _ACTIVATIONS, "receiving a batch") for t in tensors]
-        self._posted = (works, tensors)
-
-    def _recv_batch(self, step: int) -> tuple[int, ViewBatch]:
-        """The flags and the views (``x`` = the previous stage's output) of global step ``step``."""
-        if self._posted is None:
-            self._post_recv()
-        assert self._posted is not None
-        (works, tensors), self._posted = self._posted, None
-        peer = self.stage - 1
-        self._wait(works[0], peer, "receiving a batch")
-        head = tensors[0].tolist()
-        got, flags, n_images, g0, g1 = head[:5]
-        sizes = head[5:10]
-        dtype, ndim = _DTYPES[head[10]], head[11]
-        shape = tuple(head[12 : 12 + ndim])
-        n_ints = sum(s for s in sizes if s > 0)
-        sig = (shape, dtype, n_ints)
-        if len(tensors) == 1:
-            tensors += (
-                torch.empty(n_ints, dtype=torch.int64, device=self.wire),
-                torch.empty(shape, dtype=dtype, device=self.wire),
-            )
-            works += [self._post(False, t, peer, _ACTIVATIONS, "receiving a batch") for t in tensors[1:]]
-        elif sig != self._recv_sig:
-            raise RuntimeError(f"stage {self.stage}: batch {got + 1} changed shape ({sig} after {self._recv_sig})")
-        self._recv_sig = sig
-        for w in works[1:]:
-            self._wait(w, peer, "receiving a batch")
-        if got != step:
-            raise RuntimeError(f"stage {self.stage}: received global step {got + 1} while at step {step + 1}")
-        packed, x = tensors[1].to(self.device), tensors[2].to(self.device)
-        parts = list(packed.split([max(s, 0) for s in sizes]))
-        if x.dim() == 4:
-            x = x.contiguous(memory_format=self.memory_format)
-        views = ViewBatch(
-            x=x,
-            pos=parts[0],
-            pos_ref=parts[1],
-            neg=parts[2],
-            neg_ref=parts[3],
-            labels=parts[4] if sizes[4] >= 0 else None,
-            n_images=n_images,
-            grid=(g0, g1) if g0 >= 0 else None,
-        )
-        return flags, views
-
-    def _flush_sends(self) -> None:
-        while self._inflight:
-            works, _ = self._inflight.popleft()
-            for w in works:
-                self._wait(w, self.stage + 1, "sending a batch")
-
-    def _send_object(self, obj: Any) -> None:
-        """Send ``obj`` (a row or a checkpoint part) to rank 0 without waiting; :meth:`_flush_objects` waits."""
-        payload = _to_bytes(obj, self.wire)
-        size = torch.tensor([payload.numel()], dtype=torch.int64).to(self.wire)
-        works = [self._post(True, t, 0, _OBJECTS, "sending to stage 0") for t in (size, payload)]
-        self._objects_out.append((works, (size, payload)))
-
-    def _flush_objects(self) -> None:
-        for works, _ in self._objects_out:
-            for w in works:
-                self._wait(w, 0, "sending to stage 0")
-        self._objects_out = []
-
-    def _recv_object(self, src: int, what: str) -> Any:
-        size = torch.empty(1, dtype=torch.int64, device=self.wire)
-        self._wait(self._post(False, size, src, _OBJECTS, what), src, what)
-        payload = torch.empty(int(size.item()), dtype=torch.uint8, device=self.wire)
-        self._wait(self._post(False, payload, src, _OBJECTS, what), src, what)
-        return _from_bytes(payload, self.device)
+        return f"{kept}. Continue with: torchrun --nproc_per_node=K -m localssl pretrain --resume {self.run_dir}"
 
     # ------------------------------------------------------------------ rows
     def _row_done(self, where: str, k_steps: int) -> None:
@@ -424,7 +232,7 @@ class PipelineTrainer(Trainer):
         if self.stage == 0:
             self._rows.append(_Row(self.epoch + 1, self.global_step, where, sums, k_steps))
             return
-        self._send_object({"kind": "row", "step": self.global_step, "sums": {k: v.cpu() for k, v in sums.items()}})
+        self.links.send_object({"kind": "row", "step": self.global_step, "sums": {k: v.cpu() for k, v in sums.items()}})
 
     def _collect_rows(self, upto: int | None = None) -> None:
         """Rank 0: write the queued rows of global step ``<= upto`` (all with ``None``) once every stage's
@@ -433,7 +241,7 @@ class PipelineTrainer(Trainer):
             row = self._rows.popleft()
             sums = dict(row.sums)
             for src in range(1, self.n_stages):
-                msg = self._recv_object(src, "receiving a logged row")
+                msg = self.links.recv_object(src, "receiving a logged row")
                 if msg["kind"] != "row" or msg["step"] != row.step:
                     raise RuntimeError(f"stage {src} sent {msg['kind']} of step {msg['step']}, expected row {row.step}")
                 sums.update(msg["sums"])
@@ -469,13 +277,13 @@ class PipelineTrainer(Trainer):
         """Every stage hands its part to rank 0, which saves them as one checkpoint (``position``: rank 0's
         mid-epoch position, completed here with every stage's window and generators)."""
         if self.stage != 0:
-            self._send_object(self._part())
-            self._flush_objects()
+            self.links.send_object(self._part())
+            self.links.flush_objects()
         else:
             self._collect_rows()
             parts = [self._part()]
             for src in range(1, self.n_stages):
-                part = self._recv_object(src, "receiving a checkpoint part")
+                part = self.links.recv_object(src, "receiving a checkpoint part")
                 if part["kind"] != "part" or part["step"] != self.global_step:
                     raise RuntimeError(f"stage {src} sent {part['kind']} of step {part['step']} for a checkpoint")
                 parts.append(part)
@@ -577,9 +385,9 @@ class PipelineTrainer(Trainer):
                 assert perm is not None
                 views = self.make_views(perm[step * bs : (step + 1) * bs])
             else:
-                flags, views = self._recv_batch(self.global_step)
+                flags, views = self.links.recv_batch(self.global_step)
                 if step + 1 < n_steps:
-                    self._post_recv()  # the next batch arrives while this one computes
+                    self.links.post_recv()  # the next batch arrives while this one computes
             h, metrics = self._step_block(views)
             self._window.add(metrics)
             in_window += 1
@@ -587,7 +395,7 @@ class PipelineTrainer(Trainer):
             if first and self.mid_epoch_checkpoint_due(step + 1, n_steps):
                 flags |= CHECKPOINT_AFTER
             if not last:
-                self._send_batch(self.global_step - 1, flags, h, views)
+                self.links.send_batch(self.global_step - 1, flags, h, views)
             del h, views
             if (step + 1) % log_every == 0 or step + 1 == n_steps:
                 self._row_done(f"epoch {self.epoch + 1}, step {step + 1}", in_window)
@@ -600,7 +408,7 @@ class PipelineTrainer(Trainer):
                 self.save_checkpoint(position)
         if first:
             self._collect_rows()
-        self._flush_sends()
+        self.links.flush_sends()
         self._sync()
         seconds = time.perf_counter() - t0 + seconds_before
         out: dict[str, float] = {}
@@ -613,7 +421,7 @@ class PipelineTrainer(Trainer):
     def fit(self) -> dict[str, Any]:
         self._drop_others()
         summary = super().fit()
-        self._flush_objects()
+        self.links.flush_objects()
         memory = distributed.all_objects(peak_memory_mb(self.device))
         stages = [f"{a + 1}-{b}" for a, b in itertools.pairwise(self.bounds)]
         summary.update(parallel="layers", stages=stages, peak_memory_per_rank=memory)

@@ -68,8 +68,8 @@ def check_online_probe(cfg: RunConfig, data: ImageData, world: World = SINGLE, i
         why = f"{cfg.data.name} is a {info.kind} dataset (frame labels); use `localssl probe` after training"
     elif cfg.views.name == "patch_grid":
         why = "patch_grid views read out the average over image patches; use `localssl probe` after training"
-    elif world.distributed and cfg.train.parallel == "data":
-        why = "it runs in one process only (each rank would train its own read-outs); drop it under torchrun"
+    elif world.distributed and not RULES.get(cfg.rule.name).builder.trains_encoder:
+        why = "under torchrun the read-outs train on rank 0 beside the encoder's training, and this rule trains nothing"
     elif not bool((data.labels >= 0).any()):
         why = f"the pretraining split of {cfg.data.name} has no labels (e.g. STL-10 unlabeled)"
     if why:

@@ -71,7 +71,8 @@ class Trainer:
         self._checkpoint_time = time.monotonic()
         self.divergence = DivergenceWatch()
         self.tensorboard = TensorBoardLog(run_dir) if t.tensorboard and self.world.is_main else None
-        self.online_probe = self._online_probe(setup) if t.online_probe else None
+        # under torchrun the read-outs train on rank 0 alone (on its slice of each batch), logged by rank 0
+        self.online_probe = self._online_probe(setup) if t.online_probe and self.world.is_main else None
 
     def _online_probe(self, setup: RunSetup) -> OnlineProbe:
         t, info = self.cfg.train, setup.info
@@ -239,7 +240,7 @@ class Trainer:
     def log_row(self, window: DeviceSums, k_steps: int, where: str) -> dict[str, Any]:
         """The ``steps.csv`` row of the last ``k_steps`` steps (their mean metrics, and the online probe's
         held-out accuracy where due), written by rank 0; raises on a non-finite loss."""
-        means = distributed.mean_over_ranks(window.as_dict())
+        means = distributed.mean_over_ranks(window.as_dict(), own=("probe_",))
         check_finite(means, where, self._kept())
         row: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.global_step + 1}
         row.update({k: round(v / k_steps, 6) for k, v in zip(means, DeviceSums.read(means))})
@@ -306,7 +307,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0 + seconds_before
-        epoch_means = distributed.mean_over_ranks(sums.as_dict())
+        epoch_means = distributed.mean_over_ranks(sums.as_dict(), own=("probe_",))
         out = {k: v / n_steps for k, v in zip(epoch_means, DeviceSums.read(epoch_means))}
         out.update(seconds=seconds, images_per_s=n_steps * bs * self.world.size / seconds)
         out.update(self.online_probe_accuracy())  # held-out accuracy at the epoch's end (timed apart)
