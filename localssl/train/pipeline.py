@@ -37,6 +37,17 @@ to rank 0, which saves ONE file in the one-process format (optimizer ``{"per_lay
 :func:`~localssl.checkpoint.save_checkpoint`: it counts once every part is in it. ``localssl probe`` reads it like
 any other; ``--resume`` continues it with the same K, another K, or on one process.
 
+**Measuring it** (throughput and memory per process, for N steps):
+
+    torchrun --nproc_per_node=K -m localssl pretrain PRESET train.parallel=layers train.epochs=1 \
+        train.max_steps_per_epoch=N train.progress=false [train.stage_bounds=[...]] [train.device=cuda]
+
+``RUN/summary.json`` then holds ``images_per_s`` (rank 0's wall clock over the epoch, the pipeline's fill and
+drain included), ``stages`` (the layers of each stage) and ``peak_memory_per_rank`` (every process's peak RSS
+in MiB, and its peak CUDA allocation on CUDA); the same command without ``train.parallel=layers`` and without
+torchrun is the one-process baseline (its summary.json has ``images_per_s``). The stage times measured for
+``auto`` bounds are printed at start.
+
 **Failures.** Every wait for another stage is bounded by ``train.stage_timeout`` seconds: a stage that dies
 (its connection closes: at once) or hangs (after the timeout) stops the others with a :class:`StageLostError`
 that names the stage, the last checkpoint and the ``--resume`` command.
@@ -87,7 +98,7 @@ class PipelineTrainer(Trainer):
 
     def __init__(self, setup: RunSetup, run_dir: Path) -> None:
         super().__init__(setup, run_dir)
-        t, rule, encoder = self.cfg.train, self.comp.rule, self.comp.encoder
+        t = self.cfg.train
         self.stage, self.n_stages = self.world.rank, self.world.size
         if any(self.groups[-1]):
             raise ValueError(
@@ -113,7 +124,6 @@ class PipelineTrainer(Trainer):
         self._stages_rng: list[dict[str, torch.Tensor]] | None = None  # a resumed mid-epoch checkpoint's
         # a stage may lag stage 0 by its queue, the batch it computes and the one it prefetches, per stage
         self.lag = (self.n_stages - 1) * (t.stage_queue + 2)
-        del encoder, rule
 
     # ------------------------------------------------------------------ stages
     def _stage_bounds(self) -> list[int]:
@@ -305,6 +315,13 @@ class PipelineTrainer(Trainer):
                 state["position"] = position.to_state()
                 state["stages_rng"] = [p["rng"] for p in parts]  # read by a resume with as many stages
             save_checkpoint(state, self.run_dir)
+        try:  # every stage goes on once the file is committed (it counts only with every part in it)
+            distributed.barrier()
+        except RuntimeError as err:
+            raise StageLostError(
+                f"stage {self.stage}: a stage stopped answering while the checkpoint was saved "
+                f"({str(err).splitlines()[0]}). {self._explain()}"
+            ) from None
         self.checkpoint_at = self._where(position)
         self._checkpoint_time = time.monotonic()
 

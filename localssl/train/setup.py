@@ -16,6 +16,7 @@ from localssl.data import DatasetInfo, ImageData, data_info
 from localssl.data.pretrain import load_pretrain_data
 from localssl.distributed import SINGLE, World
 from localssl.registry import RULES
+from localssl.rules.base import Rule
 from localssl.schedule import check_schedule
 from localssl.tensorboard_log import require_tensorboard
 
@@ -47,7 +48,11 @@ def check_world(cfg: RunConfig, world: World) -> None:
     t = cfg.train
     if t.parallel != "layers":
         return
-    refusal = RULES.get(cfg.rule.name).builder.layer_parallel_refusal(cfg.rule)
+    builder = RULES.get(cfg.rule.name).builder
+    if not (isinstance(builder, type) and issubclass(builder, Rule)):
+        refusal = "its builder is not a Rule subclass, so it cannot say how it splits into stages"
+    else:
+        refusal = builder.layer_parallel_refusal(cfg.rule)
     if refusal is not None:
         raise ValueError(f"train.parallel=layers cannot train rule '{cfg.rule.name}': {refusal}")
     if t.online_probe and world.distributed:
