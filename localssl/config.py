@@ -99,10 +99,25 @@ class TrainConfig:
     online_probe_holdout: int = 2000  # other labelled pretraining images, scored and never fitted on
     online_probe_lr: float | None = None  # removed: the read-outs use probe.lr, probe.epochs, probe.batch_size
     online_probe_batch: int | None = None  # removed: the read-outs are fitted on train.online_probe_train images
+    parallel: str = "data"  # under torchrun: data (every rank a slice of the batch) | layers (every rank a stage)
+    stage_bounds: list[int] | str = "auto"  # parallel=layers: layers before each stage cut ([2,4]: 1-2|3-4|5-..)
+    stage_timeout: float = 300.0  # parallel=layers: seconds a stage waits for another before it stops the run
+    stage_queue: int = 2  # parallel=layers: batches a stage may send ahead of the next stage's receive
 
     def __post_init__(self) -> None:
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.parallel not in PARALLEL_MODES:
+            raise ConfigError(f"train.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}")
+        bounds = self.stage_bounds
+        if bounds != "auto" and not (
+            isinstance(bounds, (list, tuple)) and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
+        ):
+            raise ConfigError(f"train.stage_bounds must be auto or a list of layer counts like [2,4], got {bounds!r}")
+        if not self.stage_timeout > 0:
+            raise ConfigError(f"train.stage_timeout must be > 0 seconds, got {self.stage_timeout!r}")
+        if not isinstance(self.stage_queue, int) or self.stage_queue < 1:
+            raise ConfigError(f"train.stage_queue must be an integer >= 1, got {self.stage_queue!r}")
         if self.compile not in COMPILE_MODES:
             raise ConfigError(
                 f"train.compile must be false, true or reduce-overhead (CUDA graphs), got {self.compile!r}"
@@ -110,6 +125,7 @@ class TrainConfig:
 
 
 COMPILE_MODES = (False, True, "reduce-overhead")
+PARALLEL_MODES = ("data", "layers")
 
 
 @dataclasses.dataclass

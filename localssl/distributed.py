@@ -33,7 +33,9 @@ on CUDA, ``gloo`` on CPU). The design, and why it is correct:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -74,14 +76,16 @@ def world_from_env() -> World:
     return World(rank, size, local)
 
 
-def init(world: World, device: torch.device) -> None:
-    """Join the process group (``nccl`` for CUDA, ``gloo`` otherwise); a no-op for one rank."""
+def init(world: World, device: torch.device, timeout_s: float | None = None) -> None:
+    """Join the process group (``nccl`` for CUDA, ``gloo`` otherwise); a no-op for one rank. ``timeout_s``
+    bounds every collective (torch's default: 10 minutes on gloo, 10 on NCCL)."""
     if not world.distributed or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend, rank=world.rank, world_size=world.size)
+    timeout = {"timeout": datetime.timedelta(seconds=timeout_s)} if timeout_s else {}
+    dist.init_process_group(backend, rank=world.rank, world_size=world.size, **timeout)
 
 
 def shutdown() -> None:
@@ -124,20 +128,68 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     return box[0]
 
 
+def all_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (``[obj]`` on one process)."""
+    if not dist.is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
 
 
-def mean_over_ranks(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Average a dict of scalar tensors over ranks (same keys on every rank)."""
+def mean_over_ranks(values: dict[str, torch.Tensor], own: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Average a dict of scalar tensors over ranks (same keys on every rank), except the keys starting with a
+    prefix in ``own``: those are one rank's own (rank 0's online probe) and pass through unaveraged."""
     if not dist.is_initialized() or not values:
         return values
-    keys = sorted(values)
+    keys = sorted(k for k in values if not k.startswith(own))  # startswith(()) is False
     stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float32) for k in keys])
     dist.all_reduce(stacked)
     stacked /= dist.get_world_size()
-    return dict(zip(keys, stacked))
+    return {**dict(zip(keys, stacked)), **{k: v for k, v in values.items() if k.startswith(own)}}
+
+
+class PeerLostError(RuntimeError):
+    """A point-to-point message to or from another rank did not complete: that rank died (its connection
+    closed), hangs past the timeout, or stopped on an error of its own."""
+
+
+def wait_for(work: Any, timeout_s: float) -> None:
+    """Wait for an ``isend``/``irecv`` at most ``timeout_s`` seconds; :class:`PeerLostError` otherwise. Gloo
+    waits with a deadline; NCCL's ``wait`` only orders streams, so the host polls the work until done."""
+    try:
+        if dist.get_backend() == "gloo":
+            work.wait(datetime.timedelta(seconds=timeout_s))
+            return
+        deadline = time.monotonic() + timeout_s
+        while not work.is_completed():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer within {timeout_s:g} s")
+            time.sleep(1e-4)
+        work.wait()
+    except (RuntimeError, TimeoutError) as err:
+        raise PeerLostError(str(err).splitlines()[0] if str(err) else type(err).__name__) from err
+
+
+def send_async(tensor: torch.Tensor, dst: int, tag: int = 0) -> Any:
+    """``dist.isend``, a dead peer raised as :class:`PeerLostError`."""
+    try:
+        return dist.isend(tensor, dst, tag=tag)
+    except RuntimeError as err:
+        raise PeerLostError(str(err).splitlines()[0]) from err
+
+
+def recv_async(tensor: torch.Tensor, src: int, tag: int = 0) -> Any:
+    """``dist.irecv``, a dead peer raised as :class:`PeerLostError`."""
+    try:
+        return dist.irecv(tensor, src, tag=tag)
+    except RuntimeError as err:
+        raise PeerLostError(str(err).splitlines()[0]) from err
 
 
 class GradSync:

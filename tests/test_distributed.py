@@ -14,6 +14,7 @@ import torch
 
 from localssl.config import load_config
 from localssl.distributed import SINGLE, World, rank_seed, rank_slice
+from localssl.rules.base import StepContext
 from localssl.train import Trainer, load_pretrain_data
 from localssl.utils import epoch_seed
 
@@ -105,7 +106,7 @@ def _reference(cfg, world_size: int) -> dict[str, torch.Tensor]:
                 start = step * bs * world_size + r * bs
                 views = trainer.make_views(perm[start : start + bs])
                 trainer.optimizer.zero_grad(set_to_none=True)
-                rule.step(encoder, views)
+                rule.step(encoder, views, StepContext(autocast=trainer.step_context.autocast))  # the run's precision
                 rng[r] = torch.get_rng_state()
                 total = [t + (0 if p.grad is None else p.grad) for t, p in zip(total, params)]
             for p, t in zip(params, total):
@@ -180,3 +181,45 @@ def test_torchrun_resume_continues_exactly(cifar_root, tmp_path):
     half = Path(run("clapp++", *args, "train.epochs=1", f"out_dir={tmp_path / 'b'}"))
     run("--resume", str(half), "train.epochs=2")
     assert _max_diff(_weights(full), _weights(half)) == 0.0
+
+
+@pytest.mark.slow
+def test_data_parallel_mid_epoch_checkpoint_resumes_exactly(cifar_root, tmp_path):
+    """A mid-epoch checkpoint under torchrun holds every rank's augmentation generators: the run resumed from
+    its last one (global step 9 of 10) ends with the uninterrupted run's weights."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+
+    def run(*args: str) -> Path:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        cmd = [*launch, "--master_port", str(_free_port()), "-m", "localssl", "pretrain", *args]
+        out = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return tmp_path / out.stdout.strip().splitlines()[-1]
+
+    full = run("clapp++", *SETUP, "train.checkpoint_every=3", f"data.root={cifar_root}")
+    mid = tmp_path / "mid"
+    mid.mkdir()
+    shutil.copy(full / "config.yaml", mid / "config.yaml")
+    shutil.copy(full / "checkpoint.prev.pt", mid / "checkpoint.pt")
+    ckpt = torch.load(mid / "checkpoint.pt", weights_only=True)
+    assert ckpt["global_step"] == 9 and len(ckpt["position"]["ranks_rng"]) == 2
+    run("--resume", str(mid))
+    assert _max_diff(_weights(full), _weights(mid)) == 0.0
+
+
+@pytest.mark.slow
+def test_data_parallel_online_probe_trains_on_rank_0_and_changes_nothing_else(cifar_root, tmp_path):
+    """train.online_probe under torchrun: rank 0 trains the read-outs on its slice, logs their accuracy, saves
+    them; the encoder's weights are those of the same run without the probe (the read-outs draw nothing)."""
+    common = [*SETUP, "train.log_every=2", f"data.root={cifar_root}"]
+    probe = ["train.online_probe=true", "train.online_probe_holdout=12", "train.online_probe_every=4"]
+    runs = [
+        " ".join(["clapp++", *common, f"out_dir={tmp_path / name}", *extra])
+        for name, extra in (("plain", []), ("probe", probe))
+    ]
+    plain, with_probe = (Path(r) for r in _launch(2, runs, tmp_path)[0])
+    assert _max_diff(_weights(plain), _weights(with_probe)) == 0.0
+    assert "online_probe" in torch.load(with_probe / "checkpoint.pt", weights_only=True)
+    header = (with_probe / "steps.csv").read_text().splitlines()[0]
+    assert "probe_loss" in header and "probe_acc_all" in header
+    assert "probe_acc_all" in (with_probe / "metrics.csv").read_text().splitlines()[0]

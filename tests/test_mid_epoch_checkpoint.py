@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from localssl.checkpoint import load_checkpoint, remove_partial_writes
+from localssl.checkpoint import EpochPosition, load_checkpoint, remove_partial_writes
 from localssl.config import load_config
-from localssl.distributed import World
 from localssl.registry import ConfigError
 from localssl.train import NonFiniteLossError, Trainer, pretrain, resume
 
@@ -124,11 +123,17 @@ def test_minutes_trigger_a_checkpoint_once_enough_time_passed(cifar_root, tmp_pa
     assert not trainer.mid_epoch_checkpoint_due(1, 7), "the clock restarts at every checkpoint"
 
 
-def test_mid_epoch_checkpoints_are_refused_under_several_ranks(cifar_root, tmp_path):
-    cfg = load_config("clapp++", [*TINY, f"data.root={cifar_root}"])
-    with pytest.raises(ValueError, match="not supported under torchrun.*unset them"):
-        Trainer(cfg, tmp_path / "run", world=World(0, 2, 0))
-    assert not (tmp_path / "run").exists()
+def test_each_rank_continues_from_its_own_generators():
+    """Under torchrun a mid-epoch checkpoint holds every rank's generators; rank 0's are also the one-process
+    ``rng``. Another number of processes: rank 0 takes ``rng``, the others none (the trainer refuses a
+    data-parallel resume with another number of ranks; a layer-parallel one keeps the epoch's seed above
+    stage 0)."""
+    states = [{"cpu": torch.full((3,), r, dtype=torch.uint8)} for r in range(3)]
+    position = EpochPosition(0, 4, 1.0, states[0], {}, {}, 1, states)
+    again = EpochPosition.from_state(position.to_state())
+    assert [again.rank_rng(r, 3)["cpu"][0] for r in range(3)] == [0, 1, 2]
+    assert again.rank_rng(0, 2)["cpu"][0] == 0 and again.rank_rng(1, 2) is None
+    assert EpochPosition(0, 4, 1.0, states[0], {}, {}).rank_rng(0, 1) is states[0]
 
 
 def test_a_run_killed_before_its_first_checkpoint_trains_again_from_step_0(cifar_root, tmp_path, monkeypatch):

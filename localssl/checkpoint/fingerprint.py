@@ -17,6 +17,10 @@ RESUME_OVERRIDABLE = {
     "train.max_steps_per_epoch",
     "train.checkpoint_every",
     "train.checkpoint_every_minutes",
+    "train.parallel",  # how the processes share the work; layers gives the one-process weights
+    "train.stage_bounds",
+    "train.stage_timeout",
+    "train.stage_queue",
     "data.root",
     # the fast path: another precision or memory format continues the run, but not bit-exactly (another
     # rounding); a resume keeps the recorded values unless told, even where `auto` would now choose otherwise

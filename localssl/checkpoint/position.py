@@ -2,7 +2,11 @@
 
 The epoch's permutation is rebuilt from ``(seed, epoch)``; what cannot be rebuilt is stored: the
 steps done, the seconds spent, the state of the generators the views and rules draw from at that
-moment, and the epoch's partial metric sums (up to the last logged row, and the window since)."""
+moment, and the epoch's partial metric sums (up to the last logged row, and the window since).
+
+Under ``torchrun`` every process draws from its own generators (data-parallel: its slice's augmentation;
+layer-parallel: its stage's objectives): ``ranks_rng`` holds every process's, in rank order, and ``rng``
+rank 0's (the one-process format, which a resume on one process reads)."""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ class EpochPosition:
     sums: dict[str, torch.Tensor]  # the steps up to the last logged row
     window: dict[str, torch.Tensor]  # the steps since
     window_steps: int | None = None  # how many steps ``window`` sums (None: written before it was stored)
+    ranks_rng: list[dict[str, torch.Tensor]] | None = None  # every process's generators (under torchrun)
 
     def to_state(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -45,6 +50,7 @@ class EpochPosition:
             sums=dict(state.get("sums", {})),
             window=dict(state.get("window", {})),
             window_steps=int(state["window_steps"]) if state.get("window_steps") is not None else None,
+            ranks_rng=[dict(r) for r in state["ranks_rng"]] if state.get("ranks_rng") is not None else None,
         )
 
     def check_fits(self, epoch: int, n_steps: int) -> None:
@@ -56,9 +62,19 @@ class EpochPosition:
                 "train.max_steps_per_epoch and data"
             )
 
-    def restore_rng(self, device: torch.device) -> None:
-        torch.set_rng_state(self.rng["cpu"].cpu())  # map_location moved it to the device
+    def rank_rng(self, rank: int = 0, size: int = 1) -> dict[str, torch.Tensor] | None:
+        """The generators process ``rank`` of ``size`` continues from: its own when the checkpoint was written
+        by as many processes, rank 0's for rank 0 otherwise, ``None`` (keep the epoch's seed) for the others."""
+        if self.ranks_rng is not None and len(self.ranks_rng) == size:
+            return self.ranks_rng[rank]
+        return self.rng if rank == 0 else None
+
+    def restore_rng(self, device: torch.device, rank: int = 0, size: int = 1) -> None:
+        rng = self.rank_rng(rank, size)
+        if rng is None:
+            return
+        torch.set_rng_state(rng["cpu"].cpu())  # map_location moved it to the device
         if device.type == "cuda":
-            if "cuda" not in self.rng:
+            if "cuda" not in rng:
                 raise ValueError("this mid-epoch checkpoint was written on the CPU: resume it with train.device=cpu")
-            torch.cuda.set_rng_state(self.rng["cuda"].cpu(), device)
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), device)

@@ -25,6 +25,13 @@ class BackpropConfig:
 
 @RULES.register("backprop", BackpropConfig)
 class BackpropRule(Rule):
+    LAYER_PARALLEL_REFUSAL = (
+        "backprop sends the top objective's error down through every layer: a stage cannot update before every "
+        "stage above it has run its forward pass and its backward pass on the same batch (backward locking), "
+        "so no two stages could work at once; train it data-parallel (torchrun without train.parallel=layers), "
+        "or use a local rule (clapp++, scff, lpl, ff, ...) or GIM modules (rule.name=modules) for stages"
+    )
+
     def __init__(self, cfg: BackpropConfig, objective_cfg, layers: list[LayerSpec]) -> None:
         super().__init__()
         self.cfg = cfg
@@ -50,6 +57,10 @@ class FrozenConfig:
 @RULES.register("frozen", FrozenConfig)
 class FrozenRule(Rule):
     """Random initialisation, never trained."""
+
+    LAYER_PARALLEL_REFUSAL = (
+        "rule=frozen trains nothing, so there is no work to split into stages; drop train.parallel=layers"
+    )
 
     trains_encoder = False
 

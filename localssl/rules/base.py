@@ -11,6 +11,12 @@ layer's gradients before the next layer runs (layer streaming) call ``ctx.layer_
 uses that moment to start that layer's gradient all-reduce (multi-process runs) and, with
 ``train.step_each_layer``, to step that layer's optimizer. A rule called without a context (tests,
 analyses) gets :data:`NO_CONTEXT`: full precision, nobody listening, no optimizer.
+
+Layer-parallel training (``train.parallel=layers``, :mod:`localssl.train.pipeline`) runs a contiguous
+block of layers per process. A rule that allows it says so (:meth:`Rule.layer_parallel_refusal` returns
+``None``), names where the network may be cut (:meth:`Rule.stage_cuts`) and runs one block for one batch
+(:meth:`Rule.step_layers`); every other rule states why it cannot (backward locking, a reference from
+above, ...), and the run is refused with that reason before it starts.
 """
 
 from __future__ import annotations
@@ -80,6 +86,30 @@ class Rule(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.objectives = nn.ModuleDict()
+
+    #: Why ``train.parallel=layers`` cannot run this rule (see :meth:`layer_parallel_refusal`).
+    LAYER_PARALLEL_REFUSAL = (
+        "it has no per-block step (Rule.step_layers); train it in one process or data-parallel "
+        "(torchrun without train.parallel=layers)"
+    )
+
+    @classmethod
+    def layer_parallel_refusal(cls, cfg: Any) -> str | None:
+        """Why the rule of config ``cfg`` cannot be trained as layer-parallel stages; ``None`` if it can."""
+        return cls.LAYER_PARALLEL_REFUSAL
+
+    def stage_cuts(self, n_layers: int) -> list[int]:
+        """Where layer-parallel stages may be cut: the numbers of layers that may come before a cut."""
+        raise NotImplementedError(self.LAYER_PARALLEL_REFUSAL)
+
+    def step_layers(
+        self, encoder: LayeredEncoder, x: torch.Tensor, views: ViewBatch, ctx: StepContext, layers: range
+    ) -> tuple[torch.Tensor, Metrics]:
+        """:meth:`step` restricted to the block ``layers`` (0-based, cut where :meth:`stage_cuts` allows) fed
+        with ``x``, the block's input: leave the block's gradients in ``.grad``, announce each of its layers
+        done, and return the block's output (detached) and its metrics. The blocks run one after the other
+        on every batch give :meth:`step`'s gradients."""
+        raise NotImplementedError(self.LAYER_PARALLEL_REFUSAL)
 
     def step(
         self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT

@@ -63,6 +63,13 @@ def feedback_matrix(d_out: int, d_in: int, seed: int, layer: int) -> torch.Tenso
 
 @RULES.register("dfa", DFAConfig)
 class DFARule(Rule):
+    LAYER_PARALLEL_REFUSAL = (
+        "DFA sends the top objective's output error to every hidden layer: a stage cannot update before the "
+        "top stage has run the same batch and sent its error back down (backward locking), so no two stages "
+        "could work at once; train it in one process or data-parallel (torchrun without "
+        "train.parallel=layers), or use a local rule (clapp++, scff, lpl, ff, ...) for stages"
+    )
+
     def __init__(self, cfg: DFAConfig, objective_cfg, layers: list[LayerSpec]) -> None:
         super().__init__()
         self.cfg = cfg

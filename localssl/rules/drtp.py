@@ -38,6 +38,13 @@ class DRTPConfig:
 
 @RULES.register("drtp", DRTPConfig)
 class DRTPRule(Rule):
+    LAYER_PARALLEL_REFUSAL = (
+        "DRTP's hidden layers need only the label, but its step is written for the whole network at once (the "
+        "top objective's read-out and the fixed feedback matrices in one backward), with no per-block step; "
+        "train it in one process or data-parallel (torchrun without train.parallel=layers), or use a local "
+        "rule (clapp++, scff, lpl, ff, ...) for stages"
+    )
+
     def __init__(self, cfg: DRTPConfig, objective_cfg, layers: list[LayerSpec]) -> None:
         super().__init__()
         self.cfg = cfg

@@ -105,6 +105,51 @@ class LocalRule(Rule):
                     hc.backward(g)
         return h.detach(), out
 
+    @classmethod
+    def layer_parallel_refusal(cls, cfg: LocalConfig) -> str | None:
+        if cfg.reference == "same":
+            return None
+        return (
+            f"rule.reference={cfg.reference} scores every layer against the top layer's activity of the same "
+            "batch (CLAPP++DFB, CLAPP++both), computed before any layer is updated: every stage would wait for "
+            "a forward pass through all the stages above it on each batch (no two stages could work at once); "
+            "train it in one process or data-parallel (torchrun without train.parallel=layers), or use "
+            "rule.reference=same (clapp++)"
+        )
+
+    def stage_cuts(self, n_layers: int) -> list[int]:
+        return list(range(1, n_layers))
+
+    def step_layers(
+        self, encoder: LayeredEncoder, x: torch.Tensor, views: ViewBatch, ctx: StepContext, layers: range
+    ) -> tuple[torch.Tensor, Metrics]:
+        return self._stream(encoder, x, views, ctx, layers, None)
+
+    def _stream(
+        self,
+        encoder: LayeredEncoder,
+        h: torch.Tensor,
+        views: ViewBatch,
+        ctx: StepContext,
+        layers: range,
+        top: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, Metrics]:
+        """Layer streaming over ``layers``, fed with ``h``: forward, loss and backward one layer at a time."""
+        metrics: Metrics = {}
+        for i in layers:
+            layer, objective = encoder.layers[i], self.objectives[str(i + 1)]
+            if self.cfg.recompute_chunks > 1:
+                h, out = self._recomputed(layer, objective, h.detach(), top, views, ctx)
+            else:
+                with ctx.autocast():
+                    h = layer(h.detach())
+                    out = objective(h, self._refs(h, top), views)
+                if out.loss.requires_grad:  # a layer with nothing to train does no backward work
+                    out.loss.backward()  # frees this layer's graph before the next layer runs
+            self.record(metrics, i + 1, out)
+            ctx.layer_done(i)
+        return h.detach(), metrics
+
     def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
         metrics: Metrics = {}
         needs_top = self.cfg.reference != "same"
@@ -113,20 +158,7 @@ class LocalRule(Rule):
             if needs_top:
                 with torch.no_grad(), ctx.autocast():
                     top = torch.cat([encoder(c)[-1] for c in views.x.chunk(self.cfg.recompute_chunks)])
-            h = views.x
-            for i, layer in enumerate(encoder.layers):
-                objective = self.objectives[str(i + 1)]
-                if self.cfg.recompute_chunks > 1:
-                    h, out = self._recomputed(layer, objective, h.detach(), top, views, ctx)
-                else:
-                    with ctx.autocast():
-                        h = layer(h.detach())
-                        out = objective(h, self._refs(h, top), views)
-                    if out.loss.requires_grad:  # a layer with nothing to train does no backward work
-                        out.loss.backward()  # frees this layer's graph before the next layer runs
-                self.record(metrics, i + 1, out)
-                ctx.layer_done(i)
-            return metrics
+            return self._stream(encoder, views.x, views, ctx, range(len(encoder.layers)), top)[1]
         hs, h = [], views.x
         with ctx.autocast():
             for layer in encoder.layers:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import torch
 from torch import nn
 
 from localssl.models.base import LayeredEncoder
@@ -71,11 +72,23 @@ class ModulesRule(Rule):
                 self.objectives[str(end + 1)] = build_objective(objective_cfg, spec, [spec])
         self.autoregressive = {s.index for s in layers if s.autoregressive}
 
-    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
+    @classmethod
+    def layer_parallel_refusal(cls, cfg: ModulesConfig) -> None:
+        return None  # gradient-isolated modules: stages are cut between modules (stage_cuts)
+
+    def stage_cuts(self, n_layers: int) -> list[int]:
+        return [end + 1 for end in self.ends[:-1]]
+
+    def step_layers(
+        self, encoder: LayeredEncoder, x: torch.Tensor, views: ViewBatch, ctx: StepContext, layers: range
+    ) -> tuple[torch.Tensor, Metrics]:
+        starts = [0, *(end + 1 for end in self.ends)]
+        if layers.start not in starts or layers.stop not in starts:
+            raise ValueError(f"layers {layers.start + 1}-{layers.stop} do not start and end on module boundaries")
         metrics: Metrics = {}
-        h = views.x
-        start = 0
-        for end in self.ends:
+        h = x
+        start = layers.start
+        for end in (e for e in self.ends if layers.start <= e < layers.stop):
             h = h.detach()  # gradient-isolated module boundary
             with ctx.autocast():
                 h_in = h
@@ -87,4 +100,7 @@ class ModulesRule(Rule):
             out.loss.backward()  # frees this module's graph before the next module runs
             self.record(metrics, end + 1, out)
             start = end + 1
-        return metrics
+        return h.detach(), metrics
+
+    def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
+        return self.step_layers(encoder, views.x, views, ctx, range(len(encoder.layers)))[1]

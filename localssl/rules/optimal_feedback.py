@@ -133,6 +133,16 @@ class OptimalFeedbackConfig(LocalConfig):
 
 @RULES.register("optimal_feedback", OptimalFeedbackConfig)
 class OptimalFeedbackRule(LocalRule):
+    LAYER_PARALLEL_REFUSAL = (
+        "the optimal feedback is fitted to the global BP-SSL gradient, which back-propagates the top objective "
+        "through every layer on every batch (backward locking): no two stages could work at once; train it "
+        "in one process or data-parallel (torchrun without train.parallel=layers)"
+    )
+
+    @classmethod
+    def layer_parallel_refusal(cls, cfg: OptimalFeedbackConfig) -> str | None:
+        return cls.LAYER_PARALLEL_REFUSAL
+
     def __init__(self, cfg: OptimalFeedbackConfig, objective_cfg, layers: list[LayerSpec]) -> None:
         super().__init__(cfg, objective_cfg, layers)  # type: ignore[arg-type]
 

@@ -76,6 +76,14 @@ class Trace:
 
 @RULES.register("predictive_coding", PredictiveCodingConfig)
 class PredictiveCodingRule(Rule):
+    LAYER_PARALLEL_REFUSAL = (
+        "incremental predictive coding couples every layer's activity with both neighbours' (the energy's "
+        "terms l and l+1) and runs T inference iterations per batch: each stage would exchange activities "
+        "and errors with the stage below and the stage above on every iteration (backward locking, T times "
+        "per batch), so no two stages could work at once; train it in one process or data-parallel "
+        "(torchrun without train.parallel=layers), or use a local rule (clapp++, scff, lpl, ff, ...) for stages"
+    )
+
     def __init__(self, cfg: PredictiveCodingConfig, objective_cfg, layers: list[LayerSpec]) -> None:
         super().__init__()
         self.cfg = cfg

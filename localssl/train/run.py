@@ -18,6 +18,7 @@ from localssl.data.run_data import check_run_data, pretrain_splits, record_run_d
 from localssl.distributed import World
 from localssl.runlock import RunLock, RunLockedError
 from localssl.train.fast_path import resume_precision_note
+from localssl.train.pipeline import PipelineTrainer
 from localssl.train.setup import RunSetup
 from localssl.train.trainer import Trainer
 from localssl.utils import atomic_write_json, trim_csv
@@ -42,8 +43,17 @@ def _join_world(cfg: RunConfig) -> tuple[World, bool]:
     """This process's rank (from ``torchrun``'s environment) and whether we started the process group."""
     world = distributed.world_from_env()
     started = world.distributed and not torch.distributed.is_initialized()
-    distributed.init(world, distributed.rank_device(resolve_device(cfg.train.device), world))
+    timeout = cfg.train.stage_timeout if cfg.train.parallel == "layers" else None  # also bounds the collectives
+    distributed.init(world, distributed.rank_device(resolve_device(cfg.train.device), world), timeout)
     return world, started
+
+
+def make_trainer(setup: RunSetup, run_dir: Path) -> Trainer:
+    """The trainer of this process: a stage of a layer-parallel run (``train.parallel=layers`` under
+    ``torchrun``), else the trainer (one process, or a data-parallel rank)."""
+    if setup.cfg.train.parallel == "layers" and setup.world.distributed:
+        return PipelineTrainer(setup, run_dir)
+    return Trainer(setup, run_dir)
 
 
 def _on_main_then_share(world: World, fn: Callable[[], T]) -> T:
@@ -103,7 +113,7 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
             return str(path)
 
         path = Path(_on_main_then_share(world, prepare))
-        _fit(Trainer(setup, path))
+        _fit(make_trainer(setup, path))
     finally:
         if lock is not None:
             lock.release()
@@ -147,7 +157,7 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
             print(note, file=sys.stderr)
         setup = RunSetup.prepare(cfg, world)
         check_run_data(run_dir, setup.cfg.data, pretrain_splits(setup.cfg.data), "resumed: it pretrained on them")
-        trainer = Trainer(setup, run_dir)
+        trainer = make_trainer(setup, run_dir)
         if has_checkpoint:
             ckpt, _ = load_latest(run_dir, map_location=trainer.device)
             check_config_unchanged(ckpt, trainer.cfg, run_dir)

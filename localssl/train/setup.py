@@ -1,9 +1,9 @@
 """Everything a run checks and resolves before its first step, done once per start.
 
 :meth:`RunSetup.prepare` fills the dataset-dependent ``auto`` settings, refuses settings that cannot run
-(under ``torchrun``, an online probe on unlabelled data, ...) and loads the pretraining images, all
-before a run directory is written. ``pretrain``/``resume`` prepare once and hand the result to the
-:class:`~localssl.train.trainer.Trainer`."""
+(a rule that cannot be split into layer-parallel stages, an online probe on unlabelled data, ...) and loads
+the pretraining images, all before a run directory is written. ``pretrain``/``resume`` prepare once and
+hand the result to the :class:`~localssl.train.trainer.Trainer`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from localssl.config import RunConfig
 from localssl.data import DatasetInfo, ImageData, data_info
 from localssl.data.pretrain import load_pretrain_data
 from localssl.distributed import SINGLE, World
+from localssl.registry import RULES
+from localssl.rules.base import Rule
 from localssl.schedule import check_schedule
 from localssl.tensorboard_log import require_tensorboard
 from localssl.train.fast_path import resolve_fast_path
@@ -30,6 +32,8 @@ def resolve_config(cfg: RunConfig, info: DatasetInfo | None = None) -> RunConfig
     check_schedule(train.schedule, train.warmup_epochs, train.epochs)
     if train.tensorboard:
         require_tensorboard()
+    if train.parallel == "layers" and not train.step_each_layer:  # a stage steps its own layers' optimizers
+        train = dataclasses.replace(train, step_each_layer=True)
     if train.weight_decay == "auto":
         train = dataclasses.replace(train, weight_decay=info.weight_decay)
     train = resolve_fast_path(train, resolve_device(train.device))
@@ -42,12 +46,23 @@ def resolve_config(cfg: RunConfig, info: DatasetInfo | None = None) -> RunConfig
 
 
 def check_world(cfg: RunConfig, world: World) -> None:
-    """Mid-epoch checkpoints hold one process's augmentation RNG state: refuse them under ``torchrun``."""
-    if world.distributed and (cfg.train.checkpoint_every or cfg.train.checkpoint_every_minutes):
+    """Refuse a ``train.parallel=layers`` run that cannot start: a rule that cannot be split into stages
+    (its reason), an online probe (it reads every layer, and a stage holds only its own)."""
+    t = cfg.train
+    if t.parallel != "layers":
+        return
+    builder = RULES.get(cfg.rule.name).builder
+    if not (isinstance(builder, type) and issubclass(builder, Rule)):
+        refusal = "its builder is not a Rule subclass, so it cannot say how it splits into stages"
+    else:
+        refusal = builder.layer_parallel_refusal(cfg.rule)
+    if refusal is not None:
+        raise ValueError(f"train.parallel=layers cannot train rule '{cfg.rule.name}': {refusal}")
+    if t.online_probe and world.distributed:
         raise ValueError(
-            "train.checkpoint_every / train.checkpoint_every_minutes (mid-epoch checkpoints) are not "
-            "supported under torchrun (every rank's augmentation RNG state would have to be saved); "
-            "unset them there: checkpoints are then written at the end of every epoch"
+            "train.online_probe=true is not available with train.parallel=layers: the read-outs need every "
+            "layer's activity in one process, and each stage holds only its own layers; set "
+            "train.online_probe=false and run `localssl probe RUN_DIR` after training"
         )
 
 
@@ -61,8 +76,8 @@ def check_online_probe(cfg: RunConfig, data: ImageData, world: World = SINGLE, i
         why = f"{cfg.data.name} is a {info.kind} dataset (frame labels); use `localssl probe` after training"
     elif cfg.views.name == "patch_grid":
         why = "patch_grid views read out the average over image patches; use `localssl probe` after training"
-    elif world.distributed:
-        why = "it runs in one process only (each rank would train its own read-outs); drop it under torchrun"
+    elif world.distributed and not RULES.get(cfg.rule.name).builder.trains_encoder:
+        why = "under torchrun the read-outs train on rank 0 beside the encoder's training, and this rule trains nothing"
     elif not bool((data.labels >= 0).any()):
         why = f"the pretraining split of {cfg.data.name} has no labels (e.g. STL-10 unlabeled)"
     if why:

@@ -72,7 +72,8 @@ class Trainer:
         self._checkpoint_time = time.monotonic()
         self.divergence = DivergenceWatch()
         self.tensorboard = TensorBoardLog(run_dir) if t.tensorboard and self.world.is_main else None
-        self.online_probe = self._online_probe(setup) if t.online_probe else None
+        # under torchrun the read-outs train on rank 0 alone (on its slice of each batch), logged by rank 0
+        self.online_probe = self._online_probe(setup) if t.online_probe and self.world.is_main else None
 
     def _online_probe(self, setup: RunSetup) -> OnlineProbe:
         t, info = self.cfg.train, setup.info
@@ -156,7 +157,10 @@ class Trainer:
         if t.checkpoint_every and self.global_step % t.checkpoint_every == 0:
             return True
         minutes = t.checkpoint_every_minutes
-        return bool(minutes) and time.monotonic() - self._checkpoint_time >= 60 * minutes
+        due = bool(minutes) and time.monotonic() - self._checkpoint_time >= 60 * minutes
+        if minutes and self.world.distributed and not self.cfg.train.parallel == "layers":
+            due = bool(distributed.broadcast_object(due))  # the ranks save together: rank 0's clock decides
+        return due
 
     def restore_position(self, n_steps: int, sums: DeviceSums, window: DeviceSums) -> tuple[int, float, int]:
         """Continue the epoch where a loaded mid-epoch checkpoint left it: fill ``sums`` and ``window``, set
@@ -167,9 +171,15 @@ class Trainer:
         if position is None:
             return 0, 0.0, 0
         position.check_fits(self.epoch, n_steps)
+        n_rngs = len(position.ranks_rng) if position.ranks_rng is not None else 1
+        if n_rngs != self.world.size:  # the epoch's slices and augmentation streams are those of its ranks
+            raise ValueError(
+                f"this mid-epoch checkpoint was written by {n_rngs} process(es): resume it with as many "
+                f"(now {self.world.size}), or resume from the end-of-epoch checkpoint of another run"
+            )
         sums.add(position.sums)
         window.add(position.window)
-        position.restore_rng(self.device)
+        position.restore_rng(self.device, self.world.rank, self.world.size)
         in_window = position.window_steps
         if in_window is None:  # a checkpoint from before the count was stored: its run's log_every
             in_window = position.step % self.cfg.train.log_every
@@ -225,7 +235,7 @@ class Trainer:
     def log_row(self, window: DeviceSums, k_steps: int, where: str) -> dict[str, Any]:
         """The ``steps.csv`` row of the last ``k_steps`` steps (their mean metrics, and the online probe's
         held-out accuracy where due), written by rank 0; raises on a non-finite loss."""
-        means = distributed.mean_over_ranks(window.as_dict())
+        means = distributed.mean_over_ranks(window.as_dict(), own=("probe_",))
         check_finite(means, where, self._kept())
         row: dict[str, Any] = {"epoch": self.epoch + 1, "step": self.global_step + 1}
         row.update({k: round(v / k_steps, 6) for k, v in zip(means, DeviceSums.read(means))})
@@ -282,14 +292,15 @@ class Trainer:
                 check_finite(window.as_dict(), f"epoch {self.epoch + 1}, step {step + 1}", self._kept())
                 seconds = time.perf_counter() - t0 + seconds_before
                 rng = rng_states(self.device)
+                ranks_rng = distributed.all_objects(rng) if self.world.distributed else None
                 position = EpochPosition(
-                    self.epoch, step + 1, seconds, rng, sums.as_dict(), window.as_dict(), in_window
+                    self.epoch, step + 1, seconds, rng, sums.as_dict(), window.as_dict(), in_window, ranks_rng
                 )
                 self.save_checkpoint(position)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0 + seconds_before
-        epoch_means = distributed.mean_over_ranks(sums.as_dict())
+        epoch_means = distributed.mean_over_ranks(sums.as_dict(), own=("probe_",))
         out = {k: v / n_steps for k, v in zip(epoch_means, DeviceSums.read(epoch_means))}
         out.update(seconds=seconds, images_per_s=n_steps * bs * self.world.size / seconds)
         out.update(self.online_probe_accuracy())  # held-out accuracy at the epoch's end (timed apart)

@@ -1,0 +1,450 @@
+"""Layer-parallel training (``train.parallel=layers``): every stage of the network on its own process.
+
+    torchrun --nproc_per_node=K -m localssl pretrain clapp++ train.parallel=layers [train.stage_bounds=[2,4]]
+
+(across nodes as ``torchrun`` does it: ``--nnodes``, ``--rdzv-endpoint``; gloo on CPU, NCCL on CUDA).
+
+**Stages.** Rank ``k`` holds stage ``k``: a contiguous block of layers cut where the rule allows
+(:meth:`~localssl.rules.base.Rule.stage_cuts`), their objectives with their ``B`` and their per-layer
+optimizers (``train.step_each_layer``, set by ``train.parallel=layers``); the other layers are freed (meta
+tensors) before training. The cuts are ``train.stage_bounds`` (the number of layers before each cut), or, with
+``auto``, those that minimise the slowest stage's time per batch, measured on rank 0 before training (each block's
+forward + loss + backward on one batch, best of two); they are printed at start.
+
+**Schedule.** Stage 0 draws each batch and its views as the one-process trainer does, runs its block (per layer:
+forward, loss, backward, optimizer step) and sends the block's output, detached, with the view metadata (the
+positive and negative indices, labels, ``n_images``, ``grid``) to stage 1; then it starts the next batch. Stage
+``k`` receives batch ``t`` (the receive of ``t+1`` is posted before it computes ``t``), runs its block and sends on.
+So stage ``k`` works on batch ``t`` while stage ``k-1`` works on ``t+1``: up to ``K`` whole batches in flight. A
+batch is never split: in-batch negatives and every optimizer step are the one-process run's. The queue is
+bounded: a stage waits before it sends a batch while ``train.stage_queue`` of its batches are not yet received
+downstream, so a stage holds at most ``stage_queue + 2`` boundary activations however long the run.
+
+**Exactness.** Layer ``l``'s input at step ``t`` is layer ``l-1``'s output computed before layer ``l-1``'s update
+of step ``t``, in a stage as in the one-process streaming step, and each layer's update depends only on its own
+loss. Stage 0 draws from the one-process generator in the one-process order (views, then its own objectives'
+draws); stage ``k > 0`` from its own, seeded by ``(seed, epoch, k)``. So for rules whose objectives draw nothing
+(clapp++, clapp++nospatial, scff, lpl, ff, ...) K stages give the one-process weights (bitwise on CPU:
+``tests/test_pipeline.py``). Objectives that draw (CPC / CLAPP 2021 negatives, ``either_pos_or_neg``) give a run
+that is reproducible for its K but draws other negatives above stage 0 than one process does (said at start).
+
+**One run.** Rank 0 holds the run lock and writes config.yaml, steps.csv and metrics.csv with every layer's
+columns (each stage sends its metric sums at logged rows; rank 0 reads them a few steps later, so no stage waits
+for it) and summary.json (images/s, every process's peak memory, the stages). At a checkpoint (every epoch's
+end; mid-epoch with ``train.checkpoint_every[_minutes]``, decided by rank 0 and carried with the batch) every
+stage hands its part (weights, objective parameters, per-layer optimizer state, generator state, metric window)
+to rank 0, which saves ONE file in the one-process format (optimizer ``{"per_layer": ...}``) with
+:func:`~localssl.checkpoint.save_checkpoint`: it counts once every part is in it. ``localssl probe`` reads it like
+any other; ``--resume`` continues it with the same K, another K, or on one process.
+
+**Measuring it** (throughput and memory per process, for N steps):
+
+    torchrun --nproc_per_node=K -m localssl pretrain PRESET train.parallel=layers train.epochs=1 \
+        train.max_steps_per_epoch=N train.progress=false [train.stage_bounds=[...]] [train.device=cuda]
+
+``RUN/summary.json`` then holds ``images_per_s`` (rank 0's wall clock over the epoch, the pipeline's fill and
+drain included), ``stages`` (the layers of each stage) and ``peak_memory_per_rank`` (every process's peak RSS
+in MiB, and its peak CUDA allocation on CUDA); the same command without ``train.parallel=layers`` and without
+torchrun is the one-process baseline (its summary.json has ``images_per_s``). The stage times measured for
+``auto`` bounds are printed at start.
+
+**Failures.** Every wait for another stage is bounded by ``train.stage_timeout`` seconds: a stage that dies
+(its connection closes: at once) or hangs (after the timeout) stops the others with a :class:`StageLostError`
+that names the stage, the last checkpoint and the ``--resume`` command.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from localssl import distributed
+from localssl.checkpoint import EpochPosition, rng_states, save_checkpoint
+from localssl.distributed import SINGLE
+from localssl.rules.base import Metrics, StepContext
+from localssl.train.metrics import DeviceSums, check_finite
+from localssl.train.optimizers import StepOptimizers
+from localssl.train.setup import RunSetup
+from localssl.train.stages import StageLinks, StageLostError, balanced_cuts, peak_memory_mb
+from localssl.train.trainer import Trainer
+from localssl.utils import append_csv, atomic_write_json, epoch_seed
+from localssl.views.base import ViewBatch
+
+CHECKPOINT_AFTER = 1  # header flag: every stage hands its part to rank 0 after this step
+
+
+@dataclasses.dataclass
+class _Row:
+    """A steps.csv row rank 0 has its own part of and waits for the other stages' parts of."""
+
+    epoch: int
+    step: int  # global steps done at the row
+    where: str
+    sums: dict[str, torch.Tensor]
+    k_steps: int
+
+
+class PipelineTrainer(Trainer):
+    """One stage of a layer-parallel run; every rank runs :meth:`fit` (see the module's docstring)."""
+
+    def __init__(self, setup: RunSetup, run_dir: Path) -> None:
+        super().__init__(setup, run_dir)
+        t = self.cfg.train
+        self.stage, self.n_stages = self.world.rank, self.world.size
+        if any(self.groups[-1]):
+            raise ValueError(
+                f"train.parallel=layers: rule '{self.cfg.rule.name}' trains parameters outside its layers' "
+                "objectives, which no stage could own; train it in one process or data-parallel"
+            )
+        self.bounds = self._stage_bounds()
+        self.layers = range(self.bounds[self.stage], self.bounds[self.stage + 1])
+        groups = [g if i in self.layers else [] for i, g in enumerate(self.groups)]
+        self.opt = StepOptimizers(t, groups, [p for g in groups for p in g], SINGLE)  # no gradient all-reduce
+        self.step_context = dataclasses.replace(
+            self.step_context, layer_done=self.opt.layer_done, optimizer=self.opt.as_one()
+        )
+        self.links = StageLinks(
+            self.stage, self.device, self.memory_format, t.stage_queue, float(t.stage_timeout), self._explain
+        )
+        self._n_images = len(self.images)
+        self._rows: collections.deque[_Row] = collections.deque()
+        self._epoch_sums = DeviceSums()
+        self._carry: dict[str, torch.Tensor] = {}  # a resumed epoch's window, added to its first row
+        self._window = DeviceSums()
+        self._checked_draws = False
+        self._stages_rng: list[dict[str, torch.Tensor]] | None = None  # a resumed mid-epoch checkpoint's
+        # a stage may lag stage 0 by its queue, the batch it computes and the one it prefetches, per stage
+        self.lag = (self.n_stages - 1) * (t.stage_queue + 2)
+
+    # ------------------------------------------------------------------ stages
+    def _stage_bounds(self) -> list[int]:
+        """``[0, cut_1, ..., n_layers]``: stage ``k`` runs layers ``bounds[k] .. bounds[k+1]-1`` (0-based)."""
+        t, n_layers, k = self.cfg.train, len(self.comp.encoder), self.n_stages
+        allowed = self.comp.rule.stage_cuts(n_layers)
+        if k > len(allowed) + 1:
+            raise ValueError(
+                f"train.parallel=layers: {k} processes but rule '{self.cfg.rule.name}' on {n_layers} layers can be "
+                f"cut into at most {len(allowed) + 1} stages (cuts after layers {allowed}); start fewer processes"
+            )
+        costs = None
+        if t.stage_bounds == "auto":
+            edges = [0, *allowed, n_layers]
+            if self.world.is_main:
+                costs = self._measure([range(a, b) for a, b in itertools.pairwise(edges)])
+            costs = distributed.broadcast_object(costs)
+            cuts = [edges[i] for i in balanced_cuts(costs, k)]
+        else:
+            cuts = [int(b) for b in t.stage_bounds]
+            if len(cuts) != k - 1 or any(b not in allowed for b in cuts) or cuts != sorted(set(cuts)):
+                raise ValueError(
+                    f"train.stage_bounds={list(t.stage_bounds)} does not cut {n_layers} layers into the {k} stages "
+                    f"torchrun started: give {k - 1} increasing layer counts among {allowed}, or "
+                    "train.stage_bounds=auto"
+                )
+        bounds = [0, *cuts, n_layers]
+        if self.world.is_main:
+            print(self._describe(bounds, costs, allowed), file=sys.stderr)
+        return bounds
+
+    def _describe(self, bounds: list[int], costs: list[float] | None, allowed: list[int]) -> str:
+        parts = []
+        edges = [0, *allowed, bounds[-1]]
+        for s in range(self.n_stages):
+            a, b = bounds[s], bounds[s + 1]
+            text = f"stage {s} = layer{'s' if b - a > 1 else ''} {a + 1}{f'-{b}' if b - a > 1 else ''}"
+            if costs is not None:
+                ms = 1e3 * sum(c for c, lo in zip(costs, edges) if a <= lo < b)
+                text += f" ({ms:.1f} ms/batch)"
+            parts.append(text)
+        how = "measured on rank 0, balanced" if costs is not None else "train.stage_bounds"
+        backend = dist.get_backend()
+        return f"layer-parallel: {self.n_stages} stages ({backend}, {how}): " + ", ".join(parts)
+
+    def _measure(self, units: list[range]) -> list[float]:
+        """Seconds per batch of each unit's forward + loss + backward (best of two after a warm-up), on one
+        batch; weights, buffers and generators are left as they were (no optimizer step, state restored)."""
+        rule, encoder = self.comp.rule, self.comp.encoder
+        ctx = StepContext(autocast=self.step_context.autocast)
+        buffers = {id(b): b.detach().clone() for m in (encoder, rule) for b in m.buffers()}
+        times: list[list[float]] = [[] for _ in units]
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            views = self.make_views(torch.arange(min(self.cfg.train.batch_size, len(self.images))))
+            for _ in range(3):
+                if self.cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                h = views.x
+                for u, layers in enumerate(units):
+                    self._sync()
+                    t0 = time.perf_counter()
+                    h, _ = rule.step_layers(encoder, h, views, ctx, layers)
+                    self._sync()
+                    times[u].append(time.perf_counter() - t0)
+        for m in (encoder, rule):
+            for p in m.parameters():
+                p.grad = None
+            for b in m.buffers():
+                b.copy_(buffers[id(b)])
+        return [min(ts[1:]) for ts in times]
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _owns(self, key: str, prefix: str, offset: int) -> bool:
+        """Whether this stage holds state ``key`` (``layers.3.…`` of the encoder, ``objectives.4.…`` of the rule;
+        anything outside the layers and their objectives is stage 0's)."""
+        if not key.startswith(prefix):
+            return self.stage == 0
+        return int(key[len(prefix) :].split(".", 1)[0]) - offset in self.layers
+
+    def _drop_others(self) -> None:
+        """Free the layers and objectives of the other stages (their parameters become meta tensors)."""
+        for i, layer in enumerate(self.comp.encoder.layers):
+            if i not in self.layers:
+                layer.to("meta")
+        for key, objective in self.comp.rule.objectives.items():
+            if int(key) - 1 not in self.layers:
+                objective.to("meta")
+
+    def steps_per_epoch(self) -> int:
+        bs, n = self.cfg.train.batch_size, self._n_images // self.cfg.train.batch_size
+        if n == 0:
+            raise ValueError(
+                f"{self._n_images} training images are fewer than one batch of train.batch_size={bs}; "
+                "lower train.batch_size or raise data.train_subset"
+            )
+        cap = self.cfg.train.max_steps_per_epoch
+        return min(n, cap) if cap else n
+
+    def _explain(self) -> str:
+        kept = (
+            f"The last checkpoint ({self.checkpoint_at}) is kept in {self.run_dir}"
+            if self.checkpoint_at is not None
+            else f"No checkpoint was written yet in {self.run_dir}"
+        )
+        return f"{kept}. Continue with: torchrun --nproc_per_node=K -m localssl pretrain --resume {self.run_dir}"
+
+    # ------------------------------------------------------------------ rows
+    def _row_done(self, where: str, k_steps: int) -> None:
+        """A logged row's step: stage 0 queues its part, the others send theirs."""
+        sums = self._window.as_dict()
+        self._window = DeviceSums()
+        if self.stage == 0:
+            self._rows.append(_Row(self.epoch + 1, self.global_step, where, sums, k_steps))
+            return
+        self.links.send_object({"kind": "row", "step": self.global_step, "sums": {k: v.cpu() for k, v in sums.items()}})
+
+    def _collect_rows(self, upto: int | None = None) -> None:
+        """Rank 0: write the queued rows of global step ``<= upto`` (all with ``None``) once every stage's
+        part is in; rows are read ``lag`` steps late, when the last stage has most likely sent them."""
+        while self._rows and (upto is None or self._rows[0].step <= upto):
+            row = self._rows.popleft()
+            sums = dict(row.sums)
+            for src in range(1, self.n_stages):
+                msg = self.links.recv_object(src, "receiving a logged row")
+                if msg["kind"] != "row" or msg["step"] != row.step:
+                    raise RuntimeError(f"stage {src} sent {msg['kind']} of step {msg['step']}, expected row {row.step}")
+                sums.update(msg["sums"])
+            if self._carry:  # the first row of a resumed epoch also covers the steps before the checkpoint
+                sums = {k: v + self._carry[k].to(v.device) if k in self._carry else v for k, v in sums.items()}
+                self._carry = {}
+            self._write_row(row, sums)
+
+    def _write_row(self, row: _Row, sums: dict[str, torch.Tensor]) -> None:
+        check_finite(sums, row.where, self._kept())
+        out: dict[str, Any] = {"epoch": row.epoch, "step": row.step}
+        out.update({k: round(v / row.k_steps, 6) for k, v in zip(sums, DeviceSums.read(sums))})
+        self.divergence.observe(out)
+        self._epoch_sums.add(sums)
+        append_csv(self.run_dir / "steps.csv", out)
+        if self.tensorboard is not None:
+            self.tensorboard.scalars("step", {**out, "lr": self.opt.lr}, row.step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _part(self) -> dict[str, Any]:
+        """This stage's share of a checkpoint (one-process keys)."""
+        return {
+            "kind": "part",
+            "step": self.global_step,
+            "encoder": {k: v for k, v in self.comp.encoder.state_dict().items() if self._owns(k, "layers.", 0)},
+            "rule": {k: v for k, v in self.comp.rule.state_dict().items() if self._owns(k, "objectives.", 1)},
+            "optimizer": self.opt.state()["per_layer"],
+            "rng": rng_states(self.device),
+            "window": self._window.as_dict(),
+        }
+
+    def save_checkpoint(self, position: EpochPosition | None = None) -> None:
+        """Every stage hands its part to rank 0, which saves them as one checkpoint (``position``: rank 0's
+        mid-epoch position, completed here with every stage's window and generators)."""
+        if self.stage != 0:
+            self.links.send_object(self._part())
+            self.links.flush_objects()
+        else:
+            self._collect_rows()
+            parts = [self._part()]
+            for src in range(1, self.n_stages):
+                part = self.links.recv_object(src, "receiving a checkpoint part")
+                if part["kind"] != "part" or part["step"] != self.global_step:
+                    raise RuntimeError(f"stage {src} sent {part['kind']} of step {part['step']} for a checkpoint")
+                parts.append(part)
+            state = self.state(position)  # the one-process format; the stages' parts replace its network
+            for key in ("encoder", "rule"):
+                merged = {k: v for p in parts for k, v in p[key].items()}
+                missing = [k for k in state[key] if k not in merged]
+                if missing:
+                    raise RuntimeError(f"no stage sent {key} state {missing[:3]}: the checkpoint would be incomplete")
+                state[key] = {k: merged[k] for k in state[key]}
+            per_layer = {k: v for p in parts for k, v in p["optimizer"].items()}
+            state["optimizer"] = {"per_layer": {k: per_layer[k] for k in sorted(per_layer, key=int)}}
+            if position is not None:  # rank 0's position: the whole network's metric sums, stage 0's generators
+                window = dict(self._carry)
+                for p in parts:
+                    window.update({k: v + window[k] if k in window else v for k, v in p["window"].items()})
+                check_finite(window, self._where(position), self._kept())  # a checkpoint is always a good one
+                position.sums, position.window, position.rng = self._epoch_sums.as_dict(), window, parts[0]["rng"]
+                state["position"] = position.to_state()
+                state["stages_rng"] = [p["rng"] for p in parts]  # read by a resume with as many stages
+            save_checkpoint(state, self.run_dir)
+        try:  # every stage goes on once the file is committed (it counts only with every part in it)
+            distributed.barrier()
+        except RuntimeError as err:
+            raise StageLostError(
+                f"stage {self.stage}: a stage stopped answering while the checkpoint was saved "
+                f"({str(err).splitlines()[0]}). {self._explain()}"
+            ) from None
+        self.checkpoint_at = self._where(position)
+        self._checkpoint_time = time.monotonic()
+
+    def _restore(self, n_steps: int) -> tuple[int, float, int]:
+        """Continue a resumed mid-epoch checkpoint's epoch: (steps done, seconds spent, steps in the window)."""
+        position, self._position = self._position, None
+        if position is None:
+            return 0, 0.0, 0
+        position.check_fits(self.epoch, n_steps)
+        if self.stage == 0:
+            position.restore_rng(self.device)  # the one-process generators: a one-process resume reads them too
+        elif self._stages_rng is not None and len(self._stages_rng) == self.n_stages:
+            rng = self._stages_rng[self.stage]
+            torch.set_rng_state(rng["cpu"].cpu())
+            if self.device.type == "cuda" and "cuda" in rng:
+                torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        if self.stage != 0:  # another number of stages: the epoch's seed (only drawing objectives notice)
+            return position.step, position.seconds, 0
+        self._epoch_sums.add(position.sums)
+        self._carry = dict(position.window)
+        in_window = position.window_steps
+        if in_window is None:
+            in_window = position.step % self.cfg.train.log_every
+        return position.step, position.seconds, in_window
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        super().load_state(ckpt)
+        self._stages_rng = ckpt.get("stages_rng")
+
+    # ------------------------------------------------------------------ training
+    def _step_block(self, views: ViewBatch) -> tuple[torch.Tensor, Metrics]:
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        draws = None if self._checked_draws or self.stage == 0 else torch.get_rng_state()
+        self.opt.begin_step()
+        h, metrics = self.comp.rule.step_layers(self.comp.encoder, views.x, views, self.step_context, self.layers)
+        self.opt.finish_step()
+        if draws is not None:
+            self._checked_draws = True
+            if not torch.equal(draws, torch.get_rng_state()):
+                print(
+                    f"note: the objectives of stage {self.stage} draw random numbers (e.g. negatives): they draw "
+                    f"from this stage's own generator, so this run is reproducible with {self.n_stages} stages "
+                    "but its draws above stage 0 differ from a one-process run's",
+                    file=sys.stderr,
+                )
+        return h, metrics
+
+    def train_epoch(self) -> dict[str, float]:
+        t = self.cfg.train
+        first, last = self.stage == 0, self.stage == self.n_stages - 1
+        seed = epoch_seed(t.seed, self.epoch)
+        torch.manual_seed(distributed.rank_seed(seed, self.stage))  # stage 0: the one-process seed
+        n_steps = self.steps_per_epoch()
+        perm = None
+        if first:
+            perm = torch.randperm(self._n_images, generator=torch.Generator().manual_seed(seed))
+            perm = perm.to(self.images.device)
+        self.comp.encoder.train()
+        self._epoch_sums, self._window = DeviceSums(), DeviceSums()
+        start, seconds_before, in_window = self._restore(n_steps)
+        bs, log_every = t.batch_size, t.log_every
+        t0 = time.perf_counter()
+        bar = tqdm(
+            range(start, n_steps),
+            initial=start,
+            total=n_steps,
+            desc=f"epoch {self.epoch + 1}/{t.epochs}",
+            leave=False,
+            disable=not (t.progress and first),
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+        for step in bar:
+            self.apply_schedule(n_steps)
+            flags = 0
+            if first:
+                assert perm is not None
+                views = self.make_views(perm[step * bs : (step + 1) * bs])
+            else:
+                flags, views = self.links.recv_batch(self.global_step)
+                if step + 1 < n_steps:
+                    self.links.post_recv()  # the next batch arrives while this one computes
+            h, metrics = self._step_block(views)
+            self._window.add(metrics)
+            in_window += 1
+            self.global_step += 1
+            if first and self.mid_epoch_checkpoint_due(step + 1, n_steps):
+                flags |= CHECKPOINT_AFTER
+            if not last:
+                self.links.send_batch(self.global_step - 1, flags, h, views)
+            del h, views
+            if (step + 1) % log_every == 0 or step + 1 == n_steps:
+                self._row_done(f"epoch {self.epoch + 1}, step {step + 1}", in_window)
+                in_window = 0
+            if first:
+                self._collect_rows(self.global_step - self.lag)
+            if flags & CHECKPOINT_AFTER:
+                seconds = time.perf_counter() - t0 + seconds_before
+                position = EpochPosition(self.epoch, step + 1, seconds, {}, {}, {}, in_window)
+                self.save_checkpoint(position)
+        if first:
+            self._collect_rows()
+        self.links.flush_sends()
+        self._sync()
+        seconds = time.perf_counter() - t0 + seconds_before
+        out: dict[str, float] = {}
+        if first:
+            sums = self._epoch_sums.as_dict()
+            out = {k: v / n_steps for k, v in zip(sums, DeviceSums.read(sums))}
+        out.update(seconds=seconds, images_per_s=n_steps * bs / seconds)
+        return out
+
+    def fit(self) -> dict[str, Any]:
+        self._drop_others()
+        summary = super().fit()
+        self.links.flush_objects()
+        memory = distributed.all_objects(peak_memory_mb(self.device))
+        stages = [f"{a + 1}-{b}" for a, b in itertools.pairwise(self.bounds)]
+        summary.update(parallel="layers", stages=stages, peak_memory_per_rank=memory)
+        if self.world.is_main:
+            atomic_write_json(summary, self.run_dir / "summary.json")
+        return summary
+
+
+__all__ = ["PipelineTrainer", "StageLostError", "balanced_cuts", "peak_memory_mb"]

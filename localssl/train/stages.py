@@ -1,0 +1,245 @@
+"""Layer-parallel stages (:mod:`localssl.train.pipeline`): where to cut the network, and the messages
+between the stages.
+
+:func:`balanced_cuts` cuts per-unit costs into contiguous stages with the smallest slowest stage.
+:class:`StageLinks` carries, over ``torch.distributed`` point-to-point messages (gloo on CPU, NCCL on CUDA):
+
+* **batches**, stage ``k`` to ``k+1`` (tag 0): a fixed-size header (global step, flags, ``n_images``, ``grid``,
+  the sizes of the index tensors, dtype and shape of the activation), the view indices packed in one int64
+  tensor (positives, their references, negatives, theirs, labels), and the activation. Every batch of a run has
+  the same shapes, so the receive of batch ``t+1`` is posted, sizes and all, before batch ``t`` is computed;
+  a sender holds at most ``queue`` batches not yet received downstream (then it waits: the bounded queue).
+* **objects**, stage ``k > 0`` to rank 0 (tag 1): a size, then ``torch.save`` bytes (logged rows' metric sums,
+  checkpoint parts), read back with ``weights_only=True``. They are sent without waiting; rank 0 reads them
+  when it needs them.
+
+Every wait is bounded by ``timeout`` seconds (:func:`~localssl.distributed.wait_for`); a peer that died or
+hangs raises :class:`StageLostError` with the pipeline's explanation of what is kept and how to continue.
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import resource
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from localssl.distributed import PeerLostError, recv_async, send_async, wait_for
+from localssl.views.base import ViewBatch
+
+_ACTIVATIONS, _OBJECTS = 0, 1  # message tags: batches to the next stage, rows and checkpoint parts to rank 0
+_DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
+_MAX_DIMS = 6
+_HEADER = 12 + _MAX_DIMS  # step, flags, n_images, grid (2), sizes of pos/pos_ref/neg/neg_ref/labels, dtype, ndim, shape
+MB = 2**20
+
+
+class StageLostError(RuntimeError):
+    """Another stage of a layer-parallel run died, hung past ``train.stage_timeout`` or stopped on its own
+    error; the message names it, the last checkpoint, and how to continue."""
+
+
+def balanced_cuts(costs: list[float], n_stages: int) -> list[int]:
+    """Cut ``costs`` (one per unit, in order) into ``n_stages`` contiguous non-empty blocks whose largest sum
+    is the smallest possible; returns the number of units before each cut (``n_stages - 1`` of them)."""
+    n = len(costs)
+    if not 1 <= n_stages <= n:
+        raise ValueError(f"cannot cut {n} units into {n_stages} stages")
+    prefix = [0.0]
+    for c in costs:
+        prefix.append(prefix[-1] + c)
+    # best[k][j]: the smallest largest block when the first j units form k blocks; cut[k][j]: its last cut
+    best = [[float("inf")] * (n + 1) for _ in range(n_stages + 1)]
+    cut = [[0] * (n + 1) for _ in range(n_stages + 1)]
+    best[0][0] = 0.0
+    for k in range(1, n_stages + 1):
+        for j in range(k, n + 1):
+            for i in range(k - 1, j):
+                value = max(best[k - 1][i], prefix[j] - prefix[i])
+                if value < best[k][j]:
+                    best[k][j], cut[k][j] = value, i
+    cuts, j = [], n
+    for k in range(n_stages, 1, -1):
+        j = cut[k][j]
+        cuts.append(j)
+    return cuts[::-1]
+
+
+def peak_memory_mb(device: torch.device) -> dict[str, float]:
+    """This process's peak resident memory (and peak CUDA allocation), in MiB."""
+    out = {"rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
+    if device.type == "cuda":
+        out["cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / MB, 1)
+    return out
+
+
+def _to_bytes(obj: Any, device: torch.device) -> torch.Tensor:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8).to(device)
+
+
+def _from_bytes(payload: torch.Tensor, device: torch.device) -> Any:
+    return torch.load(io.BytesIO(payload.cpu().numpy().tobytes()), map_location=device, weights_only=True)
+
+
+class StageLinks:
+    """The messages of stage ``stage`` (its rank) of ``n_stages``; ``explain()`` says, when a peer is lost,
+    what is kept and how to continue."""
+
+    def __init__(
+        self,
+        stage: int,
+        device: torch.device,
+        memory_format: torch.memory_format,
+        queue: int,
+        timeout: float,
+        explain: Callable[[], str],
+    ) -> None:
+        self.stage, self.device, self.memory_format = stage, device, memory_format
+        self.queue, self.timeout, self.explain = queue, timeout, explain
+        self.wire = device if dist.get_backend() == "nccl" else torch.device("cpu")
+        self._inflight: collections.deque[tuple[list[Any], tuple[torch.Tensor, ...]]] = collections.deque()
+        self._posted: tuple[list[Any], tuple[torch.Tensor, ...]] | None = None
+        self._send_sig: tuple[Any, ...] | None = None
+        self._recv_sig: tuple[Any, ...] | None = None
+        self._objects_out: list[tuple[list[Any], tuple[torch.Tensor, ...]]] = []
+
+    def _fail(self, err: PeerLostError, peer: int, what: str) -> StageLostError:
+        return StageLostError(
+            f"stage {self.stage}: stage {peer} stopped answering ({what}: {err}); it died, hangs (more than "
+            f"train.stage_timeout={self.timeout:g} s), or stopped on an error of its own (see its output). "
+            + self.explain()
+        )
+
+    def _wait(self, work: Any, peer: int, what: str) -> None:
+        try:
+            wait_for(work, self.timeout)
+        except PeerLostError as err:
+            raise self._fail(err, peer, what) from None
+
+    def _post(self, send: bool, tensor: torch.Tensor, peer: int, tag: int, what: str) -> Any:
+        try:
+            return send_async(tensor, peer, tag) if send else recv_async(tensor, peer, tag)
+        except PeerLostError as err:
+            raise self._fail(err, peer, what) from None
+
+    def send_batch(self, step: int, flags: int, h: torch.Tensor, views: ViewBatch) -> None:
+        """Send the block's output of global step ``step`` and the view metadata to the next stage; wait first
+        while ``train.stage_queue`` batches sent before it are not yet received there."""
+        peer = self.stage + 1
+        while len(self._inflight) >= self.queue:
+            works, _ = self._inflight.popleft()
+            for w in works:
+                self._wait(w, peer, "sending a batch")
+        x = h.detach().contiguous()
+        ints = [views.pos, views.pos_ref, views.neg, views.neg_ref]
+        if views.labels is not None:
+            ints.append(views.labels)
+        sig = (tuple(x.shape), x.dtype, tuple(t.numel() for t in ints))
+        if x.dim() > _MAX_DIMS or x.dtype not in _DTYPES:
+            raise ValueError(f"train.parallel=layers cannot send a {x.dim()}-D {x.dtype} activation")
+        if self._send_sig is not None and sig != self._send_sig:
+            raise ValueError(
+                f"train.parallel=layers needs every batch of a run to have the same shapes; step {step + 1} sends "
+                f"{sig}, the batch before {self._send_sig}"
+            )
+        self._send_sig = sig
+        grid = views.grid or (-1, -1)
+        sizes = [t.numel() for t in ints] + ([-1] if views.labels is None else [])
+        shape = list(x.shape) + [0] * (_MAX_DIMS - x.dim())
+        header = torch.tensor(
+            [step, flags, views.n_images, *grid, *sizes, _DTYPES.index(x.dtype), x.dim(), *shape], dtype=torch.int64
+        ).to(self.wire)
+        packed = torch.cat([t.reshape(-1).long() for t in ints]).to(self.wire)
+        x = x.to(self.wire)
+        works = [self._post(True, t, peer, _ACTIVATIONS, "sending a batch") for t in (header, packed, x)]
+        self._inflight.append((works, (header, packed, x)))
+
+    def post_recv(self) -> None:
+        """Post the receives of the next batch (its sizes are the last batch's: every batch has the same)."""
+        header = torch.empty(_HEADER, dtype=torch.int64, device=self.wire)
+        tensors: tuple[torch.Tensor, ...] = (header,)
+        if self._recv_sig is not None:
+            shape, dtype, n_ints = self._recv_sig
+            tensors += (
+                torch.empty(n_ints, dtype=torch.int64, device=self.wire),
+                torch.empty(shape, dtype=dtype, device=self.wire),
+            )
+        peer = self.stage - 1
+        works = [self._post(False, t, peer, _ACTIVATIONS, "receiving a batch") for t in tensors]
+        self._posted = (works, tensors)
+
+    def recv_batch(self, step: int) -> tuple[int, ViewBatch]:
+        """The flags and the views (``x`` = the previous stage's output) of global step ``step``."""
+        if self._posted is None:
+            self.post_recv()
+        assert self._posted is not None
+        (works, tensors), self._posted = self._posted, None
+        peer = self.stage - 1
+        self._wait(works[0], peer, "receiving a batch")
+        head = tensors[0].tolist()
+        got, flags, n_images, g0, g1 = head[:5]
+        sizes = head[5:10]
+        dtype, ndim = _DTYPES[head[10]], head[11]
+        shape = tuple(head[12 : 12 + ndim])
+        n_ints = sum(s for s in sizes if s > 0)
+        sig = (shape, dtype, n_ints)
+        if len(tensors) == 1:
+            tensors += (
+                torch.empty(n_ints, dtype=torch.int64, device=self.wire),
+                torch.empty(shape, dtype=dtype, device=self.wire),
+            )
+            works += [self._post(False, t, peer, _ACTIVATIONS, "receiving a batch") for t in tensors[1:]]
+        elif sig != self._recv_sig:
+            raise RuntimeError(f"stage {self.stage}: batch {got + 1} changed shape ({sig} after {self._recv_sig})")
+        self._recv_sig = sig
+        for w in works[1:]:
+            self._wait(w, peer, "receiving a batch")
+        if got != step:
+            raise RuntimeError(f"stage {self.stage}: received global step {got + 1} while at step {step + 1}")
+        packed, x = tensors[1].to(self.device), tensors[2].to(self.device)
+        parts = list(packed.split([max(s, 0) for s in sizes]))
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=self.memory_format)
+        views = ViewBatch(
+            x=x,
+            pos=parts[0],
+            pos_ref=parts[1],
+            neg=parts[2],
+            neg_ref=parts[3],
+            labels=parts[4] if sizes[4] >= 0 else None,
+            n_images=n_images,
+            grid=(g0, g1) if g0 >= 0 else None,
+        )
+        return flags, views
+
+    def flush_sends(self) -> None:
+        while self._inflight:
+            works, _ = self._inflight.popleft()
+            for w in works:
+                self._wait(w, self.stage + 1, "sending a batch")
+
+    def send_object(self, obj: Any) -> None:
+        """Send ``obj`` (a row or a checkpoint part) to rank 0 without waiting; :meth:`_flush_objects` waits."""
+        payload = _to_bytes(obj, self.wire)
+        size = torch.tensor([payload.numel()], dtype=torch.int64).to(self.wire)
+        works = [self._post(True, t, 0, _OBJECTS, "sending to stage 0") for t in (size, payload)]
+        self._objects_out.append((works, (size, payload)))
+
+    def flush_objects(self) -> None:
+        for works, _ in self._objects_out:
+            for w in works:
+                self._wait(w, 0, "sending to stage 0")
+        self._objects_out = []
+
+    def recv_object(self, src: int, what: str) -> Any:
+        size = torch.empty(1, dtype=torch.int64, device=self.wire)
+        self._wait(self._post(False, size, src, _OBJECTS, what), src, what)
+        payload = torch.empty(int(size.item()), dtype=torch.uint8, device=self.wire)
+        self._wait(self._post(False, payload, src, _OBJECTS, what), src, what)
+        return _from_bytes(payload, self.device)

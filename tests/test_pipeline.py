@@ -1,0 +1,270 @@
+"""Layer-parallel training (``train.parallel=layers``): K stages on K gloo processes give the one-process
+weights, write one run, survive the death of a stage, and refuse the rules that cannot be split.
+
+Oracle: the one-process run of the same config with ``train.step_each_layer=true`` (itself equal to the
+single-optimizer run, tests/test_train_step_each_layer.py), compared bitwise on CPU with one thread."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from localssl.config import load_config
+from localssl.data import ImageData
+from localssl.distributed import SINGLE
+from localssl.rules.base import StepContext
+from localssl.train import Trainer, pretrain, resume
+from localssl.train.pipeline import balanced_cuts
+from localssl.train.setup import check_world
+
+REPO = Path(__file__).resolve().parents[1]
+# 60 images, batch 6: 10 steps per epoch, 2 epochs; mid-epoch checkpoints every 4 steps (4, 8, 12, 16).
+SETUP = [
+    "model.width=0.0625",
+    "train.batch_size=6",
+    "train.epochs=2",
+    "train.lr=1e-3",
+    "train.device=cpu",
+    "train.progress=false",
+    "train.log_every=3",
+    "train.checkpoint_every=4",
+]
+
+# Runs the CLI in a process with torchrun's environment. LOCALSSL_TEST_FAULT="RANK:STEP:die|hang" makes
+# that rank's stage die (os._exit) or hang before it computes global step STEP (1-based).
+WORKER = """
+import os, sys, time
+from localssl.train import pipeline
+fault = os.environ.get("LOCALSSL_TEST_FAULT")
+if fault:
+    rank, step, how = fault.split(":")
+    inner = pipeline.PipelineTrainer._step_block
+    def faulty(self, views):
+        if self.stage == int(rank) and self.global_step + 1 == int(step):
+            if how == "die":
+                os._exit(9)
+            time.sleep(3600)
+        return inner(self, views)
+    pipeline.PipelineTrainer._step_block = faulty
+from localssl.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(n: int, argv: list[str], cwd: Path, fault: str | None = None) -> list[subprocess.Popen]:
+    port = _free_port()
+    procs = []
+    for rank in range(n):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(n),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=str(REPO),
+        )
+        if fault:
+            env["LOCALSSL_TEST_FAULT"] = fault
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", WORKER, *argv],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return procs
+
+
+def _run(n: int, argv: list[str], cwd: Path) -> Path:
+    """``torchrun --nproc_per_node=n -m localssl ARGV``; returns the run directory (printed last)."""
+    outs = []
+    for p in _start(n, argv, cwd):
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err[-3000:]
+        outs.append(out.strip())
+    assert outs[1:] == [""] * (n - 1), outs  # only rank 0 prints
+    return cwd / outs[0].splitlines()[-1]
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    ckpt = torch.load(path, weights_only=True)
+    return {
+        **{f"encoder.{k}": v for k, v in ckpt["encoder"].items()},
+        **{f"rule.{k}": v for k, v in ckpt["rule"].items()},
+    }
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k}: max diff {float((a[k] - b[k]).abs().max()):.3g}"
+
+
+def _losses(path: Path) -> list[list[str]]:
+    lines = path.read_text().splitlines()
+    return [line.split(",") for line in lines]
+
+
+@pytest.fixture
+def reference(cifar_root, tmp_path, one_thread):
+    """The one-process run (per-layer optimizers) of the preset: its run directory."""
+
+    def make(preset: str) -> Path:
+        cfg = load_config(preset, [*SETUP, f"data.root={cifar_root}", "train.step_each_layer=true"])
+        return pretrain(cfg, tmp_path / f"ref-{preset}")
+
+    return make
+
+
+def test_two_stages_give_the_one_process_run(cifar_root, tmp_path, reference):
+    """clapp++ on 2 gloo stages: bitwise the one-process weights, steps.csv (every layer's columns) and
+    metrics.csv's losses; one checkpoint in the one-process format with per-layer optimizer state, whose
+    mid-epoch predecessor a one-process --resume finishes into the same weights."""
+    run = _run(2, ["pretrain", "clapp++", *SETUP, f"data.root={cifar_root}", "train.parallel=layers"], tmp_path)
+    ref = reference("clapp++")
+    _assert_same(_weights(run / "checkpoint.pt"), _weights(ref / "checkpoint.pt"))
+    start = Trainer(load_config("clapp++", [*SETUP, f"data.root={cifar_root}"]), Path("unused")).comp
+    moved = max(
+        float((v - start.encoder.state_dict()[k]).abs().max())
+        for k, v in torch.load(run / "checkpoint.pt", weights_only=True)["encoder"].items()
+    )
+    assert moved > 1e-3, "the weights did not move: the comparison is empty"
+    assert (run / "steps.csv").read_text() == (ref / "steps.csv").read_text()
+    got, want = _losses(run / "metrics.csv"), _losses(ref / "metrics.csv")
+    keep = [i for i, k in enumerate(want[0]) if k not in ("seconds", "images_per_s")]
+    assert [[r[i] for i in keep] for r in got] == [[r[i] for i in keep] for r in want]
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert sorted(ckpt["optimizer"]["per_layer"], key=int) == [str(i) for i in range(6)]
+    summary = (run / "summary.json").read_text()
+    assert '"parallel": "layers"' in summary and summary.count("rss_mb") == 2
+    # the mid-epoch checkpoint before the last (epoch 2, step 6 = global step 16), resumed on one process
+    mid = tmp_path / "mid"
+    mid.mkdir()
+    shutil.copy(run / "config.yaml", mid / "config.yaml")
+    shutil.copy(run / "checkpoint.prev.pt", mid / "checkpoint.pt")
+    assert torch.load(mid / "checkpoint.pt", weights_only=True)["global_step"] == 16
+    resume(mid)
+    _assert_same(_weights(mid / "checkpoint.pt"), _weights(ref / "checkpoint.pt"))
+
+
+@pytest.mark.slow
+def test_a_dead_or_hung_stage_stops_the_other_and_resume_finishes(cifar_root, tmp_path, reference):
+    """Stage 1 dies (then, in a second run, hangs) before global step 14: stage 0 stops with a StageLostError
+    naming stage 1 and the resume command, at once (dead) or within train.stage_timeout (hung); --resume on 2
+    stages, and on 3 stages, finishes into the one-process weights."""
+    ref = reference("clapp++")
+    args = ["pretrain", "clapp++", *SETUP, f"data.root={cifar_root}", "train.parallel=layers"]
+    for how, resume_k in (("die", 2), ("hang", 3)):
+        out = tmp_path / how
+        procs = _start(2, [*args, f"out_dir={out}", "train.stage_timeout=4"], tmp_path, fault=f"1:14:{how}")
+        t0 = time.monotonic()
+        _, err = procs[0].communicate(timeout=120)
+        waited = time.monotonic() - t0
+        assert procs[0].returncode == 1, err[-2000:]
+        assert "stage 1 stopped answering" in err and "--resume" in err, err[-2000:]
+        if how == "hang":
+            assert procs[1].poll() is None  # still hung: stage 0 did not wait for it
+            procs[1].kill()
+        procs[1].communicate(timeout=60)
+        run = next(out.iterdir())
+        assert torch.load(run / "checkpoint.pt", weights_only=True)["global_step"] == 12
+        del waited
+        resumed = _run(resume_k, ["pretrain", "--resume", str(run)], tmp_path)
+        _assert_same(_weights(resumed / "checkpoint.pt"), _weights(ref / "checkpoint.pt"))
+        assert (run / "steps.csv").read_text() == (ref / "steps.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_one_process_checkpoint_resumes_on_two_stages(cifar_root, tmp_path, reference):
+    """Another K: the one-process run's mid-epoch checkpoint (global step 16) continued on 2 stages."""
+    ref = reference("clapp++")
+    mid = tmp_path / "mid"
+    mid.mkdir()
+    shutil.copy(ref / "config.yaml", mid / "config.yaml")
+    shutil.copy(ref / "checkpoint.prev.pt", mid / "checkpoint.pt")
+    _run(2, ["pretrain", "--resume", str(mid), "train.parallel=layers"], tmp_path)
+    _assert_same(_weights(mid / "checkpoint.pt"), _weights(ref / "checkpoint.pt"))
+
+
+@pytest.mark.parametrize(
+    ("preset", "why"),
+    [
+        ("bp-clapp++", "backward locking"),
+        ("dfa-clapp", "backward locking"),
+        ("pc-clapp", "backward locking"),
+        ("clapp++dfb", "top layer's activity"),
+        ("clapp++both", "top layer's activity"),
+    ],
+)
+def test_rules_that_cannot_be_split_are_refused_with_the_reason(preset, why):
+    cfg = load_config(preset, ["train.parallel=layers"])
+    with pytest.raises(ValueError, match=why) as err:
+        check_world(cfg, SINGLE)
+    assert "data-parallel" in str(err.value) or "one process" in str(err.value)
+
+
+def test_same_reference_local_rules_and_modules_are_accepted():
+    for preset in ("clapp++", "clapp++nospatial", "scff", "lpl", "ff", "gim", "clapp2021"):
+        check_world(load_config(preset, ["train.parallel=layers"]), SINGLE)
+
+
+@pytest.mark.parametrize(
+    ("preset", "cuts", "extra"),
+    [("clapp++", [2, 4], []), ("gim", [2, 4], ["views.crop_size=40", "objective.steps=2"])],
+)
+def test_blocks_run_one_after_the_other_give_the_step(preset, cuts, extra):
+    """Rule.step_layers over consecutive blocks leaves Rule.step's gradients (the stages' arithmetic)."""
+    g = torch.Generator().manual_seed(0)
+    data = ImageData(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g), torch.zeros(8).long(), [])
+    cfg = load_config(preset, ["model.width=0.0625", "train.device=cpu", "train.batch_size=4", *extra])
+    trainer = Trainer(cfg, Path("unused"), data=data)
+    rule, encoder = trainer.comp.rule, trainer.comp.encoder
+    assert all(c in rule.stage_cuts(len(encoder)) for c in cuts)
+    torch.manual_seed(1)
+    views = trainer.make_views(torch.arange(4))
+    torch.manual_seed(2)
+    whole = rule.step(encoder, views)
+    grads = {
+        n: p.grad.clone() for n, p in [*encoder.named_parameters(), *rule.named_parameters()] if p.grad is not None
+    }
+    for p in [*encoder.parameters(), *rule.parameters()]:
+        p.grad = None
+    torch.manual_seed(2)
+    h, parts = views.x, {}
+    edges = [0, *cuts, len(encoder)]
+    for a, b in itertools.pairwise(edges):
+        h, metrics = rule.step_layers(encoder, h, views, StepContext(), range(a, b))
+        parts.update(metrics)
+    assert parts.keys() == whole.keys()
+    for n, p in [*encoder.named_parameters(), *rule.named_parameters()]:
+        if n in grads:
+            assert torch.equal(p.grad, grads[n]), n
+
+
+def test_balanced_cuts_minimise_the_slowest_stage():
+    assert balanced_cuts([1, 1, 1, 1, 1, 1], 2) == [3]
+    assert balanced_cuts([5, 1, 1, 1, 1, 1], 2) == [1]
+    assert balanced_cuts([1, 2, 3, 4, 5, 6], 3) == [3, 5]
+    assert balanced_cuts([1.0, 1.0], 2) == [1]
+    with pytest.raises(ValueError):
+        balanced_cuts([1.0], 2)
