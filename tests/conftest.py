@@ -108,17 +108,17 @@ def pattern_cifar_root(tmp_path: Path) -> Path:
     return write_class_pattern_cifar(tmp_path / "data")
 
 
+# The smallest run on CPU: VGG-6 at width 1/16, batches of 8, one epoch, no progress bar (add what a test needs).
+TINY = ["model.width=0.0625", "train.batch_size=8", "train.device=cpu", "train.progress=false", "train.epochs=1"]
+
+
 @pytest.fixture
 def tiny_run(cifar_root: Path, tmp_path: Path) -> list[str]:
     """Overrides for a run of seconds on CPU: the smallest VGG-6, 2 steps of 8 images an epoch, the fake
     CIFAR-10 of ``cifar_root``, runs under ``tmp_path/runs``, a probe of one epoch on 3 held-out images."""
     return [
-        "model.width=0.0625",
-        "train.batch_size=8",
+        *TINY,
         "train.max_steps_per_epoch=2",
-        "train.epochs=1",
-        "train.device=cpu",
-        "train.progress=false",
         f"data.root={cifar_root}",
         f"out_dir={tmp_path / 'runs'}",
         "probe.epochs=1",

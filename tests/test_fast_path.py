@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 import yaml
+from conftest import TINY as CONFTEST_TINY
 
 from localssl.checkpoint import check_config_unchanged, config_fingerprint
 from localssl.config import load_config
@@ -23,14 +24,7 @@ from localssl.views.base import Normalize
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = [
-    "model.width=0.0625",
-    "train.batch_size=8",
-    "train.device=cpu",
-    "train.progress=false",
-    "train.epochs=1",
-    "train.max_steps_per_epoch=2",
-]
+TINY = [*CONFTEST_TINY, "train.max_steps_per_epoch=2"]
 
 
 def cpu_with_bf16(monkeypatch, avx512_bf16: bool, amx: bool = False) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY as CONFTEST_TINY
 
 from localssl import cli
 from localssl.checkpoint import load_checkpoint
@@ -24,16 +25,7 @@ from localssl.train import Trainer, pretrain, resume
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TINY = [
-    "model.width=0.0625",
-    "train.batch_size=8",
-    "train.device=cpu",
-    "train.progress=false",
-    "train.epochs=1",
-    "train.lr=1e-3",
-    "probe.epochs=1",
-    "probe.val_size=20",
-]
+TINY = [*CONFTEST_TINY, "train.lr=1e-3", "probe.epochs=1", "probe.val_size=20"]
 
 
 def _cfg(root, out, *extra):
