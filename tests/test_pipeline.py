@@ -156,7 +156,8 @@ def test_two_stages_give_the_one_process_run(cifar_root, tmp_path, reference):
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     assert sorted(ckpt["optimizer"]["per_layer"], key=int) == [str(i) for i in range(6)]
     summary = (run / "summary.json").read_text()
-    assert '"parallel": "layers"' in summary and summary.count("rss_mb") == 2
+    assert '"parallel": "layers"' in summary and summary.count('"rss_mb"') == 2
+    assert summary.count('"last_epoch_rss_mb"') == 2  # each stage's last epoch's training peak
     # the mid-epoch checkpoint before the last (epoch 2, step 6 = global step 16), resumed on one process
     mid = tmp_path / "mid"
     mid.mkdir()

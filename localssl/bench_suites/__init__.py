@@ -21,7 +21,11 @@ The suites (their latest numbers: ``benchmarks/RESULTS.md``; the index: ``benchm
 * ``online-probe``: the cost of the online read-outs against the rule's step;
 * ``probe-memory``: peak RSS of the honest probe's feature storage, before and after 5903c00;
 * ``fast-path``: the default precision (``auto``) vs fp32 of ``clapp++``, ``bp-clapp++``, ``clapp++nospatial``;
-* ``smoke``: a few training steps of every preset on a device (``benchmarks/device_check.sh``'s stage 2).
+* ``smoke``: a few training steps of every preset on a device (``benchmarks/device_check.sh``'s stage 2);
+* ``layer-parallel``: ``clapp++`` in one process (1 and 2 threads), data-parallel 2×1, the layer pipeline 2×1 and
+  ``bp-clapp++`` over ``torch.distributed.pipelining`` (``pp_backprop.py``), each in fresh processes;
+* ``pipeline-model``: the cost model of :mod:`localssl.train.pipeline_cost` checked against ``layer-parallel``'s
+  K=2 measurement, and its predictions for K = 2, 4, 6 on H100s (NVLink, InfiniBand).
 """
 
 from __future__ import annotations

@@ -435,11 +435,14 @@ class PipelineTrainer(Trainer):
         out.update(seconds=seconds, images_per_s=n_steps * bs / seconds)
         return out
 
+    def peak_memory_per_rank(self) -> None:
+        return None  # gathered in fit, once the stages' last messages are flushed
+
     def fit(self) -> dict[str, Any]:
         self._drop_others()
         summary = super().fit()
         self.links.flush_objects()
-        memory = distributed.all_objects(peak_memory_mb(self.device))
+        memory = distributed.all_objects(peak_memory_mb(self.device, getattr(self, "epoch_peak", None)))
         stages = [f"{a + 1}-{b}" for a, b in itertools.pairwise(self.bounds)]
         summary.update(parallel="layers", stages=stages, peak_memory_per_rank=memory)
         if self.world.is_main:

@@ -69,9 +69,44 @@ def balanced_cuts(costs: list[float], n_stages: int) -> list[int]:
     return cuts[::-1]
 
 
-def peak_memory_mb(device: torch.device) -> dict[str, float]:
-    """This process's peak resident memory (and peak CUDA allocation), in MiB."""
-    out = {"rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # Linux: KiB
+class EpochPeak:
+    """The peak resident memory of the last epoch's training alone (Linux): :meth:`start` resets the kernel's
+    high-water mark (``/proc/self/clear_refs``) before an epoch, :meth:`stop` reads it (``VmHWM``) after the
+    epoch's last step and before its checkpoint; :meth:`run_peak_mb` keeps the whole run's peak across resets.
+    Elsewhere (no ``/proc``) the epoch's figure is None."""
+
+    def __init__(self) -> None:
+        self.epoch_mb: float | None = None
+        self._run_mb = 0.0
+        self._reset = False
+
+    def start(self) -> None:
+        self._run_mb = self.run_peak_mb()
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._reset = True
+        except OSError:
+            self._reset = False
+
+    def stop(self) -> None:
+        self.epoch_mb = None
+        if self._reset:
+            with open("/proc/self/status") as f:
+                hwm = next((line.split()[1] for line in f if line.startswith("VmHWM:")), None)
+            self.epoch_mb = None if hwm is None else round(int(hwm) / 1024, 1)  # kB
+
+    def run_peak_mb(self) -> float:
+        return max(self._run_mb, round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+
+
+def peak_memory_mb(device: torch.device, epoch_peak: EpochPeak | None = None) -> dict[str, float]:
+    """This process's peak resident memory (and peak CUDA allocation), in MiB; with ``epoch_peak`` also the
+    peak of the last epoch's training alone (``last_epoch_rss_mb``: no model building, no checkpoint)."""
+    out: dict[str, Any] = {"rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}  # KiB
+    if epoch_peak is not None:  # the whole run's peak across the resets, and the last epoch's training peak
+        out["rss_mb"] = epoch_peak.run_peak_mb()
+        out["last_epoch_rss_mb"] = epoch_peak.epoch_mb
     if device.type == "cuda":
         out["cuda_mb"] = round(torch.cuda.max_memory_allocated(device) / MB, 1)
     return out

@@ -40,6 +40,7 @@ from localssl.train.fast_path import autocast_for, compile_step, memory_format_f
 from localssl.train.metrics import DeviceSums, DivergenceWatch, check_finite, epoch_line, online_probe_due
 from localssl.train.optimizers import ONE, StepOptimizers
 from localssl.train.setup import RunSetup
+from localssl.train.stages import EpochPeak, peak_memory_mb
 from localssl.utils import append_csv, atomic_write_json, epoch_seed
 from localssl.views.base import Normalize, ViewBatch
 
@@ -313,8 +314,11 @@ class Trainer:
         history = []
         if not self.comp.rule.trains_encoder and self.online_probe is None:
             self.epoch = cfg.train.epochs  # random init: nothing to train (with an online probe: train only it)
+        self.epoch_peak = EpochPeak()
         while self.epoch < cfg.train.epochs:
+            self.epoch_peak.start()
             row = self.train_epoch()
+            self.epoch_peak.stop()
             self.epoch += 1
             history.append(row)
             if self.world.is_main:  # the row before the checkpoint: a crash between them only repeats it, and
@@ -338,11 +342,20 @@ class Trainer:
             "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
             "final": history[-1] if history else {},
         }
+        memory = self.peak_memory_per_rank()
+        if memory is not None:
+            summary["peak_memory_per_rank"] = memory
         if self.world.is_main:
             atomic_write_json(summary, self.run_dir / "summary.json")
         if self.tensorboard is not None:
             self.tensorboard.close()
         return summary
+
+    def peak_memory_per_rank(self) -> list[dict[str, float]] | None:
+        """Every process's peak memory in MiB (:func:`~localssl.train.stages.peak_memory_mb`: the run's peak RSS,
+        the last epoch's training peak RSS, and the peak CUDA allocation on CUDA), in rank order, for
+        summary.json; a collective on every rank."""
+        return distributed.all_objects(peak_memory_mb(self.device, getattr(self, "epoch_peak", None)))
 
 
 def _postfix(row: dict[str, Any]) -> dict[str, str]:
