@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -129,3 +130,25 @@ def make_optimizer(
         return cls(params, fused=True, **kwargs)
     except (RuntimeError, TypeError, ValueError):
         return cls(params, foreach=True, **kwargs)
+
+
+_OS_FIXES = {
+    errno.ENOSPC: "free space on that disk, or write elsewhere (out_dir=PATH)",
+    errno.EDQUOT: "free space within your quota, or write elsewhere (out_dir=PATH)",
+    errno.EFBIG: "the file-size limit (ulimit -f) was reached: raise it, or write elsewhere",
+    errno.EROFS: "that file system is read-only: choose a writable folder (out_dir=PATH)",
+    errno.EACCES: "no permission there: choose a folder you can write (out_dir=PATH) or fix its permissions",
+    errno.EPERM: "no permission there: choose a folder you can write (out_dir=PATH) or fix its permissions",
+    errno.ENOTDIR: "a part of that path is a file, not a folder: choose another path",
+    errno.EISDIR: "that path is a folder where a file was expected: choose another path",
+}
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an operating-system error: the file, what happened, the way out."""
+    where = f"{err.filename}: " if err.filename else ""
+    what = err.strerror or str(err)
+    if err.filename is None and err.strerror is None:  # e.g. CheckpointWriteError: its message says it all
+        return str(err.args[-1]) if err.args else str(err)
+    fix = _OS_FIXES.get(err.errno or 0)
+    return f"{where}{what}" + (f". Fix: {fix}" if fix else "")

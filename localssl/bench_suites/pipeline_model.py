@@ -12,9 +12,13 @@ go to the preset (``clapp++``, or ``preset=NAME``), whose layers are profiled on
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from torch.utils.flop_counter import FlopCounterMode
+
+from localssl.bench import Runner, Spec
 from localssl.bench_suites import Options, heading, suite
 from localssl.train import pipeline_cost as pc
 
@@ -44,7 +48,7 @@ def pipeline_model(opts: Options) -> dict[str, Any]:
         given.setdefault("n_batches", given["setting"].split(":")[1])
         stages = rows["d"]["runs"][0].get("stages")
         bounds = [int(s.split("-")[1]) for s in stages[:-1]] if stages else None
-    layers, batch = pc.profile_layers(preset, overrides)
+    layers, batch = profile_layers(preset, overrides)
     text = heading(opts, f"pipeline cost model, {preset} {' '.join(overrides)}")
     text += "| layer | GFLOP/batch | output MiB | parameters MiB |\n| ---: | ---: | ---: | ---: |\n"
     for i, lc in enumerate(layers):
@@ -83,3 +87,21 @@ def pipeline_model(opts: Options) -> dict[str, Any]:
     text += f"\nOne H100 (predicted): {one:.0f} img/s. Links: {NVLINK.name}; {INFINIBAND.name}.\n"
     opts.emit(text)
     return out
+
+
+def profile_layers(preset: str, overrides: Sequence[str]) -> tuple[list[pc.LayerCost], int]:
+    """Per-layer FLOPs (one batch, counted), output bytes (at the run's precision) and parameter bytes of
+    ``preset``, block by block as a stage runs it (``rule.step_layers``), on random images; and the batch."""
+    r = Runner(Spec(preset, preset), list(overrides))
+    tr = r.trainer
+    rule, enc = tr.comp.rule, tr.comp.encoder
+    vb = r.views()
+    x, out = vb.x, []
+    for i in range(len(enc.layers)):
+        tr.opt.begin_step()
+        with FlopCounterMode(display=False) as fc:
+            x, _ = rule.step_layers(enc, x, vb, tr.step_context, range(i, i + 1))
+        tr.opt.finish_step()
+        pbytes = sum(p.numel() * 4 for p in tr.groups[i])
+        out.append(pc.LayerCost(float(fc.get_total_flops()), float(x.numel() * x.element_size()), float(pbytes)))
+    return out, r.batch_size

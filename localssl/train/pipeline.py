@@ -37,16 +37,10 @@ to rank 0, which saves ONE file in the one-process format (optimizer ``{"per_lay
 :func:`~localssl.checkpoint.save_checkpoint`: it counts once every part is in it. ``localssl probe`` reads it like
 any other; ``--resume`` continues it with the same K, another K, or on one process.
 
-**Measuring it** (throughput and memory per process, for N steps):
-
-    torchrun --nproc_per_node=K -m localssl pretrain PRESET train.parallel=layers train.epochs=1 \
-        train.max_steps_per_epoch=N train.progress=false [train.stage_bounds=[...]] [train.device=cuda]
-
-``RUN/summary.json`` then holds ``images_per_s`` (rank 0's wall clock over the epoch, the pipeline's fill and
-drain included), ``stages`` (the layers of each stage) and ``peak_memory_per_rank`` (every process's peak RSS
-in MiB, and its peak CUDA allocation on CUDA); the same command without ``train.parallel=layers`` and without
-torchrun is the one-process baseline (its summary.json has ``images_per_s``). The stage times measured for
-``auto`` bounds are printed at start.
+**Measuring it:** ``torchrun ... train.parallel=layers train.max_steps_per_epoch=N``; ``RUN/summary.json``
+holds ``images_per_s`` (rank 0's clock, fill and drain included), ``stages`` and ``peak_memory_per_rank``
+(MiB); without ``train.parallel=layers`` and torchrun it is the one-process baseline.
+``localssl bench --suite layer-parallel`` runs the comparisons side by side.
 
 **Failures.** Every wait for another stage is bounded by ``train.stage_timeout`` seconds: a stage that dies
 (its connection closes: at once) or hangs (after the timeout) stops the others with a :class:`StageLostError`

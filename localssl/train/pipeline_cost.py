@@ -1,7 +1,7 @@
 """A cost model of layer-parallel training against data-parallel, for K processes (``localssl bench --suite
 pipeline-model``). Predictions, not measurements: they hold only as far as the assumptions below.
 
-Inputs per layer ``l`` (measured on one batch of ``B`` images by :func:`profile_layers`): ``F_l`` the
+Inputs per layer ``l`` (one batch of ``B`` images, :mod:`localssl.bench_suites.pipeline_model`): ``F_l`` the
 floating-point operations of its forward, loss and backward (``torch.utils.flop_counter``: convolutions and
 matrix products), ``A_l`` the bytes of its output (what a stage sends on), ``P_l`` the bytes of its trainable
 parameters (objective's ``B`` included). A device: ``R`` effective FLOP/s, ``M`` memory bandwidth (bytes/s)
@@ -131,25 +131,3 @@ def data_parallel(layers: Sequence[LayerCost], batch: int, n_procs: int, dev: De
 def calibrate_rate(layers: Sequence[LayerCost], batch: int, images_per_s: float) -> float:
     """The effective FLOP/s ``R`` at which one process runs a measured step (everything folded into it)."""
     return sum(lc.flops for lc in layers) * images_per_s / batch
-
-
-def profile_layers(preset: str, overrides: Sequence[str]) -> tuple[list[LayerCost], int]:
-    """Per-layer FLOPs (one batch, counted), output bytes (at the run's precision) and parameter bytes of
-    ``preset``, block by block as a stage runs it (``rule.step_layers``), on random images; and the batch."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from localssl.bench import Runner, Spec
-
-    r = Runner(Spec(preset, preset), list(overrides))
-    tr = r.trainer
-    rule, enc = tr.comp.rule, tr.comp.encoder
-    vb = r.views()
-    x, out = vb.x, []
-    for i in range(len(enc.layers)):
-        tr.opt.begin_step()
-        with FlopCounterMode(display=False) as fc:
-            x, _ = rule.step_layers(enc, x, vb, tr.step_context, range(i, i + 1))
-        tr.opt.finish_step()
-        pbytes = sum(p.numel() * 4 for p in tr.groups[i])
-        out.append(LayerCost(float(fc.get_total_flops()), float(x.numel() * x.element_size()), float(pbytes)))
-    return out, r.batch_size
