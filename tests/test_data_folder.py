@@ -69,7 +69,7 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCALSSL_CACHE", str(tmp_path / "cache"))
 
 
-def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch):
+def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch, capsys):
     root = make_folder(tmp_path / "mine", n_unlabeled=4)
     monkeypatch.chdir(tmp_path)
     cfg = load_config(
@@ -99,6 +99,9 @@ def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch):
     cached = ["probe.epochs=1", "probe.val_size=3", "probe.cache_features=true"]
     assert main(["probe", str(run), *cached]) == 0
     _png(root / "test" / "square" / "0.png", np.zeros((16, 16, 3), np.uint8))  # the data changes
+    assert main(["probe", str(run), *cached]) == 1  # not the data the run recorded (dataset.json): refused
+    assert "split 'test'" in capsys.readouterr().err
+    (run / "dataset.json").unlink()  # the user's way to probe other data anyway (docs/usage.md)
     assert main(["probe", str(run), *cached]) == 0
     assert len(list(run.glob("features-*.pt"))) == 2  # features of the changed data, not the cached ones
 

@@ -20,7 +20,7 @@ STUDIES = {
     "speech-synthetic": ("smoke", "cpu"),
     "zoo-cifar10": ("smoke", "cpu"),
     "layer-probe": ("smoke", "cpu"),
-    "core-cifar10": ("smoke", "cpu"),
+    "core-cifar10": ("smoke", "cpu", "cpu-epoch1", "cpu-epoch1-fp32"),
     "learning_curves": ("smoke", "cpu"),
     "fault-injection": ("smoke", "cpu"),
     "rhm-settings": ("smoke", "cpu"),
