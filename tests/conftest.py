@@ -39,7 +39,8 @@ def one_thread():
 @pytest.fixture(autouse=True)
 def bf16_units(monkeypatch):
     """``LOCALSSL_TEST_BF16=0`` (or ``1``) runs the tests as on a CPU without (with) bf16 units, i.e. with
-    ``train.precision=auto`` resolving to fp32 (bf16); unset, as this machine resolves it. CI runs both."""
+    ``train.precision=auto`` resolving to fp32 (bf16); unset, as this machine resolves it (what CI runs).
+    Subprocesses (torchrun, CLI) still see the real CPU."""
     want = os.environ.get("LOCALSSL_TEST_BF16")
     if want is not None:
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: want == "1", raising=False)
