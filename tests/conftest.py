@@ -21,6 +21,7 @@ from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
 from localssl.registry import OBJECTIVES, RULES
 from localssl.rules.base import StepContext
+from localssl.train.fast_path import auto_precision
 from localssl.views.base import ViewBatch
 
 torch.set_num_threads(2)
@@ -108,6 +109,10 @@ def cifar_root(tmp_path: Path) -> Path:
 def pattern_cifar_root(tmp_path: Path) -> Path:
     return write_class_pattern_cifar(tmp_path / "data")
 
+
+# The precision `auto` resolves to on this CPU, fixed at import (before any test emulates another CPU):
+# for tests whose torchrun processes see the real CPU while LOCALSSL_TEST_BF16 changes this process's.
+REAL_PRECISION = f"train.precision={auto_precision(torch.device('cpu'))}"
 
 # The smallest run on CPU: VGG-6 at width 1/16, batches of 8, one epoch, no progress bar (add what a test needs).
 TINY = ["model.width=0.0625", "train.batch_size=8", "train.device=cpu", "train.progress=false", "train.epochs=1"]

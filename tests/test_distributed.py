@@ -11,19 +11,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REAL_PRECISION
 
 from localssl.config import load_config
 from localssl.distributed import SINGLE, World, rank_seed, rank_slice
 from localssl.rules.base import StepContext
 from localssl.train import Trainer, load_pretrain_data
-from localssl.train.fast_path import auto_precision
 from localssl.utils import epoch_seed
 
 REPO = Path(__file__).resolve().parents[1]
 # 60 images, 6 per rank, 2 ranks: 5 global steps per epoch, 2 epochs. lr raised so that weights move.
-# The precision `auto` resolves to on this CPU, pinned at import: the torchrun processes see the real CPU,
-# also when LOCALSSL_TEST_BF16 makes this process behave as another one (tests/conftest.py).
-REAL_PRECISION = f"train.precision={auto_precision(torch.device('cpu'))}"
 SETUP = [
     REAL_PRECISION,
     "model.width=0.0625",

@@ -17,21 +17,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REAL_PRECISION
 
 from localssl.config import load_config
 from localssl.data import ImageData
 from localssl.distributed import SINGLE
 from localssl.rules.base import StepContext
 from localssl.train import Trainer, pretrain, resume
-from localssl.train.fast_path import auto_precision
 from localssl.train.pipeline import balanced_cuts
 from localssl.train.setup import check_world
 
 REPO = Path(__file__).resolve().parents[1]
 # 60 images, batch 6: 10 steps per epoch, 2 epochs; mid-epoch checkpoints every 4 steps (4, 8, 12, 16).
-# The precision `auto` resolves to on this CPU, pinned at import: the torchrun processes see the real CPU,
-# also when LOCALSSL_TEST_BF16 makes this process behave as another one (tests/conftest.py).
-REAL_PRECISION = f"train.precision={auto_precision(torch.device('cpu'))}"
 SETUP = [
     REAL_PRECISION,
     "model.width=0.0625",
