@@ -17,10 +17,10 @@ from localssl.config import available_presets, load_config
 from localssl.data import ImageData, dataset_info
 
 
-def smoke_one(preset: str, steps: int, overrides: list[str], tmp: Path) -> dict[str, Any]:
+def smoke_one(preset: str, steps: int, overrides: list[str], tmp: Path, warmup: int = 1) -> dict[str, Any]:
     """``steps`` training steps of ``preset`` (:meth:`Trainer.train_epoch`: views, rule, optimizer, metrics,
     the logged row) on random uint8 images of its dataset's shape (audio presets: ``synthetic-speech``),
-    after one untimed step that pays for kernel selection and allocation."""
+    after ``warmup`` untimed steps that pay for kernel selection and allocation."""
     from localssl.train import Trainer
 
     base = ["train.progress=false", f"train.log_every={steps}"]
@@ -31,7 +31,7 @@ def smoke_one(preset: str, steps: int, overrides: list[str], tmp: Path) -> dict[
     data, info = None, dataset_info(cfg.data.name)
     if info.kind == "image":  # audio presets load their synthetic speech themselves
         g = torch.Generator().manual_seed(0)
-        n = bs * steps
+        n = bs * max(steps, warmup)
         images = torch.randint(0, 256, (n, info.channels, info.image_size, info.image_size), generator=g)
         data = ImageData(images.to(torch.uint8), torch.randint(0, info.num_classes, (n,), generator=g), [])
     run_dir = tmp / preset
@@ -39,7 +39,7 @@ def smoke_one(preset: str, steps: int, overrides: list[str], tmp: Path) -> dict[
     trainer = Trainer(cfg, run_dir, data=data)
     if trainer.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(trainer.device)
-    trainer.cfg = dataclasses.replace(cfg, train=dataclasses.replace(trainer.cfg.train, max_steps_per_epoch=1))
+    trainer.cfg = dataclasses.replace(cfg, train=dataclasses.replace(trainer.cfg.train, max_steps_per_epoch=warmup))
     trainer.train_epoch()
     trainer.cfg = dataclasses.replace(
         trainer.cfg, train=dataclasses.replace(trainer.cfg.train, max_steps_per_epoch=steps)

@@ -1,0 +1,57 @@
+"""The ``speedrun-steps`` suite: how many optimizer steps one core makes in a minute, for every rule and
+width of ``localssl reproduce speedrun`` (:mod:`localssl.experiments.speedrun`), on the fast path.
+
+Every (rule, width) runs in a fresh process with one torch thread, two processes at once on a 2-core
+machine (the load the speedrun's ``--jobs 2`` puts on it); ``--warmup`` untimed steps first (default 20:
+the fast path's first steps are slower), then ``--steps`` timed ones (default 40) through
+:meth:`~localssl.train.Trainer.train_epoch` (views, rule, optimizer, the logged row) on random images of
+CIFAR-10's shape. Steps per minute = 60 / (seconds per step), rounded down. The speedrun's table of steps
+(``STEPS_PER_MINUTE``) is this suite's output on the reference machine, written into the study by hand and
+dated there, so that the speedrun's budgets are steps and reproduce on any machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from localssl.bench_suites import Options, heading, suite
+from localssl.bench_suites.smoke import smoke_one
+from localssl.experiments.jobs import run_jobs
+from localssl.experiments.speedrun import SCALES
+
+
+def _measure(item: tuple[str, float], steps: int, warmup: int, overrides: tuple[str, ...]) -> dict[str, Any]:
+    rule, width = item
+    with tempfile.TemporaryDirectory() as tmp:
+        r = smoke_one(rule, steps, ["data.name=cifar10", f"model.width={width}", *overrides], Path(tmp), warmup)
+    return {"rule": rule, "width": width, "batch": r["batch"], "s_per_step": r["s_per_step"]}
+
+
+@suite("speedrun-steps", "steps per minute of one core for every rule and width of the speedrun (fast path)", None)
+def speedrun_steps(opts: Options) -> dict[str, Any]:
+    sc = SCALES["cpu"]
+    rules = opts.presets or [*sc.main, *sc.others]
+    items = [(rule, width) for rule in rules for width in sc.widths]
+    steps = opts.steps if opts.steps > 2 else 40  # the bench default (2) is too few for a steady state
+    warmup = opts.warmup if opts.warmup > 1 else 20
+    job = functools.partial(_measure, steps=steps, warmup=warmup, overrides=tuple(opts.overrides))
+    jobs = min(2, len(items))
+    opts.emit(
+        heading(opts, f"speedrun steps per minute: one torch thread per process, {jobs} processes at once")
+        + f"{warmup} warm-up steps, then {steps} timed steps of `Trainer.train_epoch` on random images of "
+        "CIFAR-10's shape, default precision (`train.precision=auto`).\n\n"
+        "| rule | width | batch | s/step | steps per minute |\n| --- | ---: | ---: | ---: | ---: |\n"
+    )
+    rows = []
+
+    def emit_row(_: int, r: dict[str, Any]) -> None:
+        r["steps_per_minute"] = math.floor(60.0 / r["s_per_step"])
+        rows.append(r)
+        opts.emit(f"| {r['rule']} | {r['width']} | {r['batch']} | {r['s_per_step']:.4f} | {r['steps_per_minute']} |\n")
+
+    run_jobs(job, items, jobs, names=[f"{r} width {w}" for r, w in items], threads=1, fresh=True, on_result=emit_row)
+    return {"rows": rows}

@@ -1,0 +1,350 @@
+"""``localssl reproduce speedrun``: time to accuracy on CIFAR-10, one table across rule families.
+
+**Budgets are steps.** A budget of *B* minutes is *B* × ``steps_per_minute(rule, width)`` optimizer steps:
+the steps one core made in a minute on the reference machine, on the fast path (``train.precision=auto``),
+measured by ``localssl bench --suite speedrun-steps`` (one torch thread per process, two processes at once
+on the 2-core machine) and written into :data:`STEPS_PER_MINUTE`. So the table reproduces on any machine;
+the wall and CPU time each cell actually took are reported beside it.
+
+**One run per seed, probed at nested budgets.** A run trains in "minutes": epochs of
+``train.max_steps_per_epoch`` = steps per minute (each a fresh shuffled draw of the train set, seeded by
+``(seed, epoch)``), to ``train.epochs`` = 1, 3, 10 in turn (:func:`localssl.train.resume` continues it
+exactly). After each budget its checkpoint is copied to ``RUN/at-<B>min/`` and that copy is probed with the
+honest probe (:func:`localssl.evaluate.probe.probe`: 30 epochs of Adam on the z-scored pooled features of
+every layer, the epoch chosen on 5000 held-out train images, the test split scored once).
+
+**One width and learning rate per rule, chosen once.** Every candidate of :attr:`SpeedrunScale.widths` ×
+:attr:`SpeedrunScale.lr_factors` (× the preset's own learning rate) trains seed 0 to the selection budget
+(3 minutes); the candidate whose probe has the best *validation* accuracy (held-out train images; the test
+split plays no part) is the rule's setting. Its seed-0 run continues to the last budget; seeds 1, ... train
+with it from scratch. Random init (the ``random`` preset: the encoder at initialisation) is probed at every
+width a rule chose, once per seed, and each rule is compared with random init of its own network.
+
+Rules run in groups (CLAPP++ and BP-CLAPP++ first, then ``clapp++both``, then the one-seed families), each
+group's candidates before its final runs, ``--jobs`` runs at once, one torch thread each. Finished budgets
+and probes are kept on disk (``OUT/runs/``) and reused, so a stopped speedrun continues where it stopped and
+``--only RULE`` runs just that rule (the report lists everything finished). Writes ``results.csv`` (one row
+per probed budget), ``results.md`` and ``results.png`` (accuracy against minutes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from localssl.config import load_config
+from localssl.experiments import experiment, worker_count
+from localssl.experiments.jobs import run_jobs
+from localssl.experiments.speedrun_report import write_report
+from localssl.registry import ConfigError
+
+# Steps per minute of one core (fast path: bf16 autocast + channels_last on this CPU), measured on the
+# reference machine (2-core AMD EPYC with AVX-512 bf16, torch 2.13.0) on 2026-12-06 with
+# `localssl bench --suite speedrun-steps` (benchmarks/RESULTS.md, "speedrun steps per minute").
+STEPS_PER_MINUTE: dict[tuple[str, float], int] = {
+    ("clapp++", 0.125): 731,
+    ("clapp++", 0.25): 268,
+    ("bp-clapp++", 0.125): 917,
+    ("bp-clapp++", 0.25): 343,
+    ("clapp++both", 0.125): 665,
+    ("clapp++both", 0.25): 246,
+    ("clapp++nospatial", 0.125): 753,
+    ("clapp++nospatial", 0.25): 307,
+    ("clapp++dfb", 0.125): 741,
+    ("clapp++dfb", 0.25): 318,
+    ("bp-infonce", 0.125): 961,
+    ("bp-infonce", 0.25): 326,
+    ("scff", 0.125): 191,
+    ("scff", 0.25): 79,
+    ("lpl", 0.125): 22,
+    ("lpl", 0.25): 8,
+    ("ff", 0.125): 256,
+    ("ff", 0.25): 97,
+    ("phyll", 0.125): 829,
+    ("phyll", 0.25): 313,
+    ("vicreg", 0.125): 98,
+    ("vicreg", 0.25): 33,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedrunScale:
+    protocol: str
+    overrides: tuple[str, ...]  # applied to every run (before the candidate's width and learning rate)
+    widths: tuple[float, ...]
+    lr_factors: tuple[float, ...]  # × the preset's learning rate
+    budgets: tuple[int, ...]  # minutes, ascending
+    select_at: int  # the budget the candidates are compared at
+    main: tuple[str, ...]  # rules run with --seeds seeds
+    others: tuple[str, ...]  # rules run with one seed
+    steps: Mapping[tuple[str, float], int] | None = None  # (rule, width) -> steps per minute; None: STEPS_PER_MINUTE
+    fixed_steps: int | None = None  # the same steps per "minute" for every rule (the smoke scale)
+
+    def steps_per_minute(self, rule: str, width: float) -> int:
+        if self.fixed_steps is not None:
+            return self.fixed_steps
+        table = STEPS_PER_MINUTE if self.steps is None else self.steps
+        if (rule, width) not in table:
+            raise ConfigError(
+                f"speedrun: no steps-per-minute figure for {rule} at width {width}; measure it with "
+                f"`localssl bench --suite speedrun-steps --presets {rule}` and add it to STEPS_PER_MINUTE"
+            )
+        return table[(rule, width)]
+
+    def groups(self) -> list[tuple[str, ...]]:
+        """The order the rules run in: the first two main rules, the other main rules, the one-seed rules."""
+        return [g for g in (self.main[:2], self.main[2:], self.others) if g]
+
+
+PROBE = (
+    "honest linear probe (`localssl probe`): 30 epochs of Adam 1e-3 on the z-scored pooled features of all six "
+    "layers, 45 000 train images, the epoch with the best accuracy on 5000 held-out train images, the test split "
+    "scored once"
+)
+SCALES: dict[str, SpeedrunScale] = {
+    "smoke": SpeedrunScale(
+        "pipeline check only, not a measurement: the CIFAR-10 subset shipped with localssl, 64 pretraining images, "
+        "2 steps per 'minute', VGG-6 at width 1/16, budgets of 1 and 2 'minutes'; probe: 200 train / 100 validation "
+        "images, 2 epochs.",
+        (
+            "data.name=cifar10-mini",
+            "data.train_subset=64",
+            "train.batch_size=32",
+            "probe.epochs=2",
+            "probe.train_subset=200",
+            "probe.val_size=100",
+        ),
+        widths=(0.0625,),
+        lr_factors=(1.0, 2.0),
+        budgets=(1, 2),
+        select_at=1,
+        main=("clapp++", "bp-clapp++"),
+        others=("scff",),
+        fixed_steps=2,
+    ),
+    "cpu": SpeedrunScale(
+        "full CIFAR-10 (50 000 train images, JPEG copy where the pickled batches are absent), each preset's "
+        "optimizer and batch size, VGG-6 at the chosen width, the fast path; budgets of 1, 3 and 10 minutes of one "
+        "core, as steps (`STEPS_PER_MINUTE`); candidates width 1/8 or 1/4 × the preset's learning rate × 1 or 2, "
+        f"chosen on validation accuracy at 3 minutes (seed 0); {PROBE}.",
+        ("data.name=cifar10",),
+        widths=(0.125, 0.25),
+        lr_factors=(1.0, 2.0),
+        budgets=(1, 3, 10),
+        select_at=3,
+        main=("clapp++", "bp-clapp++", "clapp++both"),
+        others=("clapp++nospatial", "clapp++dfb", "bp-infonce", "scff", "lpl", "ff", "phyll", "vicreg"),
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    rule: str
+    width: float
+    lr_factor: float
+    seed: int
+
+    @property
+    def slug(self) -> str:
+        return f"{self.rule}-w{self.width:g}-lr{self.lr_factor:g}x-s{self.seed}"
+
+
+# --------------------------------------------------------------------------------------- one run
+def _config(c: Candidate, sc: SpeedrunScale, epochs: int) -> Any:
+    base = load_config(c.rule, [*sc.overrides])
+    overrides = [
+        *sc.overrides,
+        f"model.width={c.width}",
+        f"train.lr={base.train.lr * c.lr_factor:.6g}",
+        f"train.max_steps_per_epoch={sc.steps_per_minute(c.rule, c.width)}",
+        f"train.epochs={epochs}",
+        f"train.seed={c.seed}",
+        f"probe.seed={c.seed}",
+        "train.progress=false",
+    ]
+    return load_config(c.rule, overrides)
+
+
+def _add_time(folder: Path, wall: float, cpu: float) -> dict[str, float]:
+    """Training time spent on the run so far (work lost to an interruption is not counted)."""
+    path = folder / "timing.json"
+    t = json.loads(path.read_text()) if path.exists() else {"train_wall_s": 0.0, "train_cpu_s": 0.0}
+    t = {"train_wall_s": t["train_wall_s"] + wall, "train_cpu_s": t["train_cpu_s"] + cpu}
+    path.write_text(json.dumps(t))
+    return t
+
+
+def _snapshot(train_dir: Path, snap: Path, timing: dict[str, float]) -> None:
+    """Copy the run as it stands (its checkpoint, config and records) to ``snap``, atomically."""
+    tmp = snap.with_name(snap.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(train_dir, tmp, ignore=shutil.ignore_patterns(".lock", "checkpoint.prev.pt", "*.tmp*"))
+    (tmp / "timing.json").write_text(json.dumps(timing))
+    tmp.rename(snap)
+
+
+def _probe_cell(c: Candidate, budget: int, snap: Path) -> dict[str, Any]:
+    """Probe ``snap`` once (kept in ``cell.json``) and return its row."""
+    from localssl.evaluate.probe import probe
+
+    done = snap / "cell.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    res = probe(snap)
+    probe_wall, probe_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    summary = json.loads((snap / "summary.json").read_text())
+    timing = json.loads((snap / "timing.json").read_text())
+    row = {
+        "rule": c.rule,
+        "width": c.width,
+        "lr_factor": c.lr_factor,
+        "seed": c.seed,
+        "budget_min": budget,
+        "steps": int(summary.get("global_step", 0)),
+        "test_acc": round(100 * float(res["test_acc"]), 4),
+        "val_acc": round(100 * float(res["val_acc"]), 4),
+        "train_wall_s": round(timing["train_wall_s"], 1),
+        "train_cpu_s": round(timing["train_cpu_s"], 1),
+        "probe_wall_s": round(probe_wall, 1),
+        "probe_cpu_s": round(probe_cpu, 1),
+    }
+    done.write_text(json.dumps(row))
+    print(f"speedrun: {json.dumps(row)}", file=sys.stderr, flush=True)
+    return row
+
+
+def train_and_probe(
+    c: Candidate, sc: SpeedrunScale, runs: Path, up_to: int, probe_at: tuple[int, ...]
+) -> list[dict[str, Any]]:
+    """Train ``c`` budget by budget up to ``up_to`` minutes (reusing what is on disk), snapshot each budget,
+    probe the snapshots in ``probe_at``. One torch thread: the budgets are minutes of one core."""
+    import torch
+
+    from localssl.checkpoint import load_checkpoint
+    from localssl.train import pretrain, resume
+
+    torch.set_num_threads(1)
+    folder = runs / c.slug
+    train_dir = folder / "train"
+    rows = []
+    for budget in (b for b in sc.budgets if b <= up_to):
+        snap = folder / f"at-{budget}min"
+        if not (snap / "checkpoint.pt").exists():
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            if not (train_dir / "checkpoint.pt").exists():
+                pretrain(_config(c, sc, budget), run_dir=train_dir)
+            elif load_checkpoint(train_dir / "checkpoint.pt")["epoch"] < budget:
+                resume(train_dir, [f"train.epochs={budget}"])
+            timing = _add_time(folder, time.perf_counter() - wall0, time.process_time() - cpu0)
+            _snapshot(train_dir, snap, timing)
+        if budget in probe_at:
+            rows.append(_probe_cell(c, budget, snap))
+    return rows
+
+
+def probe_random(width: float, seed: int, sc: SpeedrunScale, runs: Path) -> list[dict[str, Any]]:
+    """The encoder at initialisation (preset ``random``) at ``width``, probed once (budget 0)."""
+    import torch
+
+    from localssl.train import pretrain
+
+    torch.set_num_threads(1)
+    c = Candidate("random", width, 1.0, seed)
+    folder = runs / c.slug
+    snap = folder / "at-0min"
+    if not (snap / "checkpoint.pt").exists():
+        overrides = [*sc.overrides, f"model.width={width}", f"train.seed={seed}", f"probe.seed={seed}"]
+        pretrain(load_config("random", [*overrides, "train.progress=false"]), run_dir=folder / "train")
+        _snapshot(folder / "train", snap, {"train_wall_s": 0.0, "train_cpu_s": 0.0})
+    return [_probe_cell(c, 0, snap)]
+
+
+# --------------------------------------------------------------------------------------- selection
+def finished(runs: Path) -> list[dict[str, Any]]:
+    """Every probed budget under ``runs``."""
+    return [json.loads(f.read_text()) for f in sorted(runs.glob("*/at-*min/cell.json"))]
+
+
+def chosen(rows: list[dict[str, Any]], rule: str, sc: SpeedrunScale) -> dict[str, Any] | None:
+    """The candidate of ``rule`` with the best validation accuracy at the selection budget (seed 0), once
+    every candidate has been probed there; ``None`` before."""
+    at = [r for r in rows if r["rule"] == rule and r["seed"] == 0 and r["budget_min"] == sc.select_at]
+    if len({(r["width"], r["lr_factor"]) for r in at}) < len(sc.widths) * len(sc.lr_factors):
+        return None
+    return max(at, key=lambda r: (r["val_acc"], -r["width"], -r["lr_factor"]))  # ties: the cheaper, the preset lr
+
+
+Job = tuple[str, Candidate, int, tuple[int, ...]]  # ('train' | 'random', candidate, up to (min), probed budgets)
+
+
+def _job(item: Job, sc: SpeedrunScale, runs: Path) -> list[dict[str, Any]]:
+    kind, c, up_to, probe_at = item
+    if kind == "random":
+        return probe_random(c.width, c.seed, sc, runs)
+    return train_and_probe(c, sc, runs, up_to, probe_at)
+
+
+def _run(items: list[Job], sc: SpeedrunScale, runs: Path, report: Callable[..., None]) -> None:
+    if not items:
+        return
+    names = [f"{kind} {c.slug} to {up_to} min" for kind, c, up_to, _ in items]
+    job = functools.partial(_job, sc=sc, runs=runs)
+    run_jobs(job, items, worker_count(1), names=names, threads=1, on_result=report)
+
+
+# --------------------------------------------------------------------------------------- the study
+@experiment(
+    "speedrun", "time to accuracy on CIFAR-10: every rule family at 1, 3 and 10 minutes of one core", tuple(SCALES)
+)
+def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
+    sc = SCALES[scale]
+    rules = (*sc.main, *sc.others)
+    unknown = [r for r in only or [] if r not in rules]
+    if unknown:
+        raise ConfigError(f"--only {', '.join(unknown)}: not a rule of the speedrun; its rules: {', '.join(rules)}")
+    for rule in only or rules:  # a missing steps figure fails here, before anything trains
+        for width in sc.widths:
+            sc.steps_per_minute(rule, width)
+    out = Path(out)
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+
+    def report(*_: Any) -> None:  # after every job, so a stopped speedrun still reports what it has
+        rows = finished(runs)
+        picks = {r: chosen(rows, r, sc) for r in rules}
+        write_report(out, scale, sc, seeds, rows, {r: p for r, p in picks.items() if p is not None})
+
+    last = sc.budgets[-1]
+    for group in sc.groups():
+        group = tuple(r for r in group if only is None or r in only)
+        cands = [
+            ("train", Candidate(r, w, f, 0), sc.select_at, (sc.select_at,))
+            for r in group
+            for w in sc.widths
+            for f in sc.lr_factors
+        ]
+        _run(cands, sc, runs, report)
+        rows = finished(runs)
+        finals = []
+        floors: set[tuple[float, int]] = set()
+        for r in group:
+            pick = chosen(rows, r, sc)
+            if pick is None:
+                raise RuntimeError(f"speedrun: the candidates of {r} did not all finish")
+            n = seeds if r in sc.main else 1
+            for s in range(n):
+                finals.append(("train", Candidate(r, pick["width"], pick["lr_factor"], s), last, sc.budgets))
+                floors.add((pick["width"], s))
+        finals += [("random", Candidate("random", w, 1.0, s), 0, (0,)) for w, s in sorted(floors)]
+        _run(finals, sc, runs, report)
+    report()
+    print((out / "results.md").read_text())

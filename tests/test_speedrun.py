@@ -1,0 +1,102 @@
+"""``localssl reproduce speedrun``: budgets as steps, nested budgets of one run equal to runs trained straight
+to them, the choice made on validation accuracy only, finished budgets reused, bad requests refused early."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import pytest
+import torch
+
+from localssl.cli import main
+from localssl.config import load_config
+from localssl.experiments import load_all
+from localssl.experiments.speedrun import SCALES, STEPS_PER_MINUTE, Candidate, chosen, finished
+from localssl.registry import ConfigError
+from localssl.train import pretrain
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _csv(path):
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("speedrun")
+    torch.set_num_threads(1)
+    assert main(["reproduce", "speedrun", "--scale", "smoke", "--seeds", "2", "--out", str(out)]) == 0
+    return out
+
+
+def test_registered_and_every_cpu_rule_has_its_steps():
+    assert load_all()["speedrun"].scales == tuple(SCALES)
+    sc = SCALES["cpu"]
+    for rule in (*sc.main, *sc.others):
+        for width in sc.widths:
+            assert sc.steps_per_minute(rule, width) == STEPS_PER_MINUTE[(rule, width)] > 0
+    assert sc.budgets == (1, 3, 10) and sc.select_at == 3
+    assert {"clapp++", "clapp++both", "bp-clapp++"} <= set(sc.main)
+
+
+def test_budgets_are_steps_and_the_choice_is_on_validation(smoke_run):
+    sc = SCALES["smoke"]
+    rows = _csv(smoke_run / "results.csv")
+    trained = [r for r in rows if r["rule"] != "random"]
+    for r in trained:  # a budget of B 'minutes' is B × steps per minute
+        assert int(r["steps"]) == int(r["budget_min"]) * sc.fixed_steps
+    cells = finished(smoke_run / "runs")
+    for rule in (*sc.main, *sc.others):
+        pick = chosen(cells, rule, sc)
+        at = [c for c in cells if c["rule"] == rule and c["seed"] == 0 and c["budget_min"] == sc.select_at]
+        assert pick["val_acc"] == max(c["val_acc"] for c in at)
+        setting = (pick["width"], pick["lr_factor"])
+        finals = [c for c in cells if c["rule"] == rule and (c["width"], c["lr_factor"]) == setting]
+        seeds = 2 if rule in sc.main else 1
+        assert {(c["seed"], c["budget_min"]) for c in finals} == {(s, b) for s in range(seeds) for b in sc.budgets}
+    randoms = [r for r in rows if r["rule"] == "random"]
+    assert {int(r["seed"]) for r in randoms} == {0, 1} and {r["budget_min"] for r in randoms} == {"0"}
+    md = (smoke_run / "results.md").read_text()
+    assert "random init" in md and "The choice" in md and (smoke_run / "results.png").stat().st_size > 0
+
+
+def test_a_nested_budget_equals_a_run_trained_straight_to_it(smoke_run, tmp_path):
+    sc = SCALES["smoke"]
+    c = Candidate("clapp++", sc.widths[0], 1.0, 1)
+    snap = smoke_run / "runs" / c.slug / f"at-{sc.budgets[-1]}min"
+    cfg = load_config(
+        "clapp++",
+        [
+            *sc.overrides,
+            f"model.width={c.width}",
+            f"train.max_steps_per_epoch={sc.fixed_steps}",
+            f"train.epochs={sc.budgets[-1]}",
+            "train.seed=1",
+            "train.progress=false",
+        ],
+    )
+    straight = pretrain(cfg, run_dir=tmp_path / "straight")
+    a = torch.load(snap / "checkpoint.pt", weights_only=True)["encoder"]
+    b = torch.load(straight / "checkpoint.pt", weights_only=True)["encoder"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_call_reuses_every_budget(smoke_run):
+    before = {p: p.stat().st_mtime_ns for p in (smoke_run / "runs").glob("*/at-*min/cell.json")}
+    assert main(["reproduce", "speedrun", "--scale", "smoke", "--seeds", "2", "--out", str(smoke_run)]) == 0
+    after = {p: p.stat().st_mtime_ns for p in (smoke_run / "runs").glob("*/at-*min/cell.json")}
+    assert before == after and before
+
+
+def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    assert main(["reproduce", "speedrun", "--scale", "smoke", "--only", "nope", "--out", str(tmp_path / "a")]) != 0
+    assert "--only nope: not a rule of the speedrun" in capsys.readouterr().err
+    monkeypatch.setitem(SCALES, "cpu", dataclasses.replace(SCALES["cpu"], steps={}))
+    with pytest.raises(ConfigError, match="bench --suite speedrun-steps --presets clapp"):
+        SCALES["cpu"].steps_per_minute("clapp++", 0.25)
+    assert main(["reproduce", "speedrun", "--scale", "cpu", "--out", str(tmp_path / "b")]) != 0
+    assert "no steps-per-minute figure for clapp++" in capsys.readouterr().err
+    assert not [*tmp_path.rglob("*.*")] and not [*tmp_path.rglob("runs")]  # the folders hold nothing
