@@ -177,7 +177,8 @@ def plot(
     ax.set_xlabel("budget (minutes of one core, as steps)")
     ax.set_ylabel("linear-probe test accuracy (%)")
     ax.set_title(f"Time to accuracy on CIFAR-10 (speedrun, scale {scale})")
-    ax.legend(fontsize=7, loc="best")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
