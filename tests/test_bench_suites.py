@@ -19,7 +19,8 @@ TINY = ["model.width=0.0625", "train.batch_size=4", "train.device=cpu"]
 def test_every_suite_is_registered_with_a_description(capsys):
     suites = load_all()
     names = {"b-cost", "b-precision", "streaming", "patch-grid", "zoo", "table2-flops", "online-probe"}
-    assert names | {"probe-memory", "smoke", "fast-path", "layer-parallel", "pipeline-model"} == set(suites)
+    names |= {"probe-memory", "smoke", "fast-path", "layer-parallel", "pipeline-model", "speedrun-steps"}
+    assert names == set(suites)
     assert all(s.description for s in suites.values())
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
@@ -90,3 +91,17 @@ def test_fast_path_suite_pairs_each_preset_with_fp32_and_times_the_warm_up(tmp_p
     for row in out["presets"].values():
         assert len(row["warmup_step_s"]) == 2 and "warmup_cost_s" in row
     assert "clapp++: default / fp32 images/s" in capsys.readouterr().out
+
+
+def test_speedrun_steps_suite_measures_every_width_of_a_rule(tmp_path):
+    import math
+
+    from localssl.experiments.speedrun import SCALES
+
+    js = tmp_path / "s.json"
+    argv = ["bench", "--suite", "speedrun-steps", "--presets", "clapp++", "train.batch_size=4", "--steps", "3"]
+    assert main([*argv, "--warmup", "2", "--out", str(js)]) == 0
+    rows = json.loads(js.read_text())["rows"]
+    assert sorted(r["width"] for r in rows) == sorted(SCALES["cpu"].widths)
+    for r in rows:
+        assert r["rule"] == "clapp++" and r["batch"] == 4 and r["steps_per_minute"] == math.floor(60 / r["s_per_step"])

@@ -113,6 +113,8 @@ def write_report(
         )
     lines += [
         "",
+        "![Linear-probe test accuracy against minutes of one core, each rule at its chosen setting](results.png)",
+        "",
         f"## The choice: validation accuracy (%) at {sc.select_at} min, seed 0",
         "",
         "The probe's held-out train images (never the test split); the best candidate is the rule's setting.",
