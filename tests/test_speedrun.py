@@ -100,3 +100,26 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch, cap
     assert main(["reproduce", "speedrun", "--scale", "cpu", "--out", str(tmp_path / "b")]) != 0
     assert "no steps-per-minute figure for clapp++" in capsys.readouterr().err
     assert not [*tmp_path.rglob("*.*")] and not [*tmp_path.rglob("runs")]  # the folders hold nothing
+
+
+def test_a_lost_snapshot_is_copied_again_without_training(smoke_run):
+    import json
+    import shutil
+
+    from localssl.experiments.speedrun import train_and_probe
+
+    sc = SCALES["smoke"]
+    c = Candidate("bp-clapp++", sc.widths[0], 1.0, 1)
+    folder = smoke_run / "runs" / c.slug
+    last = f"at-{sc.budgets[-1]}min"
+    cell = json.loads((folder / last / "cell.json").read_text())
+    timing = (folder / "timing.json").read_text()
+    shutil.rmtree(folder / last)
+    rows = train_and_probe(c, sc, smoke_run / "runs", sc.budgets[-1], sc.budgets)
+    assert (folder / "timing.json").read_text() == timing  # no step was trained again
+    again = rows[-1]
+    assert (again["steps"], again["test_acc"], again["train_cpu_s"]) == (
+        cell["steps"],
+        cell["test_acc"],
+        cell["train_cpu_s"],
+    )

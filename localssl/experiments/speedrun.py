@@ -39,6 +39,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from localssl.checkpoint.store import load_latest
 from localssl.config import load_config
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs
@@ -173,21 +174,29 @@ def _config(c: Candidate, sc: SpeedrunScale, epochs: int) -> Any:
     return load_config(c.rule, overrides)
 
 
-def _add_time(folder: Path, wall: float, cpu: float) -> dict[str, float]:
+def _add_time(folder: Path, wall: float, cpu: float) -> None:
     """Training time spent on the run so far (work lost to an interruption is not counted)."""
     path = folder / "timing.json"
     t = json.loads(path.read_text()) if path.exists() else {"train_wall_s": 0.0, "train_cpu_s": 0.0}
     t = {"train_wall_s": t["train_wall_s"] + wall, "train_cpu_s": t["train_cpu_s"] + cpu}
     path.write_text(json.dumps(t))
-    return t
+
+
+def _epochs_done(run_dir: Path) -> int:
+    """Epochs ('minutes') completed by the run's newest verified checkpoint; 0 before its first."""
+    if not any((run_dir / f).exists() for f in ("checkpoint.pt", "checkpoint.prev.pt")):
+        return 0
+    return int(load_latest(run_dir, "cpu")[0]["epoch"])
 
 
 def _snapshot(train_dir: Path, snap: Path, timing: dict[str, float]) -> None:
     """Copy the run as it stands (its checkpoint, config and records) to ``snap``, atomically."""
     tmp = snap.with_name(snap.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(train_dir, tmp, ignore=shutil.ignore_patterns(".lock", "checkpoint.prev.pt", "*.tmp*"))
+    shutil.copytree(train_dir, tmp, ignore=shutil.ignore_patterns(".lock", "checkpoint*.pt", "*.tmp*"))
+    shutil.copy2(load_latest(train_dir, "cpu")[1], tmp / "checkpoint.pt")  # the newest verified checkpoint
     (tmp / "timing.json").write_text(json.dumps(timing))
+    shutil.rmtree(snap, ignore_errors=True)  # an incomplete copy from a stopped call
     tmp.rename(snap)
 
 
@@ -229,7 +238,6 @@ def train_and_probe(
     probe the snapshots in ``probe_at``. One torch thread: the budgets are minutes of one core."""
     import torch
 
-    from localssl.checkpoint import load_checkpoint
     from localssl.train import pretrain, resume
 
     torch.set_num_threads(1)
@@ -239,13 +247,20 @@ def train_and_probe(
     for budget in (b for b in sc.budgets if b <= up_to):
         snap = folder / f"at-{budget}min"
         if not (snap / "checkpoint.pt").exists():
+            done = _epochs_done(train_dir) if (train_dir / "config.yaml").exists() else None
+            if done is not None and done > budget:
+                raise RuntimeError(
+                    f"{folder} has trained past {budget} minutes but its copy {snap.name} is gone: delete {folder} "
+                    "to train that run again"
+                )
             wall0, cpu0 = time.perf_counter(), time.process_time()
-            if not (train_dir / "checkpoint.pt").exists():
+            if done is None:
                 pretrain(_config(c, sc, budget), run_dir=train_dir)
-            elif load_checkpoint(train_dir / "checkpoint.pt")["epoch"] < budget:
-                resume(train_dir, [f"train.epochs={budget}"])
-            timing = _add_time(folder, time.perf_counter() - wall0, time.process_time() - cpu0)
-            _snapshot(train_dir, snap, timing)
+            elif done < budget:
+                resume(train_dir, [f"train.epochs={budget}"])  # also a run stopped before its first checkpoint
+            if done is None or done < budget:
+                _add_time(folder, time.perf_counter() - wall0, time.process_time() - cpu0)
+            _snapshot(train_dir, snap, json.loads((folder / "timing.json").read_text()))
         if budget in probe_at:
             rows.append(_probe_cell(c, budget, snap))
     return rows
@@ -263,6 +278,7 @@ def probe_random(width: float, seed: int, sc: SpeedrunScale, runs: Path) -> list
     snap = folder / "at-0min"
     if not (snap / "checkpoint.pt").exists():
         overrides = [*sc.overrides, f"model.width={width}", f"train.seed={seed}", f"probe.seed={seed}"]
+        shutil.rmtree(folder / "train", ignore_errors=True)  # a run of no steps: written again whole
         pretrain(load_config("random", [*overrides, "train.progress=false"]), run_dir=folder / "train")
         _snapshot(folder / "train", snap, {"train_wall_s": 0.0, "train_cpu_s": 0.0})
     return [_probe_cell(c, 0, snap)]
