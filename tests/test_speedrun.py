@@ -40,6 +40,9 @@ def test_registered_and_every_cpu_rule_has_its_steps():
             assert sc.steps_per_minute(rule, width) == STEPS_PER_MINUTE[(rule, width)] > 0
     assert sc.budgets == (1, 3, 10) and sc.select_at == 3
     assert {"clapp++", "clapp++both", "bp-clapp++"} <= set(sc.main)
+    groups = sc.groups()  # the main rules first, then the others two at a time, each rule once
+    assert groups[0] == ("clapp++", "bp-clapp++") and all(len(g) <= 2 for g in groups[2:])
+    assert [r for g in groups for r in g] == [*sc.main, *sc.others]
 
 
 def test_budgets_are_steps_and_the_choice_is_on_validation(smoke_run):

@@ -20,8 +20,8 @@ split plays no part) is the rule's setting. Its seed-0 run continues to the last
 with it from scratch. Random init (the ``random`` preset: the encoder at initialisation) is probed at every
 width a rule chose, once per seed, and each rule is compared with random init of its own network.
 
-Rules run in groups (CLAPP++ and BP-CLAPP++ first, then ``clapp++both``, then the one-seed families), each
-group's candidates before its final runs, ``--jobs`` runs at once, one torch thread each. Finished budgets
+Rules run in groups (CLAPP++ and BP-CLAPP++ first, then ``clapp++both``, then the one-seed families two at a
+time), each group's candidates before its final runs, ``--jobs`` runs at once, one torch thread each. Finished budgets
 and probes are kept on disk (``OUT/runs/``) and reused, so a stopped speedrun continues where it stopped and
 ``--only RULE`` runs just that rule (the report lists everything finished). Writes ``results.csv`` (one row
 per probed budget), ``results.md`` and ``results.png`` (accuracy against minutes).
@@ -100,8 +100,10 @@ class SpeedrunScale:
         return table[(rule, width)]
 
     def groups(self) -> list[tuple[str, ...]]:
-        """The order the rules run in: the first two main rules, the other main rules, the one-seed rules."""
-        return [g for g in (self.main[:2], self.main[2:], self.others) if g]
+        """The order the rules run in: the first two main rules, the other main rules, then the one-seed rules
+        two at a time (so that a stopped speedrun has whole rows, and two workers stay busy)."""
+        pairs = [self.others[i : i + 2] for i in range(0, len(self.others), 2)]
+        return [g for g in (self.main[:2], self.main[2:], *pairs) if g]
 
 
 PROBE = (
