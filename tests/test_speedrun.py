@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
+import shutil
 
 import pytest
 import torch
@@ -12,7 +14,7 @@ import torch
 from localssl.cli import main
 from localssl.config import load_config
 from localssl.experiments import load_all
-from localssl.experiments.speedrun import SCALES, STEPS_PER_MINUTE, Candidate, chosen, finished
+from localssl.experiments.speedrun import SCALES, STEPS_PER_MINUTE, Candidate, chosen, finished, train_and_probe
 from localssl.registry import ConfigError
 from localssl.train import pretrain
 
@@ -106,11 +108,6 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch, cap
 
 
 def test_a_lost_snapshot_is_copied_again_without_training(smoke_run):
-    import json
-    import shutil
-
-    from localssl.experiments.speedrun import train_and_probe
-
     sc = SCALES["smoke"]
     c = Candidate("bp-clapp++", sc.widths[0], 1.0, 1)
     folder = smoke_run / "runs" / c.slug

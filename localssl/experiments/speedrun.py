@@ -9,7 +9,8 @@ the wall and CPU time each cell actually took are reported beside it.
 **One run per seed, probed at nested budgets.** A run trains in "minutes": epochs of
 ``train.max_steps_per_epoch`` = steps per minute (each a fresh shuffled draw of the train set, seeded by
 ``(seed, epoch)``), to ``train.epochs`` = 1, 3, 10 in turn (:func:`localssl.train.resume` continues it
-exactly). After each budget its checkpoint is copied to ``RUN/at-<B>min/`` and that copy is probed with the
+exactly) in ``OUT/runs/<rule>-w<width>-lr<f>x-s<seed>/train/``. After each budget its checkpoint is copied to the
+sibling folder ``at-<B>min/`` and that copy is probed with the
 honest probe (:func:`localssl.evaluate.probe.probe`: 30 epochs of Adam on the z-scored pooled features of
 every layer, the epoch chosen on 5000 held-out train images, the test split scored once).
 
