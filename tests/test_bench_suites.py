@@ -105,3 +105,14 @@ def test_speedrun_steps_suite_measures_every_width_of_a_rule(tmp_path):
     assert sorted(r["width"] for r in rows) == sorted(SCALES["cpu"].widths)
     for r in rows:
         assert r["rule"] == "clapp++" and r["batch"] == 4 and r["steps_per_minute"] == math.floor(60 / r["s_per_step"])
+
+
+def test_speedrun_steps_threads_pick_the_scale_measured():
+    from localssl.bench_suites.speedrun_steps import _scale_items
+    from localssl.experiments.speedrun import SCALES
+
+    record = SCALES["record"]
+    assert _scale_items(2, None) == [(r, w) for r in record.main for w in record.widths]  # the record's runs
+    assert _scale_items(1, ["clapp++"]) == [("clapp++", w) for w in SCALES["cpu"].widths]  # one core's
+    with pytest.raises(ValueError, match="--threads 2 the record"):
+        _scale_items(2, ["scff"])

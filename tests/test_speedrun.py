@@ -123,3 +123,56 @@ def test_a_lost_snapshot_is_copied_again_without_training(smoke_run):
         cell["test_acc"],
         cell["train_cpu_s"],
     )
+
+
+def _group_lrs(state):
+    """Every optimizer param group's learning rate in a checkpoint's optimizer state."""
+    if isinstance(state, dict):
+        if "param_groups" in state:
+            return [g["lr"] for g in state["param_groups"]]
+        return [lr for v in state.values() for lr in _group_lrs(v)]
+    return []
+
+
+def test_the_record_scale_is_one_run_of_the_whole_machine():
+    from localssl.experiments.speedrun import RECORD_STEPS_PER_MINUTE
+
+    sc = SCALES["record"]
+    assert sc.threads == 2 and sc.budgets == (60,) and sc.select_at == 60
+    assert (sc.main, sc.others, sc.widths, sc.lr_factors) == (("clapp++",), (), (0.25,), (1.0,))
+    assert sc.steps_per_minute("clapp++", 0.25) == RECORD_STEPS_PER_MINUTE[("clapp++", 0.25)] > 0
+    assert "train.schedule=cosine" in sc.overrides
+    cpu = SCALES["cpu"]  # its setting is the one the cpu scale may choose for clapp++
+    assert sc.widths[0] in cpu.widths and sc.lr_factors[0] in cpu.lr_factors
+
+
+def test_a_record_shaped_run_uses_its_threads_and_decays_to_its_end(tmp_path, monkeypatch):
+    from localssl.experiments import speedrun
+    from localssl.schedule import learning_rate
+
+    smoke = SCALES["smoke"]
+    tiny = dataclasses.replace(
+        smoke,
+        overrides=(*smoke.overrides, "train.schedule=cosine"),
+        lr_factors=(1.0,),
+        budgets=(3,),
+        select_at=3,
+        main=("clapp++",),
+        others=(),
+        threads=2,
+        unit="minutes of the whole 2-core machine",
+    )
+    monkeypatch.setitem(SCALES, "smoke", tiny)
+    speedrun.run(tmp_path, "smoke", 1)
+    assert torch.get_num_threads() == 2  # the run (in this process: one job) trained with the scale's threads
+    rows = _csv(tmp_path / "results.csv")
+    assert {(r["rule"], r["budget_min"]) for r in rows} == {("clapp++", "3"), ("random", "0")}
+    ck = torch.load(tmp_path / "runs" / "clapp++-w0.0625-lr1x-s0" / "at-3min" / "checkpoint.pt", weights_only=True)
+    total = 3 * tiny.fixed_steps
+    base = load_config("clapp++").train.lr
+    assert ck["global_step"] == total
+    assert _group_lrs(ck["optimizer"]) and all(
+        lr == pytest.approx(learning_rate("cosine", base, total - 1, total)) for lr in _group_lrs(ck["optimizer"])
+    )
+    md = (tmp_path / "results.md").read_text()
+    assert "The choice" not in md and "one run at a time with 2 threads" in md and "--jobs 1" in md

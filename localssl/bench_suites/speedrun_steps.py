@@ -2,7 +2,8 @@
 width of ``localssl reproduce speedrun`` (:mod:`localssl.experiments.speedrun`), on the fast path.
 
 Every (rule, width) runs in a fresh process with one torch thread, two processes at once on a 2-core
-machine (the load the speedrun's ``--jobs 2`` puts on it); ``--warmup`` untimed steps first (default 20:
+machine (the load the speedrun's ``--jobs 2`` puts on it); ``--threads 2`` measures the record's scale instead
+(one process with two threads: the whole machine); ``--warmup`` untimed steps first (default 20:
 the fast path's first steps are slower), then ``--steps`` timed ones (default 40) through
 :meth:`~localssl.train.Trainer.train_epoch` (views, rule, optimizer, the logged row) on random images of
 CIFAR-10's shape. Steps per minute = 60 / (seconds per step), rounded down. The speedrun's table of steps
@@ -31,17 +32,34 @@ def _measure(item: tuple[str, float], steps: int, warmup: int, overrides: tuple[
     return {"rule": rule, "width": width, "batch": r["batch"], "s_per_step": r["s_per_step"]}
 
 
+def _scale_items(threads: int, presets: list[str] | None) -> list[tuple[str, float]]:
+    """(rule, width) of every measured speedrun scale whose runs use ``threads`` torch threads."""
+    items: list[tuple[str, float]] = []
+    for sc in SCALES.values():
+        if sc.fixed_steps is not None or sc.threads != threads:
+            continue
+        for rule in (*sc.main, *sc.others):
+            for width in sc.widths:
+                if (presets is None or rule in presets) and (rule, width) not in items:
+                    items.append((rule, width))
+    if not items:
+        raise ValueError(
+            f"speedrun-steps: no speedrun scale runs {', '.join(presets or ['any rule'])} with {threads} thread(s); "
+            "--threads 1 measures the cpu scale, --threads 2 the record"
+        )
+    return items
+
+
 @suite("speedrun-steps", "steps per minute of one core for every rule and width of the speedrun (fast path)", None)
 def speedrun_steps(opts: Options) -> dict[str, Any]:
-    sc = SCALES["cpu"]
-    rules = opts.presets or [*sc.main, *sc.others]
-    items = [(rule, width) for rule in rules for width in sc.widths]
+    threads = opts.threads or 1
+    items = _scale_items(threads, opts.presets)
     steps = opts.steps if opts.steps > 2 else 40  # the bench default (2) is too few for a steady state
     warmup = opts.warmup if opts.warmup > 1 else 20
     job = functools.partial(_measure, steps=steps, warmup=warmup, overrides=tuple(opts.overrides))
-    jobs = min(2, len(items))
+    jobs = max(1, min(2 // threads, len(items)))  # the reference machine's 2 cores, as the speedrun loads them
     opts.emit(
-        heading(opts, f"speedrun steps per minute: one torch thread per process, {jobs} processes at once")
+        heading(opts, f"speedrun steps per minute: {threads} torch thread(s) per process, {jobs} process(es) at once")
         + f"{warmup} warm-up steps, then {steps} timed steps of `Trainer.train_epoch` on random images of "
         "CIFAR-10's shape, default precision (`train.precision=auto`).\n\n"
         "| rule | width | batch | s/step | steps per minute |\n| --- | ---: | ---: | ---: | ---: |\n"
@@ -53,5 +71,6 @@ def speedrun_steps(opts: Options) -> dict[str, Any]:
         rows.append(r)
         opts.emit(f"| {r['rule']} | {r['width']} | {r['batch']} | {r['s_per_step']:.4f} | {r['steps_per_minute']} |\n")
 
-    run_jobs(job, items, jobs, names=[f"{r} width {w}" for r, w in items], threads=1, fresh=True, on_result=emit_row)
+    names = [f"{r} width {w}" for r, w in items]
+    run_jobs(job, items, jobs, names=names, threads=threads, fresh=True, on_result=emit_row)
     return {"rows": rows}

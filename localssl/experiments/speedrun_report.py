@@ -1,5 +1,5 @@
 """The speedrun's report (:mod:`localssl.experiments.speedrun`): ``results.csv``, ``results.md`` and
-``results.png`` (linear-probe test accuracy against minutes of one core) from the probed budgets on disk."""
+``results.png`` (linear-probe test accuracy against the budget's minutes) from the probed budgets on disk."""
 
 from __future__ import annotations
 
@@ -64,17 +64,19 @@ def write_report(
     floor = {float(k.split("@")[1]): statistics.mean(r["test_acc"] for r in v) for k, v in finals.items() if "@" in k}
     budgets = sc.budgets
     last = budgets[-1]
+    jobs = max(1, 2 // sc.threads)  # the reference machine's 2 cores
     lines = [
         f"# Time to accuracy on CIFAR-10 (scale `{scale}`)",
         "",
-        f"- **Command:** `localssl reproduce speedrun --scale {scale} --seeds {seeds} --jobs 2` (finished budgets "
-        "are reused; `--only RULE` runs one rule).",
+        f"- **Command:** `localssl reproduce speedrun --scale {scale} --seeds {seeds} --jobs {jobs}` (finished "
+        "budgets are reused; `--only RULE` runs one rule).",
         f"- **Protocol:** {sc.protocol}",
-        f"- **Seeds:** {seeds} for {', '.join(sc.main)} and random init; 1 for the others. Linear-probe test "
-        "accuracy (%), mean ± sample std over seeds; `(n=k)`: only k seeds finished.",
+        f"- **Seeds:** {seeds} for {', '.join(sc.main)} and random init"
+        + ("; 1 for the others." if sc.others else ".")
+        + " Linear-probe test accuracy (%), mean ± sample std over seeds; `(n=k)`: only k seeds finished.",
         "- **Time:** training wall and CPU minutes of the run at the last budget (mean over seeds), and the wall "
-        "minutes of one probe, apart. The budgets are steps; the times are what the steps took here, two runs at "
-        "once on 2 cores.",
+        f"minutes of one probe, apart. The budgets are steps ({sc.unit}); the times are what the steps took here"
+        + (", two runs at once on 2 cores." if sc.threads == 1 else f", one run at a time with {sc.threads} threads."),
         "",
         "| rule | width | lr | "
         + " | ".join(f"{b} min" for b in budgets)
@@ -113,14 +115,19 @@ def write_report(
         )
     lines += [
         "",
-        "![Linear-probe test accuracy against minutes of one core, each rule at its chosen setting](results.png)",
+        f"![Linear-probe test accuracy against {sc.unit}, each rule at its chosen setting](results.png)",
+    ]
+    cands = [(w, f) for w in sc.widths for f in sc.lr_factors]
+    if len(cands) == 1:  # a setting fixed in advance (the record): nothing was chosen
+        _finish(out, lines, sc, rules, picks, finals, scale)
+        return
+    lines += [
         "",
         f"## The choice: validation accuracy (%) at {sc.select_at} min, seed 0",
         "",
         "The probe's held-out train images (never the test split); the best candidate is the rule's setting.",
         "",
     ]
-    cands = [(w, f) for w in sc.widths for f in sc.lr_factors]
     lines += [
         "| rule | " + " | ".join(f"width {_width(w)}, lr ×{f:g}" for w, f in cands) + " | chosen |",
         "| --- | " + " | ".join("---:" for _ in cands) + " | --- |",
@@ -137,15 +144,32 @@ def write_report(
         cells = [f"{at[c]:.2f}" if c in at else "not run" for c in cands]
         chosen = f"width {_width(pick['width'])}, lr ×{pick['lr_factor']:g}" if pick else "not all run"
         lines.append(f"| {rule} | " + " | ".join(cells) + f" | {chosen} |")
+    _finish(out, lines, sc, rules, picks, finals, scale)
+
+
+def _finish(
+    out: Path,
+    lines: list[str],
+    sc: Any,
+    rules: list[str],
+    picks: Mapping[str, Any],
+    finals: Mapping[str, list[dict[str, Any]]],
+    scale: str,
+) -> None:
     missing = [r for r in rules if r not in picks]
     if missing:
         lines += ["", f"**Not run yet:** {', '.join(missing)} (the same command continues)."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot(out / "results.png", finals, picks, budgets, scale)
+    plot(out / "results.png", finals, picks, sc.budgets, scale, sc.unit)
 
 
 def plot(
-    path: Path, finals: Mapping[str, list[dict[str, Any]]], picks: Mapping[str, Any], budgets: Any, scale: str
+    path: Path,
+    finals: Mapping[str, list[dict[str, Any]]],
+    picks: Mapping[str, Any],
+    budgets: Any,
+    scale: str,
+    unit: str = "minutes of one core",
 ) -> None:
     import matplotlib
 
@@ -176,7 +200,7 @@ def plot(
             )
     ax.set_xscale("log")
     ax.set_xticks(list(budgets), [str(b) for b in budgets])
-    ax.set_xlabel("budget (minutes of one core, as steps)")
+    ax.set_xlabel(f"budget ({unit}, as steps)")
     ax.set_ylabel("linear-probe test accuracy (%)")
     ax.set_title(f"Time to accuracy on CIFAR-10 (speedrun, scale {scale})")
     if ax.get_legend_handles_labels()[0]:
