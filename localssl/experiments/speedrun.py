@@ -80,9 +80,12 @@ STEPS_PER_MINUTE: dict[tuple[str, float], int] = {
 }
 
 # Steps per minute of the whole reference machine (both cores: one run, two torch threads) for the record,
-# measured on 2026-12-06 with `localssl bench --suite speedrun-steps --presets clapp++ --threads 2` (the median
-# of three: 385 over 40 timed steps, 397 and 417 over 80; benchmarks/RESULTS.md, "The 60-minute record").
-RECORD_STEPS_PER_MINUTE: dict[tuple[str, float], int] = {("clapp++", 0.25): 397}
+# measured on 2026-12-06 on CIFAR-10 itself: the first four 397-step epochs of a first start of the record took
+# 46.7, 43.5, 45.6 and 45.3 s of training (its metrics.csv), 526 steps per minute; 512 leaves ~1.5 s of each
+# minute for the checkpoint. `localssl bench --suite speedrun-steps --presets clapp++ --threads 2` reads 385-419
+# (0.143-0.156 s/step, 40-400 timed steps): its random images train ~25 % slower than CIFAR-10's
+# (benchmarks/RESULTS.md, "The 60-minute record").
+RECORD_STEPS_PER_MINUTE: dict[tuple[str, float], int] = {("clapp++", 0.25): 512}
 
 
 @dataclasses.dataclass(frozen=True)
