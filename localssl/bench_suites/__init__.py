@@ -22,7 +22,8 @@ The suites (their latest numbers: ``benchmarks/RESULTS.md``; the index: ``benchm
 * ``probe-memory``: peak RSS of the honest probe's feature storage, before and after 5903c00;
 * ``fast-path``: the default precision (``auto``) vs fp32 of ``clapp++``, ``bp-clapp++``, ``clapp++nospatial``;
 * ``smoke``: a few training steps of every preset on a device (``benchmarks/device_check.sh``'s stage 2);
-* ``speedrun-steps``: steps per minute of one core for every rule and width of ``localssl reproduce speedrun``;
+* ``speedrun-steps``: steps per minute of one core for every rule and width of ``localssl reproduce speedrun``
+  (``--threads 2``: of the whole machine, for its record);
 * ``layer-parallel``: ``clapp++`` in one process (1 and 2 threads), data-parallel 2×1, the layer pipeline 2×1 and
   ``bp-clapp++`` over ``torch.distributed.pipelining`` (``pp_backprop.py``), each in fresh processes;
 * ``pipeline-model``: the cost model of :mod:`localssl.train.pipeline_cost` checked against ``layer-parallel``'s

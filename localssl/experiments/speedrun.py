@@ -151,7 +151,8 @@ SCALES: dict[str, SpeedrunScale] = {
         "full CIFAR-10 (50 000 train images, JPEG copy where the pickled batches are absent), each preset's "
         "optimizer and batch size, VGG-6 at the chosen width, the fast path; budgets of 1, 3 and 10 minutes of one "
         "core, as steps (`STEPS_PER_MINUTE`); candidates width 1/8 or 1/4 × the preset's learning rate × 1 or 2, "
-        f"chosen on validation accuracy at 3 minutes (seed 0); {PROBE}.",
+        f"chosen on validation accuracy at 3 minutes (seed 0); {PROBE}. The 60-minute record of CLAPP++ on the "
+        "whole machine is the `record` scale ([`../record/results.md`](../record/results.md)).",
         ("data.name=cifar10",),
         widths=(0.125, 0.25),
         lr_factors=(1.0, 2.0),
