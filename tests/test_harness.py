@@ -295,9 +295,13 @@ def test_results_page_collects_cpu_tables(tmp_path):
         (folder / "results.md").write_text(body)
     (tmp_path / "results" / "table2" / "smoke").mkdir()
     (tmp_path / "results" / "table2" / "smoke" / "results.md").write_text("# smoke only\n")
-    (tmp_path / "results" / "zeta" / "cpu" / "results.md").write_text("# zeta title\n\n![c](curves.png)\n")
+    (tmp_path / "results" / "zeta" / "cpu" / "results.md").write_text(
+        "# zeta title\n\n![c](curves.png) [r](../record/results.md) [w](https://x.org/a.md) [h](#zeta-title)\n"
+    )
     page = write_results_page(tmp_path).read_text()
     assert "![c](../results/zeta/cpu/curves.png)" in page  # any file beside results.md, not only results.*
+    assert "[r](../results/zeta/cpu/../record/results.md)" in page  # any relative link still reaches its file
+    assert "[w](https://x.org/a.md)" in page and "[h](#zeta-title)" in page  # web links and anchors kept
     assert "Do not edit" in page and "smoke only" not in page
     assert page.index("## table2 title") < page.index("## zeta title")  # known tables first
     assert "![plot](../results/table2/cpu/results.png)" in page

@@ -362,7 +362,7 @@ def results_page(root: Path) -> str:
         body = found[name].read_text()
         rel = f"../results/{name}/cpu/"
         body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.M)  # one heading level down
-        body = re.sub(r"\]\(([\w.-]+\.(?:png|csv|md|json))\)", rf"]({rel}\1)", body)  # a file beside results.md
+        body = re.sub(r"\]\((?![a-z]+:|#|/)([^)\s]+)\)", rf"]({rel}\1)", body)  # relative links: from docs/ now
         body = body.replace("`results.csv`", f"[`results.csv`]({rel}results.csv)")
         lines += [body.rstrip(), ""]
     return "\n".join(lines)

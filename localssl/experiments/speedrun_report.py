@@ -118,17 +118,29 @@ def write_report(
         f"![Linear-probe test accuracy against {sc.unit}, each rule at its chosen setting](results.png)",
     ]
     cands = [(w, f) for w in sc.widths for f in sc.lr_factors]
-    if len(cands) == 1:  # a setting fixed in advance (the record): nothing was chosen
-        _finish(out, lines, sc, rules, picks, finals, scale)
-        return
-    lines += [
+    if len(cands) > 1:  # else a setting fixed in advance (the record): nothing was chosen
+        lines += choice_table(rows, picks, sc, rules, cands)
+    missing = [r for r in rules if r not in picks]
+    if missing:
+        lines += ["", f"**Not run yet:** {', '.join(missing)} (the same command continues)."]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    plot(out / "results.png", finals, picks, budgets, scale, sc.unit)
+
+
+def choice_table(
+    rows: list[dict[str, Any]],
+    picks: Mapping[str, dict[str, Any]],
+    sc: Any,
+    rules: list[str],
+    cands: list[tuple[float, float]],
+) -> list[str]:
+    """The validation accuracy of every candidate at the selection budget (seed 0), and each rule's pick."""
+    lines = [
         "",
         f"## The choice: validation accuracy (%) at {sc.select_at} min, seed 0",
         "",
         "The probe's held-out train images (never the test split); the best candidate is the rule's setting.",
         "",
-    ]
-    lines += [
         "| rule | " + " | ".join(f"width {_width(w)}, lr ×{f:g}" for w, f in cands) + " | chosen |",
         "| --- | " + " | ".join("---:" for _ in cands) + " | --- |",
     ]
@@ -144,23 +156,7 @@ def write_report(
         cells = [f"{at[c]:.2f}" if c in at else "not run" for c in cands]
         chosen = f"width {_width(pick['width'])}, lr ×{pick['lr_factor']:g}" if pick else "not all run"
         lines.append(f"| {rule} | " + " | ".join(cells) + f" | {chosen} |")
-    _finish(out, lines, sc, rules, picks, finals, scale)
-
-
-def _finish(
-    out: Path,
-    lines: list[str],
-    sc: Any,
-    rules: list[str],
-    picks: Mapping[str, Any],
-    finals: Mapping[str, list[dict[str, Any]]],
-    scale: str,
-) -> None:
-    missing = [r for r in rules if r not in picks]
-    if missing:
-        lines += ["", f"**Not run yet:** {', '.join(missing)} (the same command continues)."]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-    plot(out / "results.png", finals, picks, sc.budgets, scale, sc.unit)
+    return lines
 
 
 def plot(
