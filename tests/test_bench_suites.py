@@ -112,7 +112,7 @@ def test_speedrun_steps_threads_pick_the_scale_measured():
     from localssl.experiments.speedrun import SCALES
 
     record = SCALES["record"]
-    assert _scale_items(2, None) == [(r, w) for r in record.main for w in record.widths]  # the record's runs
-    assert _scale_items(1, ["clapp++"]) == [("clapp++", w) for w in SCALES["cpu"].widths]  # one core's
+    assert _scale_items(2, None) == ([(r, w) for r in record.main for w in record.widths], 1)  # the record's runs
+    assert _scale_items(1, ["clapp++"]) == ([("clapp++", w) for w in SCALES["cpu"].widths], 2)  # one core's
     with pytest.raises(ValueError, match="--threads 2 the record"):
         _scale_items(2, ["scff"])

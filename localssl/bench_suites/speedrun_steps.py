@@ -32,12 +32,15 @@ def _measure(item: tuple[str, float], steps: int, warmup: int, overrides: tuple[
     return {"rule": rule, "width": width, "batch": r["batch"], "s_per_step": r["s_per_step"]}
 
 
-def _scale_items(threads: int, presets: list[str] | None) -> list[tuple[str, float]]:
-    """(rule, width) of every measured speedrun scale whose runs use ``threads`` torch threads."""
+def _scale_items(threads: int, presets: list[str] | None) -> tuple[list[tuple[str, float]], int]:
+    """(rule, width) of every measured speedrun scale whose runs use ``threads`` torch threads, and how many of
+    those runs the scale puts on the machine at once."""
     items: list[tuple[str, float]] = []
+    jobs = 1
     for sc in SCALES.values():
         if sc.fixed_steps is not None or sc.threads != threads:
             continue
+        jobs = sc.jobs
         for rule in (*sc.main, *sc.others):
             for width in sc.widths:
                 if (presets is None or rule in presets) and (rule, width) not in items:
@@ -47,17 +50,17 @@ def _scale_items(threads: int, presets: list[str] | None) -> list[tuple[str, flo
             f"speedrun-steps: no speedrun scale runs {', '.join(presets or ['any rule'])} with {threads} thread(s); "
             "--threads 1 measures the cpu scale, --threads 2 the record"
         )
-    return items
+    return items, jobs
 
 
 @suite("speedrun-steps", "steps per minute of one core for every rule and width of the speedrun (fast path)", None)
 def speedrun_steps(opts: Options) -> dict[str, Any]:
     threads = opts.threads or 1
-    items = _scale_items(threads, opts.presets)
+    items, per_machine = _scale_items(threads, opts.presets)
     steps = opts.steps if opts.steps > 2 else 40  # the bench default (2) is too few for a steady state
     warmup = opts.warmup if opts.warmup > 1 else 20
     job = functools.partial(_measure, steps=steps, warmup=warmup, overrides=tuple(opts.overrides))
-    jobs = max(1, min(2 // threads, len(items)))  # the reference machine's 2 cores, as the speedrun loads them
+    jobs = min(per_machine, len(items))  # the load the speedrun puts on the reference machine
     opts.emit(
         heading(opts, f"speedrun steps per minute: {threads} torch thread(s) per process, {jobs} process(es) at once")
         + f"{warmup} warm-up steps, then {steps} timed steps of `Trainer.train_epoch` on random images of "

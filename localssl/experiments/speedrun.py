@@ -26,7 +26,8 @@ two torch threads, steps from :data:`RECORD_STEPS_PER_MINUTE`), at the setting t
 with a cosine learning-rate decay over the run; the probe's time is reported apart.
 
 Rules run in groups (CLAPP++ and BP-CLAPP++ first, then ``clapp++both``, then the one-seed families two at a
-time), each group's candidates before its final runs, ``--jobs`` runs at once, one torch thread each. Finished budgets
+time), each group's candidates before its final runs, ``--jobs`` runs at once, ``threads`` torch threads each (one;
+two for the record). Finished budgets
 and probes are kept on disk (``OUT/runs/``) and reused, so a stopped speedrun continues where it stopped and
 ``--only RULE`` runs just that rule (the report lists everything finished). Writes ``results.csv`` (one row
 per probed budget), ``results.md`` and ``results.png`` (accuracy against minutes).
@@ -102,6 +103,11 @@ class SpeedrunScale:
     fixed_steps: int | None = None  # the same steps per "minute" for every rule (the smoke scale)
     threads: int = 1  # torch threads per run: 1 (a "minute" is one core's) or the whole machine's (the record)
     unit: str = "minutes of one core"  # what a budget's minute is, for the report
+
+    @property
+    def jobs(self) -> int:
+        """Runs at once that fill the 2-core reference machine: two of one thread, or one of two."""
+        return max(1, 2 // self.threads)
 
     def steps_per_minute(self, rule: str, width: float) -> int:
         if self.fixed_steps is not None:

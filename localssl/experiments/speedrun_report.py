@@ -64,11 +64,10 @@ def write_report(
     floor = {float(k.split("@")[1]): statistics.mean(r["test_acc"] for r in v) for k, v in finals.items() if "@" in k}
     budgets = sc.budgets
     last = budgets[-1]
-    jobs = max(1, 2 // sc.threads)  # the reference machine's 2 cores
     lines = [
         f"# Time to accuracy on CIFAR-10 (scale `{scale}`)",
         "",
-        f"- **Command:** `localssl reproduce speedrun --scale {scale} --seeds {seeds} --jobs {jobs}` (finished "
+        f"- **Command:** `localssl reproduce speedrun --scale {scale} --seeds {seeds} --jobs {sc.jobs}` (finished "
         "budgets are reused; `--only RULE` runs one rule).",
         f"- **Protocol:** {sc.protocol}",
         f"- **Seeds:** {seeds} for {', '.join(sc.main)} and random init"
@@ -165,7 +164,7 @@ def plot(
     picks: Mapping[str, Any],
     budgets: Any,
     scale: str,
-    unit: str = "minutes of one core",
+    unit: str,
 ) -> None:
     import matplotlib
 
