@@ -95,8 +95,8 @@ class TrainConfig:
     progress: bool = True
     online_probe: bool = False  # the honest probe (probe.* classifier) of each layer and all layers, during training
     online_probe_every: int | None = None  # also score it every N steps (first steps.csv row on); None: epoch ends
-    online_probe_train: int = 10000  # labelled pretraining images the read-outs are fitted on (a tenth: validation)
-    online_probe_holdout: int = 2000  # other labelled pretraining images, scored and never fitted on
+    online_probe_train: int = 45000  # labelled pretraining images the read-outs are fitted on (a tenth: validation)
+    online_probe_holdout: int = 5000  # other labelled pretraining images, scored and never fitted on
     online_probe_lr: float | None = None  # removed: the read-outs use probe.lr, probe.epochs, probe.batch_size
     online_probe_batch: int | None = None  # removed: the read-outs are fitted on train.online_probe_train images
     parallel: str = "data"  # under torchrun: data (every rank a slice of the batch) | layers (every rank a stage)

@@ -15,11 +15,14 @@ runs :mod:`localssl.evaluate.probe`'s protocol in small:
 3. the chosen read-outs score ``train.online_probe_holdout`` other labelled pretraining images, never
    fitted on: the ``probe_acc_*`` columns of ``steps.csv`` and ``metrics.csv``.
 
-Fitted on fewer images than ``localssl probe``'s 45 000 (CIFAR-10), the read-outs score lower than it: the
-linear probe of 8192 features is data-hungry. Measured at width 1/4, random init, on the 10 000 test images:
-55.8 % fitted on 10 000 images (1000 of them validation), 61.9 % on the offline probe's 45 000 + 4500. Read
-the online curve against itself (runs, layers, steps); ``train.online_probe_train=50000`` runs the offline
-probe's numbers of images, at the cost of extracting and fitting them at every scoring.
+By default the read-outs are fitted on 45 000 labelled pretraining images (a tenth of them validation) and
+score 5000 others: on CIFAR-10, the offline probe's numbers of images with the test set's place taken by
+held-out pretraining images, so the online curve reads what ``localssl probe`` would. The linear probe of
+8192 features is data-hungry, so fitting on fewer images reads lower than the offline probe, by the most
+where it is cheapest (``benchmarks/RESULTS.md``, "The online probe's fit size"; width 1/4, the 10 000 test
+images, offline probe 61.8 % at random init and 65.9 % after 10 minutes of CLAPP++): fitted on 10 000 images
+it reads 6.2 and 6.3 points lower, on 20 000 2.7 and 3.1, on 30 000 1.9 (CLAPP++). A smaller
+``train.online_probe_train`` buys a cheaper, lower curve to compare runs and layers against each other.
 
 Its accuracy is a function of the encoder's weights at that step alone (the image sets and the classifier
 are seeded by ``train.seed`` and ``probe.seed``), so a resumed run logs the same numbers, and it draws no

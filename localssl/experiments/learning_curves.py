@@ -1,8 +1,8 @@
 """``localssl reproduce learning_curves``: CPU learning curves with the online probe (issue 17 item 7).
 
 CLAPP++ variants vs backprop vs random init on full CIFAR-10: one ``pretrain`` per preset with the online
-probe (``train.online_probe=true``: linear read-outs trained alongside, held-out accuracy scored every
-``train.online_probe_every`` steps), the presets ``--jobs`` at a time (:mod:`localssl.experiments.jobs`), one
+probe (``train.online_probe=true``: the offline honest probe's read-outs fitted on pretraining images, their
+held-out accuracy scored at every epoch's end, or every ``train.online_probe_every`` steps), the presets ``--jobs`` at a time (:mod:`localssl.experiments.jobs`), one
 torch thread each. A run folder ``OUT/runs/<preset>`` that exists is continued (``resume``), so a stopped
 invocation continues where it stopped. The report is rewritten from the runs' ``steps.csv``/``metrics.csv``
 whenever a run ends: ``curves.csv`` (every scoring), ``curves.png`` and ``results.md``.
@@ -51,13 +51,12 @@ SCALES = {
         random_epochs=1,
     ),
     "cpu": Budget(
-        "full CIFAR-10 (50 000 train images, 1000 held out from the read-outs), VGG-6 at width 1/4, batch 32, each "
-        "preset's own optimizer and learning rate, seed 0; online probe scored every 250 steps, 8 images per step; "
-        "20 epochs (random init: the frozen initial encoder, only the read-outs train, 3 epochs).",
+        "full CIFAR-10 (50 000 train images), VGG-6 at width 1/4, batch 32, each preset's own optimizer and "
+        "learning rate, seed 0; the online probe at its defaults (fitted on 45 000 pretraining images, scored on "
+        "the 5000 others) at every epoch's end; 20 epochs (random init: the frozen initial encoder, 3 epochs).",
         (
             "model.width=0.25",
             "train.online_probe=true",
-            "train.online_probe_every=250",
             "train.log_every=50",
             "train.progress=false",
         ),
