@@ -2,10 +2,11 @@
 
 CLAPP++ variants vs backprop vs random init on full CIFAR-10: one ``pretrain`` per preset with the online
 probe (``train.online_probe=true``: the offline honest probe's read-outs fitted on pretraining images, their
-held-out accuracy scored at every epoch's end, or every ``train.online_probe_every`` steps), the presets ``--jobs`` at a time (:mod:`localssl.experiments.jobs`), one
-torch thread each. A run folder ``OUT/runs/<preset>`` that exists is continued (``resume``), so a stopped
-invocation continues where it stopped. The report is rewritten from the runs' ``steps.csv``/``metrics.csv``
-whenever a run ends: ``curves.csv`` (every scoring), ``curves.png`` and ``results.md``.
+held-out accuracy scored at every epoch's end and every ``train.online_probe_every`` steps), the presets
+``--jobs`` at a time (:mod:`localssl.experiments.jobs`), one torch thread each. A run folder
+``OUT/runs/<preset>`` that exists is continued (``resume``), so a stopped invocation continues where it
+stopped. The report is rewritten from the runs' ``steps.csv``/``metrics.csv`` whenever a run ends:
+``curves.csv`` (every scoring), ``curves.png`` and ``results.md``.
 """
 
 from __future__ import annotations
@@ -53,15 +54,16 @@ SCALES = {
     "cpu": Budget(
         "full CIFAR-10 (50 000 train images), VGG-6 at width 1/4, batch 32, each preset's own optimizer and "
         "learning rate, seed 0; the online probe at its defaults (fitted on 45 000 pretraining images, scored on "
-        "the 5000 others) at every epoch's end; 20 epochs (random init: the frozen initial encoder, 3 epochs).",
+        "the 5000 others) every 781 steps (half an epoch); 4 epochs (random init: the frozen initial encoder).",
         (
             "model.width=0.25",
             "train.online_probe=true",
-            "train.log_every=50",
+            "train.online_probe_every=781",
+            "train.log_every=71",
             "train.progress=false",
         ),
-        epochs=20,
-        random_epochs=3,
+        epochs=4,
+        random_epochs=4,
     ),
 }
 
