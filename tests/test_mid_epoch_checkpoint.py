@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from localssl.checkpoint import EpochPosition, load_checkpoint, remove_partial_writes
-from localssl.config import load_config
+from localssl.config import TrainConfig, load_config
 from localssl.registry import ConfigError
 from localssl.train import NonFiniteLossError, Trainer, pretrain, resume
 
@@ -199,8 +199,9 @@ def test_a_checkpoint_older_than_a_config_key_resumes_unless_the_key_was_changed
     del settings["train.online_probe_train"], settings["objective.f"]  # as if written before these keys existed
     torch.save({**ckpt, "config": json.dumps(settings, sort_keys=True)}, run / "checkpoint.pt")
     text = (run / "config.yaml").read_text()
-    assert "online_probe_train: 10000" in text
-    (run / "config.yaml").write_text(text.replace("online_probe_train: 10000", "online_probe_train: 500"))
+    default = f"online_probe_train: {TrainConfig().online_probe_train}"
+    assert default in text
+    (run / "config.yaml").write_text(text.replace(default, "online_probe_train: 500"))
     with pytest.raises(ValueError, match=r"\(train\.online_probe_train: checkpoint None, config\.yaml 500\)"):
         resume(run, ["train.epochs=2"])
     (run / "config.yaml").write_text(text)
