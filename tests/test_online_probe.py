@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from localssl.build import resolve_device
-from localssl.config import ConfigError, load_config, read_run_config
+from localssl.config import ConfigError, TrainConfig, load_config, read_run_config
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.probe import probe
 from localssl.linear_probe import FeatureSet, train_linear_probe
@@ -149,6 +149,19 @@ def test_fit_images_are_seeded_labelled_and_apart_from_the_held_out_ones():
     assert all(torch.equal(a, b) for a, b in zip((tr, va), fit_indices(labels, held, 60, seed=0)))
     tr, va = fit_indices(labels, held, 10**6, seed=0)  # capped: every labelled image not held out
     assert len(tr) + len(va) == 80
+
+
+def test_defaults_read_cifar10_as_the_offline_probe_does():
+    """At its defaults on CIFAR-10's 50 000 labelled training images the online probe splits them as the offline
+    probe does (45 000 fitted with a tenth for validation, against the offline 45 000 + 5000), and scores the
+    5000 it never fits on in the test set's place: every image is used once (the fit-size study in
+    benchmarks/RESULTS.md: fewer fitting images read lower)."""
+    t = TrainConfig()
+    labels = torch.arange(50_000) % 10
+    held = holdout_indices(labels, t.online_probe_holdout, seed=0)
+    tr, va = fit_indices(labels, held, t.online_probe_train, seed=0)
+    assert (len(tr), len(va), len(held)) == (40_500, 4500, 5000)
+    assert sorted(torch.cat([tr, va, held]).tolist()) == list(range(50_000))
 
 
 def test_holdout_is_seeded_labelled_and_at_most_a_fifth():
