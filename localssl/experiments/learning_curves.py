@@ -133,13 +133,13 @@ def plot(rows: list[dict[str, object]], path: Path, title: str, batch: int) -> N
         if not mine:
             continue
         style = {"color": "0.4", "ls": "--"} if preset == "random" else {"color": f"C{i}"}
-        label = "random init (read-outs only)" if preset == "random" else preset
+        label = "random init (frozen encoder)" if preset == "random" else preset
         xs = [r["images_seen"] / 1000 for r in mine]
-        axes[0].plot(xs, [r["probe_acc_all"] for r in mine], label=label, **style)
+        axes[0].plot(xs, [r["probe_acc_all"] for r in mine], marker=".", label=label, **style)
         at = at_step(rows, preset, step)
         if at is not None:
             axes[1].plot(range(1, len(layers) + 1), [at[k] for k in layers], marker="o", label=label, **style)
-    axes[0].axhline(10, color="0.7", lw=0.8, ls=":", label="chance")
+    # no chance line: it would squeeze the few points between the curves (chance is 10 %)
     axes[0].set(xlabel="pretraining images seen (thousands)", ylabel="held-out accuracy (%)")
     axes[0].set_title("online probe, all layers concatenated", fontsize=10)
     axes[1].set(xlabel="layer", ylabel="held-out accuracy (%)")
@@ -174,7 +174,8 @@ def report(out: Path, scale: str, budget: Budget) -> None:
         "",
         f"Settings: {budget.protocol} Overrides: " + " ".join(budget.common) + ".",
         "",
-        f"Held-out accuracy (%) at step {step} (the last step every run reached), and at each run's last scoring:",
+        f"Held-out accuracy (%; chance 10) at step {step} (the last step every run reached), and at each run's last "
+        "scoring:",
         "",
         f"| preset | all layers, step {step} | per layer l1..l6, step {step} | last step | all layers, last step |",
         "| --- | --- | --- | --- | --- |",
