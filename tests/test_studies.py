@@ -84,8 +84,10 @@ def test_core_cifar10_smoke_probes_every_epoch(tmp_path):
 def test_learning_curves_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCALSSL_WORKERS", "1")
     md = _reproduce("learning_curves", tmp_path)
-    presets = {r["preset"] for r in _csv(tmp_path / "curves.csv")}
-    assert presets == {"clapp++", "clapp++both", "bp-clapp++", "clapp++nospatial", "random"}
+    rows = _csv(tmp_path / "curves.csv")
+    assert {r["preset"] for r in rows} == {"clapp++", "clapp++both", "bp-clapp++", "clapp++nospatial", "random"}
+    scorings = [(r["preset"], r["step"]) for r in rows]
+    assert len(scorings) == len(set(scorings))  # an epoch end scored by online_probe_every too: one row
     assert (tmp_path / "curves.png").stat().st_size > 0 and "| clapp++ |" in md
 
 

@@ -90,15 +90,17 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def collect(runs: Path, batch: int) -> list[dict[str, object]]:
-    """One row per held-out scoring: preset, epoch, step, images seen, accuracy of every read-out (%)."""
+    """One row per held-out scoring: preset, epoch, step, images seen, accuracy of every read-out (%). A scoring
+    at an epoch's end that is also due by ``train.online_probe_every`` is in both ``steps.csv`` and
+    ``metrics.csv`` (the same numbers: the probe scores a step once): it is one row here."""
     out: list[dict[str, object]] = []
     for preset in PRESETS:
         run = runs / preset
         scored = [r for r in _rows(run / "steps.csv") if r.get("probe_acc_all")]
         scored += [r for r in _rows(run / "metrics.csv") if r.get("probe_acc_all")]
-        for r in sorted(scored, key=lambda r: int(r["step"])):
+        by_step = {int(r["step"]): r for r in reversed(scored)}  # the steps.csv row where both have one
+        for step, r in sorted(by_step.items()):
             accs = {k: float(v) for k, v in r.items() if k.startswith("probe_acc_")}
-            step = int(r["step"])
             out.append({"preset": preset, "epoch": int(r["epoch"]), "step": step, "images_seen": step * batch, **accs})
     return out
 
