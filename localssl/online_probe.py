@@ -70,7 +70,8 @@ def fit_indices(labels: torch.Tensor, held: torch.Tensor, n_fit: int, seed: int)
 
 class OnlineProbe:
     """The offline honest probe of the current encoder on fixed image sets: :meth:`score` extracts, fits and
-    scores every read-out (``l1 … lN`` and ``all``); it is scored at most once per global step."""
+    scores every read-out (``l1 … lN`` and ``all``); it is scored at most once per global step, and once in all
+    for a ``frozen`` encoder (a rule that trains nothing: the same weights give the same numbers)."""
 
     def __init__(
         self,
@@ -82,8 +83,10 @@ class OnlineProbe:
         n_fit: int,
         n_holdout: int,
         seed: int,
+        frozen: bool = False,
     ) -> None:
         self.extractor, self.probe, self.num_classes = extractor, probe, num_classes
+        self.frozen = frozen  # the encoder never changes (random init): its first scoring holds at every step
         self.images, self.labels = images, labels
         self.held = holdout_indices(labels, n_holdout, seed)
         self.train_idx, self.val_idx = fit_indices(labels, self.held, n_fit, seed)
@@ -119,6 +122,9 @@ class OnlineProbe:
         """Held-out accuracy (%) of every read-out fitted on the encoder as it is at ``global_step``:
         ``{'probe_acc_l1': …, 'probe_acc_all': …}`` (computed once per step, then remembered)."""
         if self._last is not None and self._last[0] == global_step:
+            return self._last[1]
+        if self._last is not None and self.frozen:  # the same weights: extracting and fitting again gives these
+            self._last = (global_step, *self._last[1:])
             return self._last[1]
         t0 = time.perf_counter()
         idx = torch.cat([self.train_idx, self.val_idx, self.held])

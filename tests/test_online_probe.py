@@ -101,6 +101,21 @@ def test_online_probe_is_the_offline_probe_on_its_images(pattern_cifar_root, tmp
     assert float(logged["probe_acc_all"]) == round(100 * offline["test_acc"], 3) == data["accuracy"]["probe_acc_all"]
 
 
+def test_a_frozen_encoder_is_scored_once_and_logs_that_score_at_every_step(cifar_root, tmp_path, monkeypatch):
+    """Random init trains nothing: its read-outs would be extracted and fitted again on the same weights at every
+    scoring; they are computed once and the same numbers logged at every scoring step."""
+    from localssl.online_probe import OnlineProbe
+
+    calls = []
+    real = OnlineProbe._features
+    monkeypatch.setattr(OnlineProbe, "_features", lambda self, idx: calls.append(1) or real(self, idx))
+    run = pretrain(
+        load_config("random", [f"data.root={cifar_root}", *TINY, *ONLINE, "train.epochs=2", f"out_dir={tmp_path}"])
+    )
+    logged = [r["probe_acc_all"] for r in _rows(run / "steps.csv") + _rows(run / "metrics.csv") if r["probe_acc_all"]]
+    assert len(logged) >= 4 and len(set(logged)) == 1 and len(calls) == 1
+
+
 def test_online_probe_agrees_with_the_offline_probe(tmp_path):
     """A random encoder, 1 epoch: the online read-out (fitted on 450 + 50 pretraining images, scored on 200
     others) and ``localssl probe`` fitted on the same numbers of images (450 + 50, scored on the 500 test images)

@@ -27,10 +27,10 @@ with a cosine learning-rate decay over the run; the probe's time is reported apa
 
 Rules run in groups (CLAPP++ and BP-CLAPP++ first, then ``clapp++both``, then the one-seed families two at a
 time), each group's candidates before its final runs, ``--jobs`` runs at once, ``threads`` torch threads each (one;
-two for the record). Finished budgets
-and probes are kept on disk (``OUT/runs/``) and reused, so a stopped speedrun continues where it stopped and
-``--only RULE`` runs just that rule (the report lists everything finished). Writes ``results.csv`` (one row
-per probed budget), ``results.md`` and ``results.png`` (accuracy against minutes).
+two for the record). Finished budgets and probes are kept on disk (``OUT/runs/``) and reused, so a stopped
+speedrun continues where it stopped and ``--only RULE`` runs just that rule (the report lists everything
+finished). Writes ``results.csv`` (one row per probed budget), ``results.md`` and ``results.png`` (accuracy
+against minutes).
 """
 
 from __future__ import annotations

@@ -92,6 +92,7 @@ class Trainer:
             t.online_probe_train,
             t.online_probe_holdout,
             t.seed,
+            frozen=not self.comp.rule.trains_encoder,
         )
 
     @property
