@@ -7,6 +7,7 @@ import errno
 import io
 import json
 import os
+import platform
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -152,3 +153,26 @@ def describe_os_error(err: OSError) -> str:
         return str(err.args[-1]) if err.args else str(err)
     fix = _OS_FIXES.get(err.errno or 0)
     return f"{where}{what}" + (f". Fix: {fix}" if fix else "")
+
+
+def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name as the operating system reports it (``model name`` in Linux's ``/proc/cpuinfo``,
+    e.g. ``AMD EPYC 9R14 96-Core Processor``), else ``platform.processor()``, else the architecture."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or f"{platform.machine()} CPU"
+
+
+def machine_name() -> str:
+    """The machine a result was measured on, for reports: the GPU where CUDA is present, else the CPU's model
+    name and its core count; with the torch version."""
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+    else:
+        device = f"{processor_name()}, {os.cpu_count()} cores"
+    return f"{device}; torch {torch.__version__}"

@@ -74,3 +74,15 @@ def test_append_results_goes_inside_its_section(tmp_path):
     append_results(md, "localssl bench a", out)
     text = md.read_text()
     assert text.index("intro") < text.index("localssl bench a") < text.index("## Later section")
+
+
+def test_processor_name_reads_the_model_name_and_falls_back(tmp_path):
+    from localssl.utils import machine_name, processor_name
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 9R14 96-Core Processor\n")
+    assert processor_name(info) == "AMD EPYC 9R14 96-Core Processor"
+    info.write_text("processor\t: 0\nmodel name\t:   \n")  # blank: not a name
+    assert processor_name(info) != ""
+    assert processor_name(tmp_path / "missing") != ""  # not Linux: platform's answer, never an error
+    assert machine_name().endswith(f"torch {torch.__version__}")

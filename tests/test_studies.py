@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import yaml
 
 from localssl.cli import main
 from localssl.config import available_presets, load_config
@@ -78,6 +79,12 @@ def test_core_cifar10_smoke_probes_every_epoch(tmp_path):
         ("bp-clapp++", "2"),
     ]
     assert "| random init | " in md and "first epoch > random init" in md
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1  # every row has the header's columns
+    recorded = yaml.safe_load((tmp_path / "runs" / "clapp++-s0" / "config.yaml").read_text())["train"]
+    precision_line = next(line for line in md.splitlines() if line.startswith("- **Precision**"))
+    assert f"{recorded['precision']}" in precision_line and "unknown" not in precision_line
+    assert (" + channels_last" in precision_line) == bool(recorded["channels_last"])
     assert main(["reproduce", "core-cifar10", "--scale", "smoke", "--only", "nope", "--out", str(tmp_path)]) == 2
 
 

@@ -20,13 +20,18 @@ import functools
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from localssl.config import load_config
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs
+from localssl.experiments.report import code_version
 from localssl.registry import ConfigError
+from localssl.utils import machine_name
 
 PRESETS = (
     "clapp++",
@@ -134,6 +139,16 @@ def mean_text(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
+def run_precision(run_dir: Path) -> str:
+    """How a run computed, as its ``config.yaml`` recorded it (``train.precision=auto`` is resolved before
+    the run starts): e.g. ``bf16 + channels_last`` or ``fp32``; ``unknown`` without a config."""
+    try:
+        train = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return "unknown"
+    return str(train.get("precision", "unknown")) + (" + channels_last" if train.get("channels_last") is True else "")
+
+
 def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[dict[str, Any]]) -> None:
     order = {p: i for i, p in enumerate(("random", *budget.presets))}
     rows = sorted(rows, key=lambda r: (order.get(r["preset"], len(order)), r["preset"], r["seed"], r["epoch"]))
@@ -146,6 +161,13 @@ def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[d
         acc.setdefault((r["preset"], r["epoch"]), []).append(r["test_acc"])
     epochs = range(1, budget.epochs + 1)
     random = acc.get(("random", 0))
+    speed: dict[str, dict[int, list[float]]] = {}
+    for r in rows:
+        if r.get("train_images_per_s"):
+            speed.setdefault(r["preset"], {}).setdefault(r["epoch"], []).append(r["train_images_per_s"])
+    precisions = {}
+    for r in rows:
+        precisions.setdefault(run_precision(out / "runs" / f"{r['preset']}-s{r['seed']}"), []).append(r["preset"])
     lines = [
         f"# Core presets on CIFAR-10, probed after every epoch (scale `{scale}`)",
         "",
@@ -153,10 +175,20 @@ def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[d
         "one preset; finished epochs are reused).",
         f"- **Protocol:** {budget.protocol}",
         f"- **Seeds:** {seeds}; linear-probe test accuracy (%), mean ± sample std over seeds where there are several.",
+        "- **Precision** (as each run's `config.yaml` recorded it): "
+        + "; ".join(f"{p}: {', '.join(dict.fromkeys(names))}" for p, names in precisions.items())
+        + ".",
+        f"- **Code:** {code_version()}; report written {time.strftime('%Y-%m-%d %H:%M')} on {machine_name()}. "
+        "Training images/s are wall-clock rates of each epoch's process, not a speed comparison unless the runs "
+        "had the machine to themselves.",
         "",
-        "| preset | " + " | ".join(f"epoch {e}" for e in epochs) + " | first epoch > random init |",
-        "| --- | " + " | ".join("---" for _ in epochs) + " | --- |",
-        "| random init | " + (mean_text(random) if random else "not run") + " (no training) |" + " |" * budget.epochs,
+        "| preset | " + " | ".join(f"epoch {e}" for e in epochs) + " | first epoch > random init | training images/s |",
+        "| --- | " + " | ".join("---" for _ in epochs) + " | --- | --- |",
+        "| random init | "
+        + (mean_text(random) if random else "not run")
+        + " (no training) |"
+        + " |" * budget.epochs
+        + " |",
     ]
     floor = statistics.mean(random) if random else None
     for preset in dict.fromkeys(r["preset"] for r in rows if r["preset"] != "random"):
@@ -165,7 +197,8 @@ def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[d
         first = None if floor is None else next((e for e, m in zip(epochs, means) if m is not None and m > floor), None)
         ran = sum(m is not None for m in means)
         verdict = first or ("not within budget" if ran == budget.epochs else f"not in {ran} epoch(s) run")
-        lines.append(f"| {preset} | " + " | ".join(cells) + f" | {verdict if floor is not None else '–'} |")
+        rates = " / ".join(f"{statistics.mean(speed[preset][e]):.0f}" for e in epochs if e in speed.get(preset, {}))
+        lines.append(f"| {preset} | " + " | ".join(cells) + f" | {verdict if floor is not None else '–'} | {rates} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import platform
 import time
 from pathlib import Path
 
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs
 from localssl.registry import ConfigError
+from localssl.utils import machine_name
 
 PRESETS = ("clapp++", "clapp++both", "bp-clapp++", "clapp++nospatial", "random")
 
@@ -171,7 +171,7 @@ def report(out: Path, scale: str, budget: Budget) -> None:
     lines = [
         f"# Learning curves with the online probe (scale `{scale}`)",
         "",
-        f"Machine: {platform.machine()} CPU, one torch thread per run. Generated {time.strftime('%Y-%m-%d %H:%M')} "
+        f"Machine: {machine_name()}, one torch thread per run. Generated {time.strftime('%Y-%m-%d %H:%M')} "
         f"by `localssl reproduce learning_curves --scale {scale}` (a stopped invocation continues its runs).",
         "",
         f"Settings: {budget.protocol} Overrides: " + " ".join(budget.common) + ".",
