@@ -129,3 +129,23 @@ def test_probe_protocols_smoke(tmp_path):
     rows = _csv(tmp_path / "results.csv")
     assert [r["preset"] for r in rows] == ["random", "clapp++"]
     assert all(0 <= float(r["paper_last"]) <= 100 for r in rows) and "selected on test" in md
+
+
+def test_core_cifar10_report_names_the_presets_it_did_not_run(tmp_path):
+    from localssl.experiments.core import SCALES, write_report
+
+    budget = SCALES["cpu"]
+    rows = [
+        {"preset": "random", "seed": 0, "epoch": 0, "test_acc": 61.0, "val_acc": 61.0, "train_images_per_s": None},
+        *(
+            {"preset": "clapp++", "seed": 0, "epoch": e, "test_acc": 60.0 + e, "val_acc": 60, "train_images_per_s": 90}
+            for e in (1, 2, 3)
+        ),
+    ]
+    write_report(tmp_path, "cpu", budget, 1, rows)
+    md = (tmp_path / "results.md").read_text()
+    line = next(line for line in md.splitlines() if line.startswith("- **Not run here:**"))
+    missing = line.removeprefix("- **Not run here:** ").split(" (")[0].split(", ")
+    assert missing == [p for p in budget.presets if p != "clapp++"]
+    assert "| clapp++ | 61.00 | 62.00 | 63.00 | 2 | 90 / 90 / 90 |" in md  # first epoch above 61.00: epoch 2
+    assert "unknown: random, clapp++" in md  # no run folders here: the precision is not guessed

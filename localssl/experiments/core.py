@@ -178,6 +178,11 @@ def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[d
         "- **Precision** (as each run's `config.yaml` recorded it): "
         + "; ".join(f"{p}: {', '.join(dict.fromkeys(names))}" for p, names in precisions.items())
         + ".",
+        *(
+            [f"- **Not run here:** {', '.join(missing)} (presets of this scale without a finished epoch here)."]
+            if (missing := [p for p in budget.presets if p not in {r["preset"] for r in rows}])
+            else []
+        ),
         f"- **Code:** {code_version()}; report written {time.strftime('%Y-%m-%d %H:%M')} on {machine_name()}. "
         "Training images/s are wall-clock rates of each epoch's process, not a speed comparison unless the runs "
         "had the machine to themselves.",
