@@ -56,7 +56,7 @@ from localssl.data import ImageData, data_info
 from localssl.memory import MB, AllocatorPeak, SavedTensorMeter, optimizer_state_bytes, storage_bytes
 from localssl.rules.base import StepContext
 from localssl.train import Trainer
-from localssl.utils import processor_name
+from localssl.utils import cuda_device_name, processor_name
 
 COUNTERPART = {
     "clapp++": "bp-clapp++",
@@ -184,7 +184,7 @@ def _spread(values: list[float]) -> dict[str, Any]:
 
 def machine_description() -> str:
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+        return cuda_device_name()
     return f"{os.cpu_count()}-core CPU ({processor_name()}), {torch.get_num_threads()} torch threads"
 
 

@@ -168,11 +168,13 @@ def processor_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     return platform.processor() or f"{platform.machine()} CPU"
 
 
+def cuda_device_name() -> str:
+    """The first CUDA device and the CUDA version torch was built with, e.g. ``NVIDIA H100 (CUDA 12.4)``."""
+    return f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
+
+
 def machine_name() -> str:
     """The machine a result was measured on, for reports: the GPU where CUDA is present, else the CPU's model
     name and its core count; with the torch version."""
-    if torch.cuda.is_available():
-        device = f"{torch.cuda.get_device_name(0)} (CUDA {torch.version.cuda})"
-    else:
-        device = f"{processor_name()}, {os.cpu_count()} cores"
+    device = cuda_device_name() if torch.cuda.is_available() else f"{processor_name()}, {os.cpu_count()} cores"
     return f"{device}; torch {torch.__version__}"

@@ -165,9 +165,9 @@ def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[d
     for r in rows:
         if r.get("train_images_per_s"):
             speed.setdefault(r["preset"], {}).setdefault(r["epoch"], []).append(r["train_images_per_s"])
-    precisions = {}
-    for r in rows:
-        precisions.setdefault(run_precision(out / "runs" / f"{r['preset']}-s{r['seed']}"), []).append(r["preset"])
+    precisions: dict[str, list[str]] = {}  # one config.yaml read per run, not per probed epoch
+    for preset, seed in dict.fromkeys((r["preset"], r["seed"]) for r in rows):
+        precisions.setdefault(run_precision(out / "runs" / f"{preset}-s{seed}"), []).append(preset)
     lines = [
         f"# Core presets on CIFAR-10, probed after every epoch (scale `{scale}`)",
         "",
@@ -189,11 +189,7 @@ def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[d
         "",
         "| preset | " + " | ".join(f"epoch {e}" for e in epochs) + " | first epoch > random init | training images/s |",
         "| --- | " + " | ".join("---" for _ in epochs) + " | --- | --- |",
-        "| random init | "
-        + (mean_text(random) if random else "not run")
-        + " (no training) |"
-        + " |" * budget.epochs
-        + " |",
+        f"| random init | {mean_text(random) if random else 'not run'} (no training) |" + " |" * (budget.epochs + 1),
     ]
     floor = statistics.mean(random) if random else None
     for preset in dict.fromkeys(r["preset"] for r in rows if r["preset"] != "random"):
