@@ -71,6 +71,18 @@ class FeatureExtractor(LayerReadout):
         return torch.cat([self.pools[i](hs[i]).flatten(1) for i in self.layers], dim=1)
 
 
+def zscore_rows(
+    x: torch.Tensor, idx: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, out: torch.Tensor
+) -> torch.Tensor:
+    """``(x[idx].float() - mean) / std`` written into ``out`` (float32, ``len(idx)`` rows): the rows gathered and
+    z-scored in place, the same numbers bit for bit."""
+    if x.dtype == out.dtype:
+        torch.index_select(x, 0, idx, out=out)
+    else:
+        out.copy_(x[idx])
+    return out.sub_(mean).div_(std)
+
+
 def train_linear_probe(
     fs: FeatureSet,
     cfg: ProbeConfig,
@@ -136,13 +148,16 @@ def train_linear_probes(
     best = {name: (-1.0, 0, snapshot(clf)) for name, clf in clfs.items()}
     history: dict[str, list[dict[str, Any]]] = {name: [] for name in clfs}
     n = len(fs.train_y)
+    # One batch's z-scored features, rewritten in place every step: the same numbers as
+    # ``(x[idx].float() - mean) / std``, without a fresh batch-sized allocation (and its page faults) per step.
+    batch = torch.empty(min(cfg.batch_size, n), d, device=device)
     for epoch in tqdm(range(cfg.epochs), desc="probe epochs", leave=False, disable=not progress, file=sys.stderr):
         x_all = fs.train[epoch % len(fs.train)]
         perm = torch.randperm(n, generator=g).to(device)
         total = dict.fromkeys(clfs, 0.0)
         for s in range(0, n, cfg.batch_size):
             idx = perm[s : s + cfg.batch_size]
-            z, y = (x_all[idx].float() - mean) / std, fs.train_y[idx]
+            z, y = zscore_rows(x_all, idx, mean, std, out=batch[: len(idx)]), fs.train_y[idx]
             losses = {name: F.cross_entropy(clf(z[:, blocks[name]]), y) for name, clf in clfs.items()}
             opt.zero_grad(set_to_none=True)
             sum(losses.values()).backward()  # each classifier's gradient is its own loss's
