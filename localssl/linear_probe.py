@@ -148,9 +148,7 @@ def train_linear_probes(
     best = {name: (-1.0, 0, snapshot(clf)) for name, clf in clfs.items()}
     history: dict[str, list[dict[str, Any]]] = {name: [] for name in clfs}
     n = len(fs.train_y)
-    # One batch's z-scored features, rewritten in place every step: the same numbers as
-    # ``(x[idx].float() - mean) / std``, without a fresh batch-sized allocation (and its page faults) per step.
-    batch = torch.empty(min(cfg.batch_size, n), d, device=device)
+    batch = torch.empty(min(cfg.batch_size, n), d, device=device)  # reused by zscore_rows: no allocation per step
     for epoch in tqdm(range(cfg.epochs), desc="probe epochs", leave=False, disable=not progress, file=sys.stderr):
         x_all = fs.train[epoch % len(fs.train)]
         perm = torch.randperm(n, generator=g).to(device)
