@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -393,19 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``localssl`` command. Under ``torchrun`` (``WORLD_SIZE`` > 1) a command-line run ends with
-    ``os._exit`` once its files are written and its streams flushed: the interpreter's teardown is where
-    gloo's background threads occasionally abort ("terminate called without an active exception",
-    SIGABRT), which would turn a finished run into a failed exit (about 2 launches in 45 before this)."""
-    code = _main(argv)
-    if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
-
-
-def _main(argv: list[str] | None) -> int:
+    """The ``localssl`` command; returns its exit status."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value tokens after an option (``bench P --out f.json k=v``) belong to the overrides

@@ -40,8 +40,17 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+import torch._dynamo  # imported before any process group exists (below)
 import torch.distributed as dist
 from torch import nn
+
+# The first optimizer a run builds imports ``torch._dynamo``, and with it ``torch.distributed.nn``, whose
+# functions take ``group=group.WORLD`` as a default argument. Imported after ``init_process_group`` they hold
+# the default group for the life of the process: ``destroy_process_group`` cannot free it, its gloo worker
+# threads outlive the interpreter, and one of them releasing a finished collective's tensors during
+# finalisation aborts the process ("terminate called without an active exception", SIGABRT, about one
+# 2-stage launch in ten on a 2-core machine). Importing it here, with this module (which every run imports
+# before it joins), lets :func:`shutdown` free the group and join its threads.
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads rank seeds far apart
 
@@ -89,6 +98,7 @@ def init(world: World, device: torch.device, timeout_s: float | None = None) -> 
 
 
 def shutdown() -> None:
+    """Leave the process group and free it: its worker threads are joined here, not at interpreter exit."""
     if dist.is_initialized():
         dist.destroy_process_group()
 

@@ -110,6 +110,22 @@ def pattern_cifar_root(tmp_path: Path) -> Path:
     return write_class_pattern_cifar(tmp_path / "data")
 
 
+# Source for the torchrun test workers: ``gloo_threads()``, the names of this process's gloo threads (Linux).
+# A worker that finished its run checks that none remain: a process group still alive after
+# ``destroy_process_group`` keeps its worker threads past the interpreter's exit, where they may abort it
+# (SIGABRT, "terminate called without an active exception"; see localssl/distributed.py).
+GLOO_THREADS = """
+def gloo_threads():
+    task = "/proc/self/task"
+    names = []
+    for t in os.listdir(task) if os.path.isdir(task) else []:
+        try:
+            names.append(open(f"{task}/{t}/comm").read().strip())
+        except OSError:
+            pass
+    return [n for n in names if "gloo" in n]
+"""
+
 # The precision `auto` resolves to on this CPU, fixed at import (before any test emulates another CPU):
 # for tests whose torchrun processes see the real CPU while LOCALSSL_TEST_BF16 changes this process's.
 REAL_PRECISION = f"train.precision={auto_precision(torch.device('cpu'))}"

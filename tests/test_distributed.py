@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REAL_PRECISION
+from conftest import GLOO_THREADS, REAL_PRECISION
 
 from localssl.config import load_config
 from localssl.distributed import SINGLE, World, rank_seed, rank_slice
@@ -38,16 +38,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-WORKER = """
-import sys, torch.distributed as dist
+WORKER = (
+    """
+import os, sys, torch.distributed as dist
 from localssl.config import load_config
 from localssl.train import pretrain
 dist.init_process_group("gloo")  # from torchrun's variables (RANK, WORLD_SIZE, MASTER_ADDR/PORT)
 for item in sys.argv[1:]:
     preset, *overrides = item.split(" ")
     print(pretrain(load_config(preset, overrides)))
-dist.destroy_process_group()
+dist.destroy_process_group()"""
+    + GLOO_THREADS
+    + """
+if gloo_threads():  # they would outlive the interpreter and may abort its exit (SIGABRT)
+    sys.exit(f"the process group was not freed: threads {gloo_threads()} remain")
 """
+)
 
 
 def _environ(rank: int, world_size: int, port: int) -> dict[str, str]:

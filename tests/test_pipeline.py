@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REAL_PRECISION
+from conftest import GLOO_THREADS, REAL_PRECISION
 
 from localssl.config import load_config
 from localssl.data import ImageData
@@ -43,8 +43,11 @@ SETUP = [
 
 # Runs the CLI in a process with torchrun's environment. LOCALSSL_TEST_FAULT="RANK:STEP:die|hang" makes
 # that rank's stage die (os._exit) or hang before it computes global step STEP (1-based).
-WORKER = """
-import os, sys, time
+WORKER = (
+    """
+import os, sys, time"""
+    + GLOO_THREADS
+    + """
 from localssl.train import pipeline
 fault = os.environ.get("LOCALSSL_TEST_FAULT")
 if fault:
@@ -58,8 +61,13 @@ if fault:
         return inner(self, views)
     pipeline.PipelineTrainer._step_block = faulty
 from localssl.cli import main
-sys.exit(main(sys.argv[1:]))
+code = main(sys.argv[1:])
+if code == 0 and gloo_threads():  # they would outlive the interpreter and may abort its exit (SIGABRT)
+    print(f"the process group was not freed: threads {gloo_threads()} remain", file=sys.stderr)
+    code = 3
+sys.exit(code)
 """
+)
 
 
 def _free_port() -> int:
