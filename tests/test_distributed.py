@@ -217,8 +217,9 @@ def test_data_parallel_mid_epoch_checkpoint_resumes_exactly(cifar_root, tmp_path
 
 @pytest.mark.slow
 def test_data_parallel_online_probe_trains_on_rank_0_and_changes_nothing_else(cifar_root, tmp_path):
-    """train.online_probe under torchrun: rank 0 trains the read-outs on its slice, logs their accuracy, saves
-    them; the encoder's weights are those of the same run without the probe (the read-outs draw nothing)."""
+    """train.online_probe under torchrun: rank 0 scores the read-outs (extraction and fits on its own), logs
+    their accuracy and saves the probe's state; the encoder's weights are those of the same run without the
+    probe (the probe draws nothing from the generators the training uses)."""
     common = [*SETUP, "train.log_every=2", f"data.root={cifar_root}"]
     probe = ["train.online_probe=true", "train.online_probe_holdout=12", "train.online_probe_every=4"]
     runs = [
@@ -229,5 +230,5 @@ def test_data_parallel_online_probe_trains_on_rank_0_and_changes_nothing_else(ci
     assert _max_diff(_weights(plain), _weights(with_probe)) == 0.0
     assert "online_probe" in torch.load(with_probe / "checkpoint.pt", weights_only=True)
     header = (with_probe / "steps.csv").read_text().splitlines()[0]
-    assert "probe_loss" in header and "probe_acc_all" in header
+    assert all(f"probe_acc_l{i}" in header for i in range(1, 7)) and "probe_acc_all" in header
     assert "probe_acc_all" in (with_probe / "metrics.csv").read_text().splitlines()[0]

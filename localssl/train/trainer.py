@@ -73,7 +73,7 @@ class Trainer:
         self._checkpoint_time = time.monotonic()
         self.divergence = DivergenceWatch()
         self.tensorboard = TensorBoardLog(run_dir) if t.tensorboard and self.world.is_main else None
-        # under torchrun the read-outs train on rank 0 alone (on its slice of each batch), logged by rank 0
+        # under torchrun rank 0 alone scores the online probe (extraction and fits) and logs it
         self.online_probe = self._online_probe(setup) if t.online_probe and self.world.is_main else None
 
     def _online_probe(self, setup: RunSetup) -> OnlineProbe:
