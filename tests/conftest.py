@@ -7,6 +7,8 @@ import io
 import itertools
 import os
 import pickle
+import socket
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -111,9 +113,6 @@ def pattern_cifar_root(tmp_path: Path) -> Path:
 
 
 # Source for the torchrun test workers: ``gloo_threads()``, the names of this process's gloo threads (Linux).
-# A worker that finished its run checks that none remain: a process group still alive after
-# ``destroy_process_group`` keeps its worker threads past the interpreter's exit, where they may abort it
-# (SIGABRT, "terminate called without an active exception"; see localssl/distributed.py).
 GLOO_THREADS = """
 def gloo_threads():
     task = "/proc/self/task"
@@ -125,6 +124,80 @@ def gloo_threads():
             pass
     return [n for n in names if "gloo" in n]
 """
+
+# The ``localssl`` command in a process with torchrun's environment (:func:`start_ranks`).
+# LOCALSSL_TEST_FAULT="RANK:STEP:die|hang|term" makes that rank die (os._exit), hang, or receive SIGTERM as
+# it starts global step STEP (1-based). A run that finished (exit 0) must leave no gloo thread: a process
+# group still alive after ``destroy_process_group`` keeps its worker threads past the interpreter's exit,
+# where they may abort it (SIGABRT, "terminate called without an active exception"; localssl/distributed.py).
+CLI_WORKER = (
+    """
+import os, signal, sys, time
+from localssl.train import Trainer
+fault = os.environ.get("LOCALSSL_TEST_FAULT")
+if fault:
+    rank, step, how = fault.split(":")
+    schedule = Trainer.apply_schedule
+    def faulty(self, steps_per_epoch):
+        if self.world.rank == int(rank) and self.global_step + 1 == int(step):
+            if how == "die":
+                os._exit(9)
+            elif how == "term":
+                os.kill(os.getpid(), signal.SIGTERM)
+            else:
+                time.sleep(3600)
+        schedule(self, steps_per_epoch)
+    Trainer.apply_schedule = faulty
+"""
+    + GLOO_THREADS
+    + """
+from localssl.cli import main
+code = main(sys.argv[1:])
+if code == 0 and gloo_threads():
+    print(f"the process group was not freed: threads {gloo_threads()} remain", file=sys.stderr)
+    code = 3
+sys.exit(code)
+"""
+)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ranks(n: int, argv: list[str], cwd: Path, fault: str | None = None) -> list[subprocess.Popen]:
+    """``torchrun --nproc_per_node=n -m localssl ARGV`` as ``n`` processes (one thread each) of
+    :data:`CLI_WORKER`, started and not waited for."""
+    port = free_port()
+    procs = []
+    for rank in range(n):
+        env = dict(
+            os.environ,
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            WORLD_SIZE=str(n),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=str(port),
+            OMP_NUM_THREADS="1",
+            PYTHONPATH=str(REPO),
+        )
+        if fault:
+            env["LOCALSSL_TEST_FAULT"] = fault
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", CLI_WORKER, *argv],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    return procs
+
 
 # The precision `auto` resolves to on this CPU, fixed at import (before any test emulates another CPU):
 # for tests whose torchrun processes see the real CPU while LOCALSSL_TEST_BF16 changes this process's.

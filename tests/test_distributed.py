@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GLOO_THREADS, REAL_PRECISION
+from conftest import GLOO_THREADS, REAL_PRECISION, start_ranks
 
 from localssl.config import load_config
 from localssl.distributed import SINGLE, World, rank_seed, rank_slice
@@ -213,6 +213,30 @@ def test_data_parallel_mid_epoch_checkpoint_resumes_exactly(cifar_root, tmp_path
     assert ckpt["global_step"] == 9 and len(ckpt["position"]["ranks_rng"]) == 2
     run("--resume", str(mid))
     assert _max_diff(_weights(full), _weights(mid)) == 0.0
+
+
+def test_a_stop_signal_on_one_rank_stops_every_rank_at_the_next_logged_row(cifar_root, tmp_path):
+    """SIGTERM to rank 1 alone during global step 2: the ranks agree at the next logged row (step 3), write a
+    checkpoint there and exit 130; --resume on 2 ranks ends with the uninterrupted run's weights."""
+    common = [*SETUP, f"data.root={cifar_root}", "train.log_every=3"]
+
+    def launch(argv: list[str], code: int, fault: str | None = None) -> list[str]:
+        errs = []
+        for p in start_ranks(2, argv, tmp_path, fault=fault):
+            _, err = p.communicate(timeout=300)
+            assert p.returncode == code, err[-3000:]
+            errs.append(err)
+        return errs
+
+    launch(["pretrain", "clapp++", *common, f"out_dir={tmp_path / 'full'}"], 0)
+    errs = launch(["pretrain", "clapp++", *common, f"out_dir={tmp_path / 'stopped'}"], 130, fault="1:2:term")
+    assert "stopped: another rank received a stop signal" in errs[0] and "--resume" in errs[0], errs[0][-2000:]
+    assert "stopped by SIGTERM" in errs[1], errs[1][-2000:]
+    full, stopped = (next((tmp_path / name).iterdir()) for name in ("full", "stopped"))
+    ckpt = torch.load(stopped / "checkpoint.pt", weights_only=True)
+    assert ckpt["global_step"] == 3 and len(ckpt["position"]["ranks_rng"]) == 2
+    launch(["pretrain", "--resume", str(stopped)], 0)
+    assert _max_diff(_weights(full), _weights(stopped)) == 0.0
 
 
 @pytest.mark.slow

@@ -7,17 +7,13 @@ single-optimizer run, tests/test_train_step_each_layer.py), compared bitwise on 
 from __future__ import annotations
 
 import itertools
-import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import GLOO_THREADS, REAL_PRECISION
+from conftest import REAL_PRECISION, start_ranks
 
 from localssl.config import load_config
 from localssl.data import ImageData
@@ -27,7 +23,6 @@ from localssl.train import Trainer, pretrain, resume
 from localssl.train.pipeline import balanced_cuts
 from localssl.train.setup import check_world
 
-REPO = Path(__file__).resolve().parents[1]
 # 60 images, batch 6: 10 steps per epoch, 2 epochs; mid-epoch checkpoints every 4 steps (4, 8, 12, 16).
 SETUP = [
     REAL_PRECISION,
@@ -41,74 +36,11 @@ SETUP = [
     "train.checkpoint_every=4",
 ]
 
-# Runs the CLI in a process with torchrun's environment. LOCALSSL_TEST_FAULT="RANK:STEP:die|hang" makes
-# that rank's stage die (os._exit) or hang before it computes global step STEP (1-based).
-WORKER = (
-    """
-import os, sys, time"""
-    + GLOO_THREADS
-    + """
-from localssl.train import pipeline
-fault = os.environ.get("LOCALSSL_TEST_FAULT")
-if fault:
-    rank, step, how = fault.split(":")
-    inner = pipeline.PipelineTrainer._step_block
-    def faulty(self, views):
-        if self.stage == int(rank) and self.global_step + 1 == int(step):
-            if how == "die":
-                os._exit(9)
-            time.sleep(3600)
-        return inner(self, views)
-    pipeline.PipelineTrainer._step_block = faulty
-from localssl.cli import main
-code = main(sys.argv[1:])
-if code == 0 and gloo_threads():  # they would outlive the interpreter and may abort its exit (SIGABRT)
-    print(f"the process group was not freed: threads {gloo_threads()} remain", file=sys.stderr)
-    code = 3
-sys.exit(code)
-"""
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(n: int, argv: list[str], cwd: Path, fault: str | None = None) -> list[subprocess.Popen]:
-    port = _free_port()
-    procs = []
-    for rank in range(n):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(n),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-            PYTHONPATH=str(REPO),
-        )
-        if fault:
-            env["LOCALSSL_TEST_FAULT"] = fault
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", WORKER, *argv],
-                cwd=cwd,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-    return procs
-
 
 def _run(n: int, argv: list[str], cwd: Path) -> Path:
     """``torchrun --nproc_per_node=n -m localssl ARGV``; returns the run directory (printed last)."""
     outs = []
-    for p in _start(n, argv, cwd):
+    for p in start_ranks(n, argv, cwd):
         out, err = p.communicate(timeout=240)
         assert p.returncode == 0, err[-3000:]
         outs.append(out.strip())
@@ -187,7 +119,7 @@ def test_a_dead_or_hung_stage_stops_the_other_and_resume_finishes(cifar_root, tm
     args = ["pretrain", "clapp++", *SETUP, f"data.root={cifar_root}", "train.parallel=layers"]
     for how, resume_k in (("die", 2), ("hang", 3)):
         out = tmp_path / how
-        procs = _start(2, [*args, f"out_dir={out}", "train.stage_timeout=4"], tmp_path, fault=f"1:14:{how}")
+        procs = start_ranks(2, [*args, f"out_dir={out}", "train.stage_timeout=4"], tmp_path, fault=f"1:14:{how}")
         t0 = time.monotonic()
         _, err = procs[0].communicate(timeout=120)
         waited = time.monotonic() - t0
@@ -203,6 +135,27 @@ def test_a_dead_or_hung_stage_stops_the_other_and_resume_finishes(cifar_root, tm
         resumed = _run(resume_k, ["pretrain", "--resume", str(run)], tmp_path)
         _assert_same(_weights(resumed / "checkpoint.pt"), _weights(ref / "checkpoint.pt"))
         assert (run / "steps.csv").read_text() == (ref / "steps.csv").read_text()
+
+
+def test_a_stop_signal_on_stage_0_checkpoints_every_stage_and_resume_finishes(cifar_root, tmp_path, reference):
+    """SIGTERM to stage 0 during global step 7 (torchrun forwards it to every rank; stage 0 decides): both
+    stages write their part of a checkpoint at global step 7 and exit 130, naming the resume command; --resume
+    on 2 stages finishes into the one-process weights."""
+    ref = reference("clapp++")
+    out = tmp_path / "stopped"
+    args = ["pretrain", "clapp++", *SETUP, f"data.root={cifar_root}", "train.parallel=layers", f"out_dir={out}"]
+    errs = []
+    for p in start_ranks(2, args, tmp_path, fault="0:7:term"):
+        _, err = p.communicate(timeout=240)
+        assert p.returncode == 130, err[-3000:]
+        errs.append(err)
+    assert "stopped by SIGTERM" in errs[0] and "global step 7" in errs[0] and "--resume" in errs[0], errs[0][-2000:]
+    run = next(out.iterdir())
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    assert ckpt["global_step"] == 7 and "position" in ckpt
+    resumed = _run(2, ["pretrain", "--resume", str(run)], tmp_path)
+    _assert_same(_weights(resumed / "checkpoint.pt"), _weights(ref / "checkpoint.pt"))
+    assert (run / "steps.csv").read_text() == (ref / "steps.csv").read_text()
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from localssl.train.pipeline import PipelineTrainer
 from localssl.train.run import make_trainer, new_run_dir, pretrain, resume
 from localssl.train.setup import RunSetup, check_online_probe, check_world, resolve_config
 from localssl.train.stages import StageLostError
+from localssl.train.stop import StopRequested
 from localssl.train.trainer import Trainer
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "PipelineTrainer",
     "RunSetup",
     "StageLostError",
+    "StopRequested",
     "Trainer",
     "check_config_unchanged",
     "check_online_probe",

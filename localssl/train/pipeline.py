@@ -44,7 +44,8 @@ holds ``images_per_s`` (rank 0's clock, fill and drain included), ``stages`` and
 
 **Failures.** Every wait for another stage is bounded by ``train.stage_timeout`` seconds: a stage that dies
 (its connection closes: at once) or hangs (after the timeout) stops the others with a :class:`StageLostError`
-that names the stage, the last checkpoint and the ``--resume`` command.
+that names the stage, the last checkpoint and the ``--resume`` command. A stop signal to stage 0 (SIGTERM,
+SIGUSR1: :mod:`localssl.train.stop`) marks the batch it is computing: every stage checkpoints after it and stops.
 """
 
 from __future__ import annotations
@@ -68,12 +69,18 @@ from localssl.rules.base import Metrics, StepContext
 from localssl.train.metrics import DeviceSums, check_finite
 from localssl.train.optimizers import StepOptimizers
 from localssl.train.setup import RunSetup
-from localssl.train.stages import StageLinks, StageLostError, balanced_cuts, peak_memory_mb
+from localssl.train.stages import (
+    CHECKPOINT_AFTER,
+    STOP_AFTER,
+    StageLinks,
+    StageLostError,
+    balanced_cuts,
+    describe_stages,
+    peak_memory_mb,
+)
 from localssl.train.trainer import Trainer
 from localssl.utils import append_csv, atomic_write_json, epoch_seed
 from localssl.views.base import ViewBatch
-
-CHECKPOINT_AFTER = 1  # header flag: every stage hands its part to rank 0 after this step
 
 
 @dataclasses.dataclass
@@ -146,22 +153,8 @@ class PipelineTrainer(Trainer):
                 )
         bounds = [0, *cuts, n_layers]
         if self.world.is_main:
-            print(self._describe(bounds, costs, allowed), file=sys.stderr)
+            print(describe_stages(bounds, costs, allowed, dist.get_backend()), file=sys.stderr)
         return bounds
-
-    def _describe(self, bounds: list[int], costs: list[float] | None, allowed: list[int]) -> str:
-        parts = []
-        edges = [0, *allowed, bounds[-1]]
-        for s in range(self.n_stages):
-            a, b = bounds[s], bounds[s + 1]
-            text = f"stage {s} = layer{'s' if b - a > 1 else ''} {a + 1}{f'-{b}' if b - a > 1 else ''}"
-            if costs is not None:
-                ms = 1e3 * sum(c for c, lo in zip(costs, edges) if a <= lo < b)
-                text += f" ({ms:.1f} ms/batch)"
-            parts.append(text)
-        how = "measured on rank 0, balanced" if costs is not None else "train.stage_bounds"
-        backend = dist.get_backend()
-        return f"layer-parallel: {self.n_stages} stages ({backend}, {how}): " + ", ".join(parts)
 
     def _measure(self, units: list[range]) -> list[float]:
         """Seconds per batch of each unit's forward + loss + backward (best of two after a warm-up), on one
@@ -397,7 +390,7 @@ class PipelineTrainer(Trainer):
                 views = self.make_views(perm[step * bs : (step + 1) * bs])
             else:
                 flags, views = self.links.recv_batch(self.global_step)
-                if step + 1 < n_steps:
+                if step + 1 < n_steps and not flags & STOP_AFTER:
                     self.links.post_recv()  # the next batch arrives while this one computes
             h, metrics = self._step_block(views)
             self._window.add(metrics)
@@ -405,6 +398,8 @@ class PipelineTrainer(Trainer):
             self.global_step += 1
             if first and self.mid_epoch_checkpoint_due(step + 1, n_steps):
                 flags |= CHECKPOINT_AFTER
+            if first and step + 1 < n_steps and self.stop.requested:  # the epoch's end: fit() stops after it
+                flags |= CHECKPOINT_AFTER | STOP_AFTER
             if not last:
                 self.links.send_batch(self.global_step - 1, flags, h, views)
             del h, views
@@ -417,6 +412,8 @@ class PipelineTrainer(Trainer):
                 seconds = time.perf_counter() - t0 + seconds_before
                 position = EpochPosition(self.epoch, step + 1, seconds, {}, {}, {}, in_window)
                 self.save_checkpoint(position)
+            if flags & STOP_AFTER:
+                raise self.stopped()
         if first:
             self._collect_rows()
         self.links.flush_sends()

@@ -20,6 +20,7 @@ from localssl.runlock import RunLock, RunLockedError
 from localssl.train.fast_path import resume_precision_note
 from localssl.train.pipeline import PipelineTrainer
 from localssl.train.setup import RunSetup
+from localssl.train.stop import StopRequested
 from localssl.train.trainer import Trainer
 from localssl.utils import atomic_write_json, trim_csv
 
@@ -71,23 +72,24 @@ def _on_main_then_share(world: World, fn: Callable[[], T]) -> T:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C (or SIGINT) stopped a run; the message says where its last checkpoint is. Still a
+    """Ctrl-C (or SIGINT), or a stop signal, stopped a run; the message says where its last checkpoint is. Still a
     ``KeyboardInterrupt``: callers that stop on Ctrl-C (the reproduction harness, job runners) still do."""
 
 
 def _fit(trainer: Trainer) -> None:
-    """``trainer.fit()``, turning Ctrl-C into a :class:`RunInterrupted` that names the last checkpoint and
-    the command that continues the run."""
+    """``trainer.fit()``, turning Ctrl-C or a stop signal (:mod:`localssl.train.stop`) into a
+    :class:`RunInterrupted` that names the last checkpoint and the command that continues the run."""
     try:
         trainer.fit()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or a stop signal after its checkpoint (StopRequested)
         run = trainer.run_dir
         kept = (
             f"the last checkpoint ({trainer.checkpoint_at}) is kept in {run}"
             if trainer.checkpoint_at is not None
             else "no checkpoint was written yet (the run restarts from step 0, identically)"
         )
-        raise RunInterrupted(f"interrupted; {kept}. Continue with: localssl pretrain --resume {run}") from None
+        what = str(err) if isinstance(err, StopRequested) else "interrupted"
+        raise RunInterrupted(f"{what}; {kept}. Continue with: localssl pretrain --resume {run}") from None
 
 
 def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:

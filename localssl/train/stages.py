@@ -1,7 +1,8 @@
 """Layer-parallel stages (:mod:`localssl.train.pipeline`): where to cut the network, and the messages
 between the stages.
 
-:func:`balanced_cuts` cuts per-unit costs into contiguous stages with the smallest slowest stage.
+:func:`balanced_cuts` cuts per-unit costs into contiguous stages with the smallest slowest stage;
+:func:`describe_stages` says what was cut.
 :class:`StageLinks` carries, over ``torch.distributed`` point-to-point messages (gloo on CPU, NCCL on CUDA):
 
 * **batches**, stage ``k`` to ``k+1`` (tag 0): a fixed-size header (global step, flags, ``n_images``, ``grid``,
@@ -32,6 +33,8 @@ from localssl.distributed import PeerLostError, recv_async, send_async, wait_for
 from localssl.views.base import ViewBatch
 
 _ACTIVATIONS, _OBJECTS = 0, 1  # message tags: batches to the next stage, rows and checkpoint parts to rank 0
+CHECKPOINT_AFTER = 1  # header flag: every stage hands its part to rank 0 after this step
+STOP_AFTER = 2  # header flag: stage 0 received a stop signal; every stage stops after this step's checkpoint
 _DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 _MAX_DIMS = 6
 _HEADER = 12 + _MAX_DIMS  # step, flags, n_images, grid (2), sizes of pos/pos_ref/neg/neg_ref/labels, dtype, ndim, shape
@@ -67,6 +70,23 @@ def balanced_cuts(costs: list[float], n_stages: int) -> list[int]:
         j = cut[k][j]
         cuts.append(j)
     return cuts[::-1]
+
+
+def describe_stages(bounds: list[int], costs: list[float] | None, allowed: list[int], backend: str) -> str:
+    """The line a layer-parallel run prints at start: each stage's layers (``bounds``: ``[0, cut_1, ...,
+    n_layers]``) and, when the cuts were measured, each stage's time per batch (``costs``: seconds per unit
+    between the ``allowed`` cuts)."""
+    parts = []
+    edges = [0, *allowed, bounds[-1]]
+    for s in range(len(bounds) - 1):
+        a, b = bounds[s], bounds[s + 1]
+        text = f"stage {s} = layer{'s' if b - a > 1 else ''} {a + 1}{f'-{b}' if b - a > 1 else ''}"
+        if costs is not None:
+            ms = 1e3 * sum(c for c, lo in zip(costs, edges) if a <= lo < b)
+            text += f" ({ms:.1f} ms/batch)"
+        parts.append(text)
+    how = "measured on rank 0, balanced" if costs is not None else "train.stage_bounds"
+    return f"layer-parallel: {len(bounds) - 1} stages ({backend}, {how}): " + ", ".join(parts)
 
 
 class EpochPeak:

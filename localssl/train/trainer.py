@@ -41,6 +41,7 @@ from localssl.train.metrics import DeviceSums, DivergenceWatch, check_finite, ep
 from localssl.train.optimizers import ONE, StepOptimizers
 from localssl.train.setup import RunSetup
 from localssl.train.stages import EpochPeak, peak_memory_mb
+from localssl.train.stop import StopRequested, StopSignals
 from localssl.utils import append_csv, atomic_write_json, epoch_seed
 from localssl.views.base import Normalize, ViewBatch
 
@@ -72,6 +73,7 @@ class Trainer:
         self.checkpoint_at: str | None = None  # where in training the last checkpoint written or loaded is
         self._checkpoint_time = time.monotonic()
         self.divergence = DivergenceWatch()
+        self.stop = StopSignals()  # SIGTERM / SIGUSR1 while fit() runs: checkpoint, then StopRequested
         self.tensorboard = TensorBoardLog(run_dir) if t.tensorboard and self.world.is_main else None
         # under torchrun rank 0 alone scores the online probe (extraction and fits) and logs it
         self.online_probe = self._online_probe(setup) if t.online_probe and self.world.is_main else None
@@ -163,6 +165,31 @@ class Trainer:
         if minutes and self.world.distributed and not self.cfg.train.parallel == "layers":
             due = bool(distributed.broadcast_object(due))  # the ranks save together: rank 0's clock decides
         return due
+
+    def stop_due(self, done: int, n_steps: int, logged: bool) -> bool:
+        """After ``done`` of the epoch's ``n_steps`` steps: whether a stop signal (:mod:`localssl.train.stop`)
+        ends the run here, after a mid-epoch checkpoint. One process: as soon as it came; data-parallel ranks:
+        at a ``logged`` row, where they agree (any rank's signal stops them all at the same step). Never after
+        the epoch's last step: :meth:`fit` stops after the epoch's own checkpoint."""
+        if done >= n_steps:
+            return False
+        if not self.world.distributed:
+            return self.stop.requested
+        return logged and any(distributed.all_objects(self.stop.requested))
+
+    def stop_agreed(self) -> bool:
+        """At an epoch's end: whether a stop signal came (one process), came to any rank (data-parallel), or
+        came to rank 0 (layer-parallel, where stage 0 decides), the same answer on every rank."""
+        if not self.world.distributed:
+            return self.stop.requested
+        if self.cfg.train.parallel == "layers":
+            return bool(distributed.broadcast_object(self.stop.requested))
+        return any(distributed.all_objects(self.stop.requested))
+
+    def stopped(self) -> StopRequested:
+        """The exception that ends a run stopped by a signal, its last checkpoint just written."""
+        why = f"stopped by {self.stop.name}" if self.stop.requested else "stopped: another rank received a stop signal"
+        return StopRequested(why)
 
     def restore_position(self, n_steps: int, sums: DeviceSums, window: DeviceSums) -> tuple[int, float, int]:
         """Continue the epoch where a loaded mid-epoch checkpoint left it: fill ``sums`` and ``window``, set
@@ -289,7 +316,8 @@ class Trainer:
                     bar.set_postfix(postfix)
                 window, in_window = DeviceSums(), 0
             self.global_step += 1
-            if self.mid_epoch_checkpoint_due(step + 1, n_steps):
+            stop = self.stop_due(step + 1, n_steps, logged=(step + 1) % log_every == 0)
+            if self.mid_epoch_checkpoint_due(step + 1, n_steps) or stop:
                 # the steps since the last logged row must be finite too: a checkpoint is always a good one
                 check_finite(window.as_dict(), f"epoch {self.epoch + 1}, step {step + 1}", self._kept())
                 seconds = time.perf_counter() - t0 + seconds_before
@@ -299,6 +327,8 @@ class Trainer:
                     self.epoch, step + 1, seconds, rng, sums.as_dict(), window.as_dict(), in_window, ranks_rng
                 )
                 self.save_checkpoint(position)
+            if stop:
+                raise self.stopped()
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0 + seconds_before
@@ -316,21 +346,23 @@ class Trainer:
         if not self.comp.rule.trains_encoder and self.online_probe is None:
             self.epoch = cfg.train.epochs  # random init: nothing to train (with an online probe: train only it)
         self.epoch_peak = EpochPeak()
-        while self.epoch < cfg.train.epochs:
-            self.epoch_peak.start()
-            row = self.train_epoch()
-            self.epoch_peak.stop()
-            self.epoch += 1
-            history.append(row)
-            if self.world.is_main:  # the row before the checkpoint: a crash between them only repeats it, and
-                # resume trims rows past the checkpoint's step, so the CSVs never miss or duplicate a row
-                append_csv(self.run_dir / "metrics.csv", {"epoch": self.epoch, "step": self.global_step, **row})
-            self.save_checkpoint()
-            if not self.world.is_main:
-                continue
-            if self.tensorboard is not None:
-                self.tensorboard.scalars("epoch", row, self.global_step)
-            print(epoch_line(self.epoch, cfg.train.epochs, row), file=sys.stderr)
+        with self.stop:
+            while self.epoch < cfg.train.epochs:
+                self.epoch_peak.start()
+                row = self.train_epoch()
+                self.epoch_peak.stop()
+                self.epoch += 1
+                history.append(row)
+                if self.world.is_main:  # the row before the checkpoint: a crash between them only repeats it, and
+                    # resume trims rows past the checkpoint's step, so the CSVs never miss or duplicate a row
+                    append_csv(self.run_dir / "metrics.csv", {"epoch": self.epoch, "step": self.global_step, **row})
+                self.save_checkpoint()
+                if self.world.is_main:
+                    if self.tensorboard is not None:
+                        self.tensorboard.scalars("epoch", row, self.global_step)
+                    print(epoch_line(self.epoch, cfg.train.epochs, row), file=sys.stderr)
+                if self.epoch < cfg.train.epochs and self.stop_agreed():
+                    raise self.stopped()
         if not (self.run_dir / "checkpoint.pt").exists() or not history:
             self.save_checkpoint()
         summary = {

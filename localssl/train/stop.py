@@ -1,0 +1,56 @@
+"""Stop on a scheduler's signal: checkpoint where the run is, then exit.
+
+A cluster scheduler that preempts or times out a job sends ``SIGTERM`` (SLURM, Kubernetes, ``torchrun``
+forwarding its own), then ``SIGKILL`` after a grace period. Killed at once, a run keeps only its last
+checkpoint (by default the end of the last epoch). While a run trains, :class:`StopSignals` turns
+``SIGTERM`` (and ``SIGUSR1``, which ``sbatch --signal=USR1@SECONDS`` sends ahead of the time limit) into a
+request the training loop reads at the next step boundary: it writes a mid-epoch checkpoint there (the
+same exact-resume checkpoint as ``train.checkpoint_every``) and raises :class:`StopRequested`; ``localssl
+pretrain --resume RUN`` then continues bit for bit. Who decides: one process at once; data-parallel ranks
+at the next logged row (``train.log_every`` steps at most: the ranks agree there, so that they save the
+same step); layer-parallel stages when stage 0 receives the signal (it marks the batch, every stage saves
+after it). A ``SIGKILL`` that arrives before the save is committed leaves the previous checkpoint, as any
+kill does (the save is atomic). Handlers are installed only in the main thread and restored afterwards."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType, TracebackType
+
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class StopRequested(KeyboardInterrupt):
+    """The run saved a checkpoint and stopped on a signal. A ``KeyboardInterrupt``, as Ctrl-C: callers
+    that stop a job on Ctrl-C stop on this too."""
+
+
+class StopSignals:
+    """While entered, :data:`SIGNALS` set :attr:`signum` instead of ending the process."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)  # type: ignore[arg-type]
+        self._previous = {}
