@@ -168,22 +168,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def rank_environ(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """The environment ``torchrun`` gives rank ``rank`` (one torch thread, this checkout importable)."""
+    return dict(
+        os.environ,
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(REPO),
+    )
+
+
 def start_ranks(n: int, argv: list[str], cwd: Path, fault: str | None = None) -> list[subprocess.Popen]:
     """``torchrun --nproc_per_node=n -m localssl ARGV`` as ``n`` processes (one thread each) of
     :data:`CLI_WORKER`, started and not waited for."""
     port = free_port()
     procs = []
     for rank in range(n):
-        env = dict(
-            os.environ,
-            RANK=str(rank),
-            LOCAL_RANK=str(rank),
-            WORLD_SIZE=str(n),
-            MASTER_ADDR="127.0.0.1",
-            MASTER_PORT=str(port),
-            OMP_NUM_THREADS="1",
-            PYTHONPATH=str(REPO),
-        )
+        env = rank_environ(rank, n, port)
         if fault:
             env["LOCALSSL_TEST_FAULT"] = fault
         procs.append(
@@ -202,6 +207,18 @@ def start_ranks(n: int, argv: list[str], cwd: Path, fault: str | None = None) ->
 # The precision `auto` resolves to on this CPU, fixed at import (before any test emulates another CPU):
 # for tests whose torchrun processes see the real CPU while LOCALSSL_TEST_BF16 changes this process's.
 REAL_PRECISION = f"train.precision={auto_precision(torch.device('cpu'))}"
+
+# Two epochs of the 60 images of ``cifar_root`` in batches of 6 on CPU at width 1/16, in the precision the real CPU
+# resolves to (the torchrun processes see the real CPU), lr raised so that the weights move.
+SIXTY_IMAGES = [
+    REAL_PRECISION,
+    "model.width=0.0625",
+    "train.batch_size=6",
+    "train.epochs=2",
+    "train.lr=1e-3",
+    "train.device=cpu",
+    "train.progress=false",
+]
 
 # The smallest run on CPU: VGG-6 at width 1/16, batches of 8, one epoch, no progress bar (add what a test needs).
 TINY = ["model.width=0.0625", "train.batch_size=8", "train.device=cpu", "train.progress=false", "train.epochs=1"]

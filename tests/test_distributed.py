@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GLOO_THREADS, REAL_PRECISION, start_ranks
+from conftest import GLOO_THREADS, SIXTY_IMAGES, rank_environ, start_ranks
 
 from localssl.config import load_config
 from localssl.distributed import SINGLE, World, rank_seed, rank_slice
@@ -20,16 +20,8 @@ from localssl.train import Trainer, load_pretrain_data
 from localssl.utils import epoch_seed
 
 REPO = Path(__file__).resolve().parents[1]
-# 60 images, 6 per rank, 2 ranks: 5 global steps per epoch, 2 epochs. lr raised so that weights move.
-SETUP = [
-    REAL_PRECISION,
-    "model.width=0.0625",
-    "train.batch_size=6",
-    "train.epochs=2",
-    "train.lr=1e-3",
-    "train.device=cpu",
-    "train.progress=false",
-]
+# 60 images, 6 per rank, 2 ranks: 5 global steps per epoch, 2 epochs.
+SETUP = list(SIXTY_IMAGES)
 
 
 def _free_port() -> int:
@@ -56,19 +48,6 @@ if gloo_threads():  # they would outlive the interpreter and may abort its exit 
 )
 
 
-def _environ(rank: int, world_size: int, port: int) -> dict[str, str]:
-    return dict(
-        os.environ,
-        RANK=str(rank),
-        LOCAL_RANK=str(rank),
-        WORLD_SIZE=str(world_size),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=str(REPO),
-    )
-
-
 def _launch(world_size: int, runs: list[str], cwd: Path) -> list[list[str]]:
     """Start ``world_size`` ranks with the environment torchrun would set; each rank trains ``runs``
     (``"PRESET key=value ..."``) one after the other in one process group (one import of torch)."""
@@ -77,7 +56,7 @@ def _launch(world_size: int, runs: list[str], cwd: Path) -> list[list[str]]:
         subprocess.Popen(
             [sys.executable, "-c", WORKER, *runs],
             cwd=cwd,
-            env=_environ(rank, world_size, port),
+            env=rank_environ(rank, world_size, port),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

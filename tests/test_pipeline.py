@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REAL_PRECISION, start_ranks
+from conftest import SIXTY_IMAGES, start_ranks
 
 from localssl.config import load_config
 from localssl.data import ImageData
@@ -24,17 +24,7 @@ from localssl.train.pipeline import balanced_cuts
 from localssl.train.setup import check_world
 
 # 60 images, batch 6: 10 steps per epoch, 2 epochs; mid-epoch checkpoints every 4 steps (4, 8, 12, 16).
-SETUP = [
-    REAL_PRECISION,
-    "model.width=0.0625",
-    "train.batch_size=6",
-    "train.epochs=2",
-    "train.lr=1e-3",
-    "train.device=cpu",
-    "train.progress=false",
-    "train.log_every=3",
-    "train.checkpoint_every=4",
-]
+SETUP = [*SIXTY_IMAGES, "train.log_every=3", "train.checkpoint_every=4"]
 
 
 def _run(n: int, argv: list[str], cwd: Path) -> Path:

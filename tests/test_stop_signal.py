@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REAL_PRECISION
+from conftest import SIXTY_IMAGES
 
 from localssl.config import load_config
 from localssl.train import Trainer, pretrain, resume
@@ -20,16 +20,7 @@ from localssl.train.stop import StopSignals
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # 60 images, batch 6: 10 steps per epoch, 2 epochs; epoch-end checkpoints only (train.checkpoint_every unset)
-SETUP = [
-    REAL_PRECISION,
-    "model.width=0.0625",
-    "train.batch_size=6",
-    "train.epochs=2",
-    "train.lr=1e-3",
-    "train.device=cpu",
-    "train.progress=false",
-    "train.log_every=3",
-]
+SETUP = [*SIXTY_IMAGES, "train.log_every=3"]
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
