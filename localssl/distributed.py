@@ -50,7 +50,8 @@ from torch import nn
 # threads outlive the interpreter, and one of them releasing a finished collective's tensors during
 # finalisation aborts the process ("terminate called without an active exception", SIGABRT, about one
 # 2-stage launch in ten on a 2-core machine). Importing it here, with this module (which every run imports
-# before it joins), lets :func:`shutdown` free the group and join its threads.
+# before it joins), lets :func:`shutdown` free the group and join its threads. A script that starts its own
+# group (``init_process_group``, then ``localssl.train.pretrain``) should import ``localssl.train`` first.
 
 _GOLDEN = 0x9E3779B97F4A7C15  # odd 64-bit constant: spreads rank seeds far apart
 
