@@ -28,8 +28,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-import localssl.distributed  # noqa: F401  before init_process_group (see the comment on its imports)
-
 SCHEDULES = ("gpipe", "1f1b")
 
 

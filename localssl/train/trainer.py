@@ -171,11 +171,9 @@ class Trainer:
         ends the run here, after a mid-epoch checkpoint. One process: as soon as it came; data-parallel ranks:
         at a ``logged`` row, where they agree (any rank's signal stops them all at the same step). Never after
         the epoch's last step: :meth:`fit` stops after the epoch's own checkpoint."""
-        if done >= n_steps:
+        if done >= n_steps or (self.world.distributed and not logged):
             return False
-        if not self.world.distributed:
-            return self.stop.requested
-        return logged and any(distributed.all_objects(self.stop.requested))
+        return self.stop_agreed()
 
     def stop_agreed(self) -> bool:
         """At an epoch's end: whether a stop signal came (one process), came to any rank (data-parallel), or
