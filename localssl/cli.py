@@ -1,4 +1,5 @@
-"""Command line: ``localssl pretrain | probe | plot | demo | reproduce | align | bench | config | data`` (DESIGN.md §4).
+"""Command line: ``localssl pretrain | probe | export | plot | demo | reproduce | align | bench | config | data``
+(DESIGN.md §4).
 
 Options and ``key=value`` overrides may come in any order (``localssl bench P --out f.json k=v``): tokens
 that argparse leaves over and that look like ``key=value`` are added to the subcommand's ``overrides``.
@@ -37,12 +38,13 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from localssl.evaluate.probe import probe
 
-    result = probe(Path(args.run_dir), args.overrides, per_layer=args.per_layer)
+    result = probe(args.run_dir, args.overrides, per_layer=args.per_layer, out_dir=args.out)
     if args.per_layer:
         from localssl.evaluate.per_layer import per_layer_table, plot_per_layer
 
+        folder = _probe_folder(args)
         print(per_layer_table(result))
-        print(plot_per_layer(result, Path(args.run_dir) / f"probe_per_layer_{result['protocol']}.png"))
+        print(plot_per_layer(result, folder / f"probe_per_layer_{result['protocol']}.png"))
         return 0
     if result["protocol"] == "paper":
         keys = ("test_acc", "best_test_acc_selected_on_test", "best_epoch_selected_on_test")
@@ -50,6 +52,36 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         keys = ("test_acc", "val_acc", "best_epoch")
     keys = ("protocol", *keys, "feature_dim", "n_train", "n_val", "n_test", "checkpoint_epoch")
     print(json.dumps({k: result[k] for k in keys}, indent=2))
+    return 0
+
+
+def _probe_folder(args: argparse.Namespace) -> Path:
+    """Where ``localssl probe`` wrote probe.json: the run, or for exported weights ``--out`` (or its default)."""
+    from localssl.evaluate.pretrained import is_exported, resolve
+    from localssl.evaluate.probe import exported_probe_dir
+
+    if not is_exported(args.run_dir):
+        return Path(args.run_dir)
+    return Path(args.out) if args.out else exported_probe_dir(resolve(args.run_dir))
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from localssl.evaluate.export import export_run
+    from localssl.experiments.report import code_version
+
+    done = export_run(
+        Path(args.run_dir),
+        name=args.name,
+        dtype=args.dtype,
+        out_dir=args.out,
+        ship=args.ship,
+        baseline=args.baseline,
+        code=code_version(),
+    )
+    for old in done.replaced:
+        print(f"replaced {old}", file=sys.stderr)
+    print(f"{done.bytes:,} bytes, sha256 {done.sha256}; card {done.card} and {done.markdown.name}", file=sys.stderr)
+    print(done.path)
     return 0
 
 
@@ -291,10 +323,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_pretrain)
 
     s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json", imports=True)
-    s.add_argument("run_dir")
+    s.add_argument(
+        "run_dir", metavar="RUN_DIR|FILE|NAME", help="a run, an exported .safetensors file or a shipped name"
+    )
     s.add_argument("overrides", nargs="*", help="probe.* overrides, e.g. probe.epochs=50 probe.protocol=paper")
     s.add_argument("--per-layer", action="store_true", help="each layer alone and all together: table and plot")
+    s.add_argument("--out", metavar="DIR", help="exported weights only: where probe.json goes (default runs/STEM/)")
     s.set_defaults(fn=_cmd_probe)
+
+    s = add("export", "a run's encoder as NAME-<sha256>.safetensors with its model card (.json, .md); prints the file")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--name", help="the file's name before its hash (default: the run's preset)")
+    s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="stored precision (default fp32)")
+    s.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/export/)")
+    s.add_argument(
+        "--ship",
+        metavar="NAME",
+        help="write into the shipped weights folder (localssl/weights/, or $LOCALSSL_WEIGHTS) under NAME, a "
+        "torch.hub entry name, replacing NAME's older file and card",
+    )
+    s.add_argument("--baseline", metavar="RUN_DIR", help="a probed run of the random preset of the same network")
+    s.set_defaults(fn=_cmd_export)
 
     s = add("plot", "learning curves (per-layer loss) of several runs on one figure", imports=True)
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
