@@ -234,3 +234,57 @@ def test_shipping_replaces_the_names_older_file(runs, tmp_path, monkeypatch, cap
     assert load_encoder("tiny_clapp").exported.sha256 == read_exported(second).sha256
     with pytest.raises(FileNotFoundError, match="shipped: tiny_clapp"):
         load_encoder("no_such_encoder")
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _hub_list() -> list[str]:
+    """What ``torch.hub.list`` lists (its public callables) for the clone's hubconf.py, imported afresh as
+    ``torch.hub.load(..., source="local")`` imports it (``torch.hub.list`` takes GitHub repositories only)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hubconf_under_test", ROOT / "hubconf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sorted(f for f in dir(module) if callable(getattr(module, f)) and not f.startswith("_"))
+
+
+def test_hubconf_has_an_entry_per_shipped_encoder(runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALSSL_WEIGHTS", str(tmp_path / "weights"))
+    assert _hub_list() == ["encoder"]
+    done = export_run(runs["run"], ship="tiny_clapp", baseline=runs["random"])
+    assert _hub_list() == ["encoder", "tiny_clapp"]
+    hub = torch.hub.load(str(ROOT), "tiny_clapp", source="local", pretrained=True)
+    direct = load_encoder(done.path)
+    assert all(torch.equal(hub.state_dict()[k], v) for k, v in direct.state_dict().items())
+    assert not hub.training
+    images = _images(runs, 4)
+    assert torch.equal(localssl.features(hub, images), localssl.features(direct, images))
+    start = torch.hub.load(str(ROOT), "tiny_clapp", source="local", pretrained=False)
+    assert all(
+        torch.equal(start.state_dict()[k], v)
+        for k, v in build(read_run_config(runs["run"])).encoder.state_dict().items()
+    )
+    by_path = torch.hub.load(str(ROOT), "encoder", source="local", path=str(done.path))
+    assert torch.equal(localssl.features(by_path, images), localssl.features(direct, images))
+
+
+def test_hub_entry_fetches_a_file_kept_out_of_the_clone_by_url(runs, tmp_path, monkeypatch):
+    """A card with a URL: the file is downloaded with the hash in its name checked, then loaded as any other."""
+    monkeypatch.setenv("LOCALSSL_WEIGHTS", str(tmp_path / "weights"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    done = export_run(runs["run"], ship="tiny_clapp")
+    hosted = tmp_path / "hosted"
+    hosted.mkdir()
+    shutil.move(done.path, hosted / done.path.name)
+    card = json.loads(done.card.read_text())
+    done.card.write_text(json.dumps({**card, "url": (hosted / done.path.name).as_uri()}))
+    hub = torch.hub.load(str(ROOT), "tiny_clapp", source="local")
+    assert (tmp_path / "hub" / "checkpoints" / done.path.name).is_file()
+    assert hub.exported.sha256 == done.sha256
+    (tmp_path / "hub" / "checkpoints" / done.path.name).unlink()
+    bad = hosted / done.path.name
+    bad.write_bytes(bad.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(RuntimeError, match="invalid hash value"):
+        torch.hub.load(str(ROOT), "tiny_clapp", source="local")

@@ -142,6 +142,7 @@ def test_the_record_scale_is_one_run_of_the_whole_machine():
     assert (sc.main, sc.others, sc.widths, sc.lr_factors) == (("clapp++",), (), (0.25,), (1.0,))
     assert sc.steps_per_minute("clapp++", 0.25) == RECORD_STEPS_PER_MINUTE[("clapp++", 0.25)] > 0
     assert "train.schedule=cosine" in sc.overrides
+    assert sc.ship == (("clapp++", "clapp_pp_cifar10"),)  # the record ships its encoder under this name
     cpu = SCALES["cpu"]  # its setting is the one the cpu scale may choose for clapp++
     assert sc.widths[0] in cpu.widths and sc.lr_factors[0] in cpu.lr_factors
 
@@ -161,8 +162,10 @@ def test_a_record_shaped_run_uses_its_threads_and_decays_to_its_end(tmp_path, mo
         others=(),
         threads=2,
         unit="minutes of the whole 2-core machine",
+        ship=(("clapp++", "tiny_record"),),
     )
     monkeypatch.setitem(SCALES, "smoke", tiny)
+    monkeypatch.setenv("LOCALSSL_WEIGHTS", str(tmp_path / "weights"))
     speedrun.run(tmp_path, "smoke", 1)
     assert torch.get_num_threads() == 2  # the run (in this process: one job) trained with the scale's threads
     rows = _csv(tmp_path / "results.csv")
@@ -176,3 +179,22 @@ def test_a_record_shaped_run_uses_its_threads_and_decays_to_its_end(tmp_path, mo
     )
     md = (tmp_path / "results.md").read_text()
     assert "The choice" not in md and "one run at a time with 2 threads" in md and "--jobs 1" in md
+    # the record ships its run: file + card, random init beside it, made by the speedrun command
+    from localssl.evaluate.pretrained import load_encoder, shipped
+
+    files = shipped()
+    assert list(files) == ["tiny_record"]
+    card = json.loads(files["tiny_record"].with_suffix(".json").read_text())
+    cell = json.loads((tmp_path / "runs" / "clapp++-w0.0625-lr1x-s0" / "at-3min" / "cell.json").read_text())
+    rand = json.loads((tmp_path / "runs" / "random-w0.0625-lr1x-s0" / "at-0min" / "cell.json").read_text())
+    assert card["probe"]["test_acc_percent"] == pytest.approx(cell["test_acc"])
+    assert card["random_init"]["test_acc_percent"] == pytest.approx(rand["test_acc"])
+    assert card["made_by"] == "localssl reproduce speedrun --scale smoke --seeds 1 --jobs 1"
+    assert card["training"]["steps"] == total and card["training"]["wall_s"] == pytest.approx(
+        cell["train_wall_s"], abs=0.1
+    )
+    assert all(torch.equal(load_encoder("tiny_record").state_dict()[k], v) for k, v in ck["encoder"].items())
+    # a rerun of the same command ships again through the same path: one file and card for the name
+    (tmp_path / "weights" / "tiny_record-0123456789ab.json").write_text(json.dumps({**card, "file": "old"}))
+    speedrun.run(tmp_path, "smoke", 1)
+    assert shipped() == files and len([*(tmp_path / "weights").iterdir()]) == 3
