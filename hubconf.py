@@ -22,7 +22,7 @@ import torch
 
 from localssl.evaluate import pretrained as _pretrained
 
-dependencies = ["torch", "safetensors", "yaml", "numpy", "kornia"]
+dependencies = ["torch", "safetensors", "yaml", "numpy", "kornia", "PIL", "tqdm"]  # modules a load imports
 
 
 def encoder(path: str, pretrained: bool = True) -> torch.nn.Module:

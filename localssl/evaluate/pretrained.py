@@ -251,7 +251,8 @@ def features(
 ) -> torch.Tensor:
     """The probe's features of ``images`` (uint8 or float in [0, 1], ``(N, C, H, W)``) through an encoder from
     :func:`load_encoder`: each chosen layer (``'all'`` or ``'4,5,6'``) average-pooled with the dataset's
-    kernels, flattened and concatenated, in float32, as ``localssl probe`` computes them (without its autocast)."""
+    kernels, flattened and concatenated, in float32 on the CPU, as ``localssl probe`` computes them (without its
+    autocast), on the device the encoder is on."""
     from localssl.evaluate.features import FeatureExtractor, parse_layers
     from localssl.views.base import Normalize
 
@@ -267,4 +268,4 @@ def features(
     kernels = readout["pool_kernels"] or [None] * len(encoder)
     normalize = Normalize(readout["mean"], readout["std"])
     extractor = FeatureExtractor(encoder, normalize, kernels, parse_layers(layers, len(encoder)))
-    return extractor.extract(images, batch_size=batch_size)
+    return extractor.to(next(encoder.parameters()).device).extract(images, batch_size=batch_size)
