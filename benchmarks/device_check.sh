@@ -183,39 +183,9 @@ else
   if [ -z "$RUN" ] || [ "$T" -lt "$MIN_T" ]; then
     note "Export stage: **not run**: no run to export, or no time left ($(tail -1 "$TMP/export.err" 2>/dev/null))."
   else
-    timeout -k 10 "$T" $PY - "$RUN" "$TABLE_OUT/export" "$DEVICE" >> "$OUT" 2> "$TMP/export.err" <<'EOF'
-import sys, time
-import torch
-from localssl.checkpoint import load_latest
-from localssl.config import read_run_config
-from localssl.data import data_info, load_split
-from localssl.evaluate.export import export_run
-from localssl.evaluate.pretrained import features, load_encoder
-
-run, out, device = sys.argv[1:4]
-t0 = time.perf_counter()
-done = export_run(run, out_dir=out)
-export_s = time.perf_counter() - t0
-half = export_run(run, out_dir=out, dtype="bf16")
-t0 = time.perf_counter()
-encoder = load_encoder(done.path)  # the hash checked, safetensors parsed, no pickle
-load_s = time.perf_counter() - t0
-cfg = read_run_config(run)
-info = data_info(cfg.data)
-images = load_split(cfg.data.name, info.test_split, cfg.data.root, info).images[:256]
-ref = load_encoder(done.path)
-ref.load_state_dict(load_latest(run)[0]["encoder"])  # the oracle: the run's checkpoint in the same network
-want = features(ref.to(device), images)
-got = features(encoder.to(device), images)
-got_bf16 = features(load_encoder(half.path).to(device), images)
-diff = (got - want).abs().max().item()
-rel = ((got_bf16 - want).norm() / want.norm()).item()
-print(f"\n- `{run}` ({cfg.name}, width {cfg.model.width}, global step {encoder.exported.info['global_step']}): `{done.path.name}` fp32 "
-      f"{done.bytes:,} bytes, exported in {export_s:.2f} s; bf16 {half.bytes:,} bytes; loaded (sha256 checked) in "
-      f"{load_s:.2f} s. Features of {len(images)} test images on {device}: max |Δ| = {diff:.3g} against the "
-      f"checkpoint's ({'bitwise equal' if torch.equal(got, want) else 'not bitwise equal'}); bf16 file: relative "
-      f"error {rel:.2e}.")
-EOF
+    PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 "$T" $PY benchmarks/export_roundtrip.py "$RUN" \
+      "$TABLE_OUT/export" "$DEVICE" >> "$OUT" \
+      2> "$TMP/export.err"
     CODE=$?
     note ""
     note "Export stage: $(ran $CODE "$T")$([ $CODE = 0 ] || echo "; $(tail -1 "$TMP/export.err")")."

@@ -215,7 +215,7 @@ def probe(
         exported = read_exported(resolve(run_dir))
         weights = exported.path
         run_dir = Path(out_dir) if out_dir is not None else exported_probe_dir(weights)
-        cfg = exported.config(overrides)
+        cfg = exported.config(["train.device=auto", *(overrides or [])])  # not the device it was trained on
         where = f"exported encoder {weights.name} (probed: its probe splits were recorded at pretraining)"
         check_recorded_data(exported.info.get("data"), cfg.data, probe_splits(cfg.data), where)
         run_dir.mkdir(parents=True, exist_ok=True)
