@@ -86,8 +86,8 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def describe_protocol(protocol: str, settings: dict[str, Any]) -> str:
-    """One sentence for the probe protocol a result was measured with."""
+def describe_protocol(protocol: str, settings: dict[str, Any], n_val: int | None = None) -> str:
+    """One sentence for the probe protocol a result was measured with (``n_val``: the held-out images it used)."""
     s = settings
     if protocol == "paper":
         return (
@@ -98,7 +98,8 @@ def describe_protocol(protocol: str, settings: dict[str, Any]) -> str:
     return (
         f"honest linear probe (`localssl probe`): {s.get('epochs')} epochs of Adam {s.get('lr')} at batch "
         f"{s.get('batch_size')} on the {'z-scored ' if s.get('standardize', True) else ''}pooled features of layers "
-        f"{s.get('layers')}, the epoch chosen on {s.get('val_size')} held-out train images, the test split scored once"
+        f"{s.get('layers')}, the epoch chosen on {n_val if n_val is not None else s.get('val_size')} held-out train "
+        "images, the test split scored once"
     )
 
 
@@ -122,7 +123,7 @@ def probe_summary(run_dir: Path, position: dict[str, Any]) -> dict[str, Any] | N
         settings = result.get("probe") if isinstance(result.get("probe"), dict) else {}
         return {
             "protocol": protocol,
-            "description": describe_protocol(protocol, settings),
+            "description": describe_protocol(protocol, settings, result.get("n_val")),
             "test_acc_percent": round(probe_accuracy(result, "test"), 4),
             "val_acc_percent": _round(probe_accuracy(result, "val")),
             "settings": settings,
@@ -251,8 +252,10 @@ def export_run(
                 f"--ship {ship}: a shipped encoder's name is its torch.hub entry, so it must be a Python name "
                 "(letters, digits, underscores; e.g. clapp_pp_cifar10)"
             )
-        if out_dir is not None:
-            raise WeightsError("--ship writes into the shipped weights folder; give --out or --ship, not both")
+        if out_dir is not None or (name is not None and name != ship):
+            raise WeightsError(
+                "--ship NAME writes NAME into the shipped weights folder; give --ship without --out, --name"
+            )
         name, folder = ship, weights_dir()
     else:
         folder = Path(out_dir) if out_dir is not None else run_dir / "export"

@@ -265,7 +265,8 @@ def features(
             f"{exported.path.name} is read out by its views ({readout.get('kind')}); "
             "probe it with `localssl probe FILE`"
         )
-    kernels = readout["pool_kernels"] or [None] * len(encoder)
+    kernels = readout["pool_kernels"] or []
+    kernels = kernels if len(kernels) == len(encoder) else [None] * len(encoder)  # as the probe pools
     normalize = Normalize(readout["mean"], readout["std"])
     extractor = FeatureExtractor(encoder, normalize, kernels, parse_layers(layers, len(encoder)))
     return extractor.to(next(encoder.parameters()).device).extract(images, batch_size=batch_size)
