@@ -231,6 +231,12 @@ def test_shipping_replaces_the_names_older_file(runs, tmp_path, monkeypatch, cap
         second.with_suffix(s).name for s in (".json", ".md", ".safetensors")
     )
     assert shipped() == {"tiny_clapp": second}
+    card = json.loads(second.with_suffix(".json").read_text())  # a card naming a file elsewhere is not an entry
+    (second.parent / "evil-0123456789ab.json").write_text(
+        json.dumps({**card, "name": "evil", "file": f"../{runs['run'].name}/evil-0123456789ab.safetensors"})
+    )
+    assert shipped() == {"tiny_clapp": second}
+    (second.parent / "evil-0123456789ab.json").unlink()
     assert load_encoder("tiny_clapp").exported.sha256 == read_exported(second).sha256
     with pytest.raises(FileNotFoundError, match="shipped: tiny_clapp"):
         load_encoder("no_such_encoder")

@@ -172,6 +172,9 @@ def shipped() -> dict[str, Path]:
         if not isinstance(card, dict) or card.get("format") != FORMAT:
             continue
         name = str(card.get("name"))
+        match = FILE_NAME.match(str(card.get("file")))
+        if match is None or match["name"] != name or card_file.stem != Path(str(card.get("file"))).stem:
+            continue  # a card must sit beside its own file (a plain name in this folder, never a path elsewhere)
         if name in out:
             raise WeightsError(
                 f"{folder} ships two encoders named '{name}' ({out[name].name}, {card.get('file')}); "
