@@ -294,3 +294,25 @@ def test_hub_entry_fetches_a_file_kept_out_of_the_clone_by_url(runs, tmp_path, m
     bad.write_bytes(bad.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(RuntimeError, match="invalid hash value"):
         torch.hub.load(str(ROOT), "tiny_clapp", source="local")
+
+
+def _shipped_names() -> list[str]:
+    try:
+        return sorted(shipped())
+    except WeightsError:
+        return ["(the shipped weights folder holds two files of one name)"]  # the test then fails, naming it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _shipped_names())
+def test_a_shipped_cards_accuracy_is_reproduced_by_probing_the_shipped_file(name, tmp_path):
+    """``localssl probe NAME`` with the card's probe settings gives the card's test accuracy (the data must be
+    on disk: ``localssl data download``). Runs for every encoder in ``localssl/weights/``."""
+    path = shipped()[name]
+    card = json.loads(path.with_suffix(".json").read_text())
+    assert card["probe"] is not None, f"{name}: its card has no probe accuracy"
+    settings = {k: v for k, v in card["probe"]["settings"].items() if k not in ("progress", "cache_features")}
+    overrides = [f"probe.{k}={json.dumps(v)}" for k, v in settings.items()]
+    result = localssl.probe(name, [*overrides, "probe.progress=false"], out_dir=tmp_path)
+    assert result["weights_sha256"] == card["sha256"]
+    assert 100 * result["test_acc"] == pytest.approx(card["probe"]["test_acc_percent"], abs=0.1)
