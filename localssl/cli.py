@@ -41,8 +41,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     result = probe(args.run_dir, args.overrides, per_layer=args.per_layer, out_dir=args.out)
     if args.per_layer:
         from localssl.evaluate.per_layer import per_layer_table, plot_per_layer
+        from localssl.evaluate.probe import probe_folder
 
-        folder = _probe_folder(args)
+        folder = probe_folder(args.run_dir, args.out)
         print(per_layer_table(result))
         print(plot_per_layer(result, folder / f"probe_per_layer_{result['protocol']}.png"))
         return 0
@@ -55,32 +56,12 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _probe_folder(args: argparse.Namespace) -> Path:
-    """Where ``localssl probe`` wrote probe.json: the run, or for exported weights ``--out`` (or its default)."""
-    from localssl.evaluate.pretrained import is_exported, resolve
-    from localssl.evaluate.probe import exported_probe_dir
-
-    if not is_exported(args.run_dir):
-        return Path(args.run_dir)
-    return Path(args.out) if args.out else exported_probe_dir(resolve(args.run_dir))
-
-
 def _cmd_export(args: argparse.Namespace) -> int:
     from localssl.evaluate.export import export_run
     from localssl.experiments.report import code_version
 
-    done = export_run(
-        Path(args.run_dir),
-        name=args.name,
-        dtype=args.dtype,
-        out_dir=args.out,
-        ship=args.ship,
-        baseline=args.baseline,
-        code=code_version(),
-    )
-    for old in done.replaced:
-        print(f"replaced {old}", file=sys.stderr)
-    print(f"{done.bytes:,} bytes, sha256 {done.sha256}; card {done.card} and {done.markdown.name}", file=sys.stderr)
+    done = export_run(args.run_dir, args.name, args.dtype, args.out, args.ship, args.baseline, code=code_version())
+    print(done.describe(), file=sys.stderr)
     print(done.path)
     return 0
 
@@ -336,12 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="the file's name before its hash (default: the run's preset)")
     s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="stored precision (default fp32)")
     s.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/export/)")
-    s.add_argument(
-        "--ship",
-        metavar="NAME",
-        help="write into the shipped weights folder (localssl/weights/, or $LOCALSSL_WEIGHTS) under NAME, a "
-        "torch.hub entry name, replacing NAME's older file and card",
-    )
+    s.add_argument("--ship", metavar="NAME", help="into localssl/weights/ as hub entry NAME, replacing its older file")
     s.add_argument("--baseline", metavar="RUN_DIR", help="a probed run of the random preset of the same network")
     s.set_defaults(fn=_cmd_export)
 

@@ -21,7 +21,8 @@ from localssl.checkpoint import load_latest
 from localssl.cli import main
 from localssl.config import load_config, read_run_config
 from localssl.data import data_info, load_split
-from localssl.evaluate.export import export_run, probe_accuracy, training_time
+from localssl.evaluate.card import probe_accuracy, training_time
+from localssl.evaluate.export import export_run
 from localssl.evaluate.features import FeatureExtractor
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.pretrained import (

@@ -191,6 +191,14 @@ def exported_probe_dir(weights: Path) -> Path:
     return Path("runs") / weights.with_suffix("").name
 
 
+def probe_folder(source: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`probe` writes ``probe.json`` for ``source``: the run itself, or for exported weights
+    ``out_dir`` (default :func:`exported_probe_dir`)."""
+    if not is_exported(source):
+        return Path(source)
+    return Path(out_dir) if out_dir is not None else exported_probe_dir(resolve(source))
+
+
 def probe(
     run_dir: str | os.PathLike,
     overrides: list[str] | None = None,
@@ -214,7 +222,7 @@ def probe(
     if is_exported(run_dir):
         exported = read_exported(resolve(run_dir))
         weights = exported.path
-        run_dir = Path(out_dir) if out_dir is not None else exported_probe_dir(weights)
+        run_dir = probe_folder(weights, out_dir)
         cfg = exported.config(["train.device=auto", *(overrides or [])])  # not the device it was trained on
         where = f"exported encoder {weights.name} (probed: its probe splits were recorded at pretraining)"
         check_recorded_data(exported.info.get("data"), cfg.data, probe_splits(cfg.data), where)
