@@ -8,8 +8,11 @@ any file written by ``localssl export``. Each returns the encoder in eval mode, 
 ``localssl.features(encoder, images)``. No entry reads a pickle: the files are safetensors.
 
     import torch
-    print(torch.hub.list("OWNER/localssl"))  # or a clone: torch.hub.list(PATH, source="local")
-    encoder = torch.hub.load(PATH, "encoder", source="local", path="clapp++-0123456789ab.safetensors")
+    encoder = torch.hub.load(CLONE, "clapp_pp_cifar10", source="local", pretrained=True)  # once it is shipped
+    encoder = torch.hub.load(CLONE, "encoder", source="local", path="clapp++-0123456789ab.safetensors")
+
+(``torch.hub.list`` and ``torch.hub.help`` read GitHub repositories only; in a clone, the entries are this
+module's public functions.)
 """
 
 from __future__ import annotations
