@@ -68,15 +68,22 @@ def test_budgets_are_steps_and_the_choice_is_on_validation(smoke_run):
     assert "random init" in md and "The choice" in md and (smoke_run / "results.png").stat().st_size > 0
 
 
+def _pick(smoke_run, rule):
+    """The setting the smoke speedrun chose for ``rule`` (on validation accuracy: x1 or x2 may win)."""
+    return chosen(finished(smoke_run / "runs"), rule, SCALES["smoke"])
+
+
 def test_a_nested_budget_equals_a_run_trained_straight_to_it(smoke_run, tmp_path):
     sc = SCALES["smoke"]
-    c = Candidate("clapp++", sc.widths[0], 1.0, 1)
+    pick = _pick(smoke_run, "clapp++")
+    c = Candidate("clapp++", pick["width"], pick["lr_factor"], 1)
     snap = smoke_run / "runs" / c.slug / f"at-{sc.budgets[-1]}min"
     cfg = load_config(
         "clapp++",
         [
             *sc.overrides,
             f"model.width={c.width}",
+            f"train.lr={load_config('clapp++', [*sc.overrides]).train.lr * c.lr_factor:.6g}",  # as the speedrun sets it
             f"train.max_steps_per_epoch={sc.fixed_steps}",
             f"train.epochs={sc.budgets[-1]}",
             "train.seed=1",
@@ -109,7 +116,8 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch, cap
 
 def test_a_lost_snapshot_is_copied_again_without_training(smoke_run):
     sc = SCALES["smoke"]
-    c = Candidate("bp-clapp++", sc.widths[0], 1.0, 1)
+    pick = _pick(smoke_run, "bp-clapp++")
+    c = Candidate("bp-clapp++", pick["width"], pick["lr_factor"], 1)
     folder = smoke_run / "runs" / c.slug
     last = f"at-{sc.budgets[-1]}min"
     cell = json.loads((folder / last / "cell.json").read_text())
