@@ -7,8 +7,11 @@
 #   3. `localssl bench` of clapp++ (with its counterpart bp-clapp++) and clapp++nospatial at full width, on
 #      CIFAR-10 (32 px) and STL-10-shaped (96 px) random images, fp32 and bf16: images/s, TFLOP/s, peak
 #      memory, and epochs per hour of the paper's protocol (300 epochs: hours = 300 / epochs per hour);
-#   4. `localssl reproduce table2 --scale gpu --jobs N` for the time that is left; the cells that finished
-#      (its results.md, rewritten after every cell) are appended.
+#   4. `localssl reproduce table2 --scale gpu --jobs N` for the time that is left (less stage 5's reserve); the
+#      cells that finished (its results.md, rewritten after every cell) are appended;
+#   5. `localssl export` of a clapp++ run the table trained (if none finished: of a short clapp++ run on the
+#      shipped CIFAR-10 subset, trained here), fp32 and bf16, into TABLE_OUT/export/: file sizes, export and load
+#      times, and the loaded file's features on the device against the checkpoint's.
 #
 #   bash benchmarks/device_check.sh              # GPU machine: appends to benchmarks/RESULTS.md
 #   bash benchmarks/device_check.sh --dry-run    # CPU, tiny sizes, writes a temporary file (tests/test_device_check.py)
@@ -35,20 +38,22 @@ if [ "$DRY" = 1 ]; then
   BENCH=(model.width=0.0625 --rounds 1 --steps 1 --memory-repeats 0)
   BENCH_DATA="cifar10" BENCH_PRECISION="bf16" SCALE=smoke TABLE_OUT=$(dirname "$OUT")/table2
   export LOCALSSL_RUNS=$TABLE_OUT/runs  # the dry run never touches the user's run store
-  SMOKE_T=300 BENCH_T=300 TABLE_T=20 MIN_T=5
+  SMOKE_T=300 BENCH_T=300 TABLE_T=20 MIN_T=5 EXPORT_T=150
+  FALLBACK=(data.name=cifar10-mini data.train_subset=64 model.width=0.0625 train.batch_size=16 train.epochs=1)
 else
   OUT=${DEVICE_CHECK_OUT:-benchmarks/RESULTS.md}
   DEVICE=cuda BUDGET=${DEVICE_CHECK_BUDGET:-540} JOBS=${DEVICE_CHECK_JOBS:-4}
   SMOKE=(--steps 20)
   BENCH=(--rounds 5 --steps 5)
   BENCH_DATA="cifar10 stl10" BENCH_PRECISION="fp32 bf16" SCALE=gpu TABLE_OUT=results/table2/gpu
-  SMOKE_T=150 BENCH_T=45 TABLE_T=100000 MIN_T=20
+  SMOKE_T=150 BENCH_T=45 TABLE_T=100000 MIN_T=20 EXPORT_T=90
+  FALLBACK=(data.name=cifar10-mini train.epochs=1)
 fi
 TMP=$(mktemp -d)
 
 left() { echo $((BUDGET - (SECONDS - START))); }
-box() { # the smaller of a stage's own time box and what is left of the budget (10 s kept for the notes)
-  local l=$(($(left) - 10))
+box() { # the smaller of a stage's own time box ($1) and what is left of the budget, less 10 s kept for the
+  local l=$(($(left) - 10 - ${2:-0})) # notes and $2 s kept for the stages after it
   [ "$1" -lt "$l" ] && echo "$1" || echo "$l"
 }
 note() { printf '%s\n' "$*" >> "$OUT"; echo "$*"; }
@@ -134,7 +139,7 @@ EOF
 done
 
 # ---------------------------------------------------------------- 4. table2 at the gpu scale
-T=$(box $TABLE_T)
+T=$(box $TABLE_T $EXPORT_T)
 note ""
 note "### \`localssl reproduce table2 --scale $SCALE --jobs $JOBS\` ($T s left of the budget)"
 note ""
@@ -152,6 +157,38 @@ else
     note "No cell finished. Last lines of its log:"
     note ""
     tail -3 "$TMP/table.err" | sed 's/^/    /' >> "$OUT"
+  fi
+fi
+
+# ---------------------------------------------------------------- 5. export the encoder it trained
+RUNS=${LOCALSSL_RUNS:-$TABLE_OUT/runs}
+T=$(box $EXPORT_T)
+note ""
+note "### \`localssl export\` of the clapp++ run it trained"
+note ""
+if [ "$T" -lt "$MIN_T" ]; then
+  note "Not run: the budget was spent."
+else
+  RUN=""
+  for D in "$RUNS"/clapp++-*; do
+    [ -f "$D/summary.json" ] && [ -f "$D/checkpoint.pt" ] && RUN=$D && break
+  done
+  if [ -z "$RUN" ]; then
+    note "No clapp++ run of the table finished; a short one on the shipped CIFAR-10 subset is trained to export it."
+    STARTED=$SECONDS
+    RUN=$(timeout -k 10 "$T" $PY -m localssl pretrain clapp++ "${FALLBACK[@]}" "train.device=$DEVICE" \
+      train.progress=false "out_dir=$TMP/export-runs" 2> "$TMP/export.err" | tail -1)
+    T=$((T - (SECONDS - STARTED)))
+  fi
+  if [ -z "$RUN" ] || [ "$T" -lt "$MIN_T" ]; then
+    note "Export stage: **not run**: no run to export, or no time left ($(tail -1 "$TMP/export.err" 2>/dev/null))."
+  else
+    PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" timeout -k 10 "$T" $PY benchmarks/export_roundtrip.py "$RUN" \
+      "$TABLE_OUT/export" "$DEVICE" >> "$OUT" \
+      2> "$TMP/export.err"
+    CODE=$?
+    note ""
+    note "Export stage: $(ran $CODE "$T")$([ $CODE = 0 ] || echo "; $(tail -1 "$TMP/export.err")")."
   fi
 fi
 note ""

@@ -7,6 +7,7 @@ config (see ``localssl/configs``). The names a user needs are here, e.g.::
 
     run_dir = localssl.pretrain(localssl.load_config("clapp++", ["train.epochs=1"]))
     localssl.probe(run_dir)
+    encoder = localssl.load_encoder("runs/RUN/export/clapp++-<hash>.safetensors")  # after `localssl export RUN`
 
 A component of your own registers with ``@localssl.OBJECTIVES.register(name, Config)`` (or ``RULES``,
 ``VIEWS``, ``MODELS``) and implements the interface declared for it (:class:`Objective`,
@@ -29,6 +30,8 @@ _PUBLIC = {
     **dict.fromkeys(("load_config", "read_run_config", "RunConfig"), "localssl.config"),
     **dict.fromkeys(("pretrain", "resume"), "localssl.train"),
     "probe": "localssl.evaluate.probe",
+    **dict.fromkeys(("load_encoder", "features"), "localssl.evaluate.pretrained"),
+    "export_run": "localssl.evaluate.export",
     **dict.fromkeys(
         ("OBJECTIVES", "RULES", "VIEWS", "MODELS", "ConfigError", "import_components"), "localssl.registry"
     ),
@@ -62,8 +65,11 @@ __all__ = [
     "ViewBatch",
     "ViewGenerator",
     "build_objective",
+    "export_run",
+    "features",
     "import_components",
     "load_config",
+    "load_encoder",
     "pretrain",
     "probe",
     "read_run_config",
@@ -89,6 +95,8 @@ if TYPE_CHECKING:  # the same names, for type checkers and editors
 
     from localssl.config import RunConfig, load_config, read_run_config
     from localssl.data import DatasetInfo
+    from localssl.evaluate.export import export_run
+    from localssl.evaluate.pretrained import features, load_encoder
     from localssl.evaluate.probe import probe
     from localssl.models.base import LayeredEncoder
     from localssl.objectives.base import LayerSpec, LossOut, Objective, SpatialPool, resolve_pool_kernel

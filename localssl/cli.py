@@ -1,4 +1,5 @@
-"""Command line: ``localssl pretrain | probe | plot | demo | reproduce | align | bench | config | data`` (DESIGN.md §4).
+"""Command line: ``localssl pretrain | probe | export | plot | demo | reproduce | align | bench | config | data``
+(DESIGN.md §4).
 
 Options and ``key=value`` overrides may come in any order (``localssl bench P --out f.json k=v``): tokens
 that argparse leaves over and that look like ``key=value`` are added to the subcommand's ``overrides``.
@@ -37,12 +38,14 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 def _cmd_probe(args: argparse.Namespace) -> int:
     from localssl.evaluate.probe import probe
 
-    result = probe(Path(args.run_dir), args.overrides, per_layer=args.per_layer)
+    result = probe(args.run_dir, args.overrides, per_layer=args.per_layer, out_dir=args.out)
     if args.per_layer:
         from localssl.evaluate.per_layer import per_layer_table, plot_per_layer
+        from localssl.evaluate.probe import probe_folder
 
+        folder = probe_folder(args.run_dir, args.out)
         print(per_layer_table(result))
-        print(plot_per_layer(result, Path(args.run_dir) / f"probe_per_layer_{result['protocol']}.png"))
+        print(plot_per_layer(result, folder / f"probe_per_layer_{result['protocol']}.png"))
         return 0
     if result["protocol"] == "paper":
         keys = ("test_acc", "best_test_acc_selected_on_test", "best_epoch_selected_on_test")
@@ -50,6 +53,16 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         keys = ("test_acc", "val_acc", "best_epoch")
     keys = ("protocol", *keys, "feature_dim", "n_train", "n_val", "n_test", "checkpoint_epoch")
     print(json.dumps({k: result[k] for k in keys}, indent=2))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from localssl.evaluate.export import export_run
+    from localssl.experiments.report import code_version
+
+    done = export_run(args.run_dir, args.name, args.dtype, args.out, args.ship, args.baseline, code=code_version())
+    print(done.describe(), file=sys.stderr)
+    print(done.path)
     return 0
 
 
@@ -291,10 +304,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=_cmd_pretrain)
 
     s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json", imports=True)
-    s.add_argument("run_dir")
+    s.add_argument(
+        "run_dir", metavar="RUN_DIR|FILE|NAME", help="a run, an exported .safetensors file or a shipped name"
+    )
     s.add_argument("overrides", nargs="*", help="probe.* overrides, e.g. probe.epochs=50 probe.protocol=paper")
     s.add_argument("--per-layer", action="store_true", help="each layer alone and all together: table and plot")
+    s.add_argument("--out", metavar="DIR", help="exported weights only: where probe.json goes (default runs/STEM/)")
     s.set_defaults(fn=_cmd_probe)
+
+    s = add("export", "a run's encoder as NAME-<sha256>.safetensors with its model card (.json, .md); prints the file")
+    s.add_argument("run_dir", metavar="RUN_DIR")
+    s.add_argument("--name", help="the file's name before its hash (default: the run's preset)")
+    s.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="stored precision (default fp32)")
+    s.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/export/)")
+    s.add_argument("--ship", metavar="NAME", help="into localssl/weights/ as hub entry NAME, replacing its older file")
+    s.add_argument("--baseline", metavar="RUN_DIR", help="a probed run of the random preset of the same network")
+    s.set_defaults(fn=_cmd_export)
 
     s = add("plot", "learning curves (per-layer loss) of several runs on one figure", imports=True)
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -2,7 +2,8 @@
 
 The dry run writes to a temporary file (never ``benchmarks/RESULTS.md``), smoke-tests two presets, benches
 one, and cuts the table stage at its 20 s time box, so the path of a cut-off run (the cells finished so far,
-or a note that none did) is exercised too."""
+or a note that none did) is exercised too; it ends by exporting a clapp++ run (the table's, or a short one it
+trains when none finished) and loading the file back."""
 
 from __future__ import annotations
 
@@ -49,11 +50,19 @@ def test_dry_run_writes_every_stage_to_a_temporary_file(tmp_path):
     stage = text.split("localssl reproduce table2 --scale smoke --jobs 2")[1]
     assert re.search(r"Table stage: (done|\*\*stopped at its \d+ s time box\*\*)", stage), stage
     assert "| " in stage or "No cell finished" in stage
+    # stage 5: a clapp++ run exported (fp32 and bf16) and loaded back to the checkpoint's features, bitwise on CPU
+    export = text.split("`localssl export` of the clapp++ run it trained")[1]
+    assert "Export stage: done." in export, export
+    found = re.search(r"`(clapp\+\+-[0-9a-f]{12}\.safetensors)` fp32 ([0-9,]+) bytes, exported in [0-9.]+ s", export)
+    assert found, export
+    assert "max |Δ| = 0 against the checkpoint's (bitwise equal)" in export
+    files = sorted(p.name for p in (Path(path).parent / "table2" / "export").iterdir())
+    assert found.group(1) in files and len(files) == 6  # fp32 and bf16, each with its card (.json, .md)
     assert re.search(r"Device check finished in \d+ s\.", text)
 
 
 def test_a_spent_budget_skips_the_stages_and_says_so(tmp_path):
     out = tmp_path / "r.md"
     text, _ = _dry_run(tmp_path, DEVICE_CHECK_BUDGET="1", DEVICE_CHECK_OUT=str(out))
-    assert text.count("the budget was spent") == 3, text  # smoke, bench, table
+    assert text.count("the budget was spent") == 4, text  # smoke, bench, table, export
     assert "| clapp++ | yes" not in text

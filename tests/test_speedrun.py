@@ -68,15 +68,22 @@ def test_budgets_are_steps_and_the_choice_is_on_validation(smoke_run):
     assert "random init" in md and "The choice" in md and (smoke_run / "results.png").stat().st_size > 0
 
 
+def _pick(smoke_run, rule):
+    """The setting the smoke speedrun chose for ``rule`` (on validation accuracy: x1 or x2 may win)."""
+    return chosen(finished(smoke_run / "runs"), rule, SCALES["smoke"])
+
+
 def test_a_nested_budget_equals_a_run_trained_straight_to_it(smoke_run, tmp_path):
     sc = SCALES["smoke"]
-    c = Candidate("clapp++", sc.widths[0], 1.0, 1)
+    pick = _pick(smoke_run, "clapp++")
+    c = Candidate("clapp++", pick["width"], pick["lr_factor"], 1)
     snap = smoke_run / "runs" / c.slug / f"at-{sc.budgets[-1]}min"
     cfg = load_config(
         "clapp++",
         [
             *sc.overrides,
             f"model.width={c.width}",
+            f"train.lr={load_config('clapp++', [*sc.overrides]).train.lr * c.lr_factor:.6g}",  # as the speedrun sets it
             f"train.max_steps_per_epoch={sc.fixed_steps}",
             f"train.epochs={sc.budgets[-1]}",
             "train.seed=1",
@@ -109,7 +116,8 @@ def test_bad_requests_fail_before_anything_is_written(tmp_path, monkeypatch, cap
 
 def test_a_lost_snapshot_is_copied_again_without_training(smoke_run):
     sc = SCALES["smoke"]
-    c = Candidate("bp-clapp++", sc.widths[0], 1.0, 1)
+    pick = _pick(smoke_run, "bp-clapp++")
+    c = Candidate("bp-clapp++", pick["width"], pick["lr_factor"], 1)
     folder = smoke_run / "runs" / c.slug
     last = f"at-{sc.budgets[-1]}min"
     cell = json.loads((folder / last / "cell.json").read_text())
@@ -142,6 +150,7 @@ def test_the_record_scale_is_one_run_of_the_whole_machine():
     assert (sc.main, sc.others, sc.widths, sc.lr_factors) == (("clapp++",), (), (0.25,), (1.0,))
     assert sc.steps_per_minute("clapp++", 0.25) == RECORD_STEPS_PER_MINUTE[("clapp++", 0.25)] > 0
     assert "train.schedule=cosine" in sc.overrides
+    assert sc.ship == (("clapp++", "clapp_pp_cifar10"),)  # the record ships its encoder under this name
     cpu = SCALES["cpu"]  # its setting is the one the cpu scale may choose for clapp++
     assert sc.widths[0] in cpu.widths and sc.lr_factors[0] in cpu.lr_factors
 
@@ -161,8 +170,10 @@ def test_a_record_shaped_run_uses_its_threads_and_decays_to_its_end(tmp_path, mo
         others=(),
         threads=2,
         unit="minutes of the whole 2-core machine",
+        ship=(("clapp++", "tiny_record"),),
     )
     monkeypatch.setitem(SCALES, "smoke", tiny)
+    monkeypatch.setenv("LOCALSSL_WEIGHTS", str(tmp_path / "weights"))
     speedrun.run(tmp_path, "smoke", 1)
     assert torch.get_num_threads() == 2  # the run (in this process: one job) trained with the scale's threads
     rows = _csv(tmp_path / "results.csv")
@@ -176,3 +187,22 @@ def test_a_record_shaped_run_uses_its_threads_and_decays_to_its_end(tmp_path, mo
     )
     md = (tmp_path / "results.md").read_text()
     assert "The choice" not in md and "one run at a time with 2 threads" in md and "--jobs 1" in md
+    # the record ships its run: file + card, random init beside it, made by the speedrun command
+    from localssl.evaluate.pretrained import load_encoder, shipped
+
+    files = shipped()
+    assert list(files) == ["tiny_record"]
+    card = json.loads(files["tiny_record"].with_suffix(".json").read_text())
+    cell = json.loads((tmp_path / "runs" / "clapp++-w0.0625-lr1x-s0" / "at-3min" / "cell.json").read_text())
+    rand = json.loads((tmp_path / "runs" / "random-w0.0625-lr1x-s0" / "at-0min" / "cell.json").read_text())
+    assert card["probe"]["test_acc_percent"] == pytest.approx(cell["test_acc"])
+    assert card["random_init"]["test_acc_percent"] == pytest.approx(rand["test_acc"])
+    assert card["made_by"] == "localssl reproduce speedrun --scale smoke --seeds 1 --jobs 1"
+    assert card["training"]["steps"] == total and card["training"]["wall_s"] == pytest.approx(
+        cell["train_wall_s"], abs=0.1
+    )
+    assert all(torch.equal(load_encoder("tiny_record").state_dict()[k], v) for k, v in ck["encoder"].items())
+    # a rerun of the same command ships again through the same path: one file and card for the name
+    (tmp_path / "weights" / "tiny_record-0123456789ab.json").write_text(json.dumps({**card, "file": "old"}))
+    speedrun.run(tmp_path, "smoke", 1)
+    assert shipped() == files and len([*(tmp_path / "weights").iterdir()]) == 3

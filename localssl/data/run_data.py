@@ -39,9 +39,17 @@ def check_run_data(run_dir: Path, data: RunDataOptions, splits: list[str], purpo
             f"{path} is not readable ({exc}); it records the data the run was made with. Restore it, or delete it "
             "to skip the check"
         ) from None
+    check_recorded_data(recorded, data, splits, f"run {run_dir} ({purpose})")
+
+
+def check_recorded_data(recorded: dict[str, Any] | None, data: RunDataOptions, splits: list[str], where: str) -> None:
+    """Refuse (:class:`DatasetError`) data whose ``splits`` differ from the manifest ``recorded`` (a run's
+    ``dataset.json``, or the one an exported encoder carries); ``None`` (nothing recorded) is not checked."""
+    if not recorded:
+        return
     keep = [s for s in splits if s in recorded.get("splits", {})]
     recorded = {**recorded, "splits": {s: recorded["splits"][s] for s in keep}}
-    check_manifest(recorded, dataset_manifest(data, keep), f"run {run_dir} ({purpose})")
+    check_manifest(recorded, dataset_manifest(data, keep), where)
 
 
 def pretrain_splits(data: RunDataOptions) -> list[str]:

@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from localssl.build import build_encoder
-from localssl.checkpoint import checkpoint_meta, read_run_checkpoint
 from localssl.config import RunConfig
 from localssl.data import dataset_info, load_split
 from localssl.evaluate.features import FeatureSet, parse_layers
+from localssl.evaluate.frozen import encoder_state
 from localssl.views.time_shift import WaveNormalize
 
 
@@ -46,11 +46,12 @@ def frame_features(
     return torch.cat(feats), torch.cat(ys)
 
 
-def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device):
+def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device, weights: Path | None = None):
+    """The frame features of the probe's splits through the run's encoder (or the exported file ``weights``)."""
     info = dataset_info(cfg.data.name)
-    ckpt, ckpt_path = read_run_checkpoint(run_dir, cfg)
+    state, weights_meta = encoder_state(cfg, run_dir, weights)
     encoder = build_encoder(cfg, info)
-    encoder.load_state_dict(ckpt["encoder"])
+    encoder.load_state_dict(state)
     encoder.to(device)
     layers = parse_layers(cfg.probe.layers, len(encoder))
     normalize = WaveNormalize(info)
@@ -70,7 +71,7 @@ def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device):
     x_va, y_va = feats(train, val_idx)
     x_te, y_te = feats(test, torch.arange(len(test)))
     meta: dict[str, Any] = {
-        **checkpoint_meta(ckpt, ckpt_path),
+        **weights_meta,
         "layers": [i + 1 for i in layers],
         "level": "frame",
     }

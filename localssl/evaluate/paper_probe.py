@@ -174,17 +174,23 @@ def layer_blocks(layers: list[int], dims: list[int]) -> dict[str, slice]:
 
 
 def paper_probe(
-    cfg: RunConfig, run_dir: Path, device: torch.device, per_layer: bool = False, progress: bool = False
+    cfg: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    per_layer: bool = False,
+    progress: bool = False,
+    weights: Path | None = None,
 ) -> dict[str, Any]:
-    """The paper's protocol on the run in ``run_dir``: its result (``per_layer``: one result per layer
-    and ``"all"`` under ``"results"``) with the checkpoint epoch, layers, split sizes and settings."""
+    """The paper's protocol on the run in ``run_dir`` (or the exported file ``weights``): its result
+    (``per_layer``: one result per layer and ``"all"`` under ``"results"``) with the checkpoint epoch, layers,
+    split sizes and settings."""
     info = data_info(cfg.data)
     if info.kind != "image":
         raise ValueError(
             f"probe.protocol=paper is the CLAPP++ image protocol; {cfg.data.name} is not an image dataset"
             " (use probe.protocol=honest)"
         )
-    extractor, meta = frozen_extractor(cfg, run_dir, device)
+    extractor, meta = frozen_extractor(cfg, run_dir, device, weights)
     train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root, info)
     test = load_split(cfg.data.name, info.test_split, cfg.data.root, info)
     train_images, train_labels = train.images, train.labels

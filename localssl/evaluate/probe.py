@@ -32,11 +32,12 @@ from localssl.checkpoint import CorruptCheckpointError, load_checkpoint
 from localssl.config import ProbeConfig, RunConfig, read_run_config
 from localssl.data import data_info, load_split
 from localssl.data.catalog import FOLDER
-from localssl.data.run_data import check_run_data, probe_splits
+from localssl.data.run_data import check_recorded_data, check_run_data, probe_splits
 from localssl.data.user_folder import folder_manifest
 from localssl.evaluate.frame_probe import compute_frame_features
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.paper_probe import layer_blocks, paper_probe
+from localssl.evaluate.pretrained import is_exported, read_exported, resolve
 from localssl.linear_probe import FeatureSet, columns, feature_dtype, train_linear_probe
 from localssl.utils import atomic_torch_save, atomic_write_json
 
@@ -74,13 +75,19 @@ def _feature_key(cfg: RunConfig, ckpt: Path, layers: list[int]) -> str:
 
 
 def compute_features(
-    cfg: RunConfig, run_dir: Path, device: torch.device, cache_features: bool = True, progress: bool = False
+    cfg: RunConfig,
+    run_dir: Path,
+    device: torch.device,
+    cache_features: bool = True,
+    progress: bool = False,
+    weights: Path | None = None,
 ) -> tuple[FeatureSet, dict[str, Any]]:
     """Features of the probe's train, validation and test images (``meta["layer_dims"]``: each chosen
-    layer's width in the concatenated features)."""
+    layer's width in the concatenated features), through the run's encoder or the exported file ``weights``
+    (the feature cache, if asked for, goes into ``run_dir`` either way)."""
     info = data_info(cfg.data)
-    extractor, meta = frozen_extractor(cfg, run_dir, device)
-    ckpt_path = run_dir / meta["checkpoint"]
+    extractor, meta = frozen_extractor(cfg, run_dir, device, weights)
+    ckpt_path = weights if weights is not None else run_dir / meta["checkpoint"]
     key = _feature_key(cfg, ckpt_path, [i - 1 for i in meta["layers"]])
     cache = run_dir / f"features-{key}.pt"
     meta["cache"] = cache.name
@@ -178,39 +185,70 @@ class ProbeWriteError(RuntimeError):
     """The probe finished but its result file could not be written."""
 
 
+def exported_probe_dir(weights: Path) -> Path:
+    """Where ``localssl probe FILE.safetensors`` writes its ``probe.json`` unless told (``--out``):
+    ``runs/<file stem>/`` under the current directory (a shipped file's folder may not be writable)."""
+    return Path("runs") / weights.with_suffix("").name
+
+
+def probe_folder(source: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Where :func:`probe` writes ``probe.json`` for ``source``: the run itself, or for exported weights
+    ``out_dir`` (default :func:`exported_probe_dir`)."""
+    if not is_exported(source):
+        return Path(source)
+    return Path(out_dir) if out_dir is not None else exported_probe_dir(resolve(source))
+
+
 def probe(
     run_dir: str | os.PathLike,
     overrides: list[str] | None = None,
     cache_features: bool | None = None,
     per_layer: bool = False,
+    out_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """``localssl probe RUN_DIR``: the ``probe.protocol`` result, stored in ``RUN_DIR/probe.json`` (see
-    :func:`store_result`) and returned. ``per_layer``: the same protocol on each chosen layer alone and on
-    all of them together (``result["results"]``: ``"1"``, ..., ``"all"``). The honest protocol's feature
-    cache (``features-<key>.pt``, ~1 GB at width 1/8 on CIFAR-10) is written only when ``cache_features``
-    is true, or, when it is ``None``, with the option ``probe.cache_features=true`` (default: not); the
-    paper protocol streams its features and stores none."""
-    run_dir = Path(run_dir)
+    :func:`store_result`) and returned. ``run_dir`` may instead be exported weights (a ``.safetensors`` file
+    from ``localssl export``, or a shipped encoder's name): its hash is checked, its config and data record
+    come from the file, and the result goes to ``out_dir/probe.json`` (default :func:`exported_probe_dir`).
+    ``per_layer``: the same protocol on each chosen layer alone and on all of them together
+    (``result["results"]``: ``"1"``, ..., ``"all"``). The honest protocol's feature cache
+    (``features-<key>.pt``, ~1 GB at width 1/8 on CIFAR-10) is written only when ``cache_features`` is true,
+    or, when it is ``None``, with the option ``probe.cache_features=true`` (default: not); the paper protocol
+    streams its features and stores none."""
     for item in overrides or []:
         if not item.split("=", 1)[0].startswith(PROBE_OVERRIDABLE_PREFIXES):
             raise ValueError(f"probe overrides must be probe.*, data.root or train.device; got '{item}'")
-    cfg = read_run_config(run_dir, overrides)
-    check_run_data(run_dir, cfg.data, probe_splits(cfg.data), "probed: its probe splits were recorded at pretraining")
+    weights = None
+    if is_exported(run_dir):
+        exported = read_exported(resolve(run_dir))
+        weights = exported.path
+        run_dir = probe_folder(weights, out_dir)
+        cfg = exported.config(["train.device=auto", *(overrides or [])])  # not the device it was trained on
+        where = f"exported encoder {weights.name} (probed: its probe splits were recorded at pretraining)"
+        check_recorded_data(exported.info.get("data"), cfg.data, probe_splits(cfg.data), where)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        if out_dir is not None:
+            raise ValueError("--out is for exported weights (FILE.safetensors); a run's probe.json goes into the run")
+        run_dir = Path(run_dir)
+        cfg = read_run_config(run_dir, overrides)
+        purpose = "probed: its probe splits were recorded at pretraining"
+        check_run_data(run_dir, cfg.data, probe_splits(cfg.data), purpose)
     device = resolve_device(cfg.train.device)
     if cache_features is None:
         cache_features = cfg.probe.cache_features
     progress = cfg.probe.progress and cfg.train.progress
     info = data_info(cfg.data)
     if cfg.probe.protocol == "paper":
-        result = paper_probe(cfg, run_dir, device, per_layer, progress)
+        result = paper_probe(cfg, run_dir, device, per_layer, progress, weights)
         _store(run_dir, result, per_layer)
         return result
     if info.kind == "sequence":  # audio: one probe row per labelled 10 ms frame
         if per_layer:
             raise ValueError("--per-layer is for image datasets; for audio, probe one layer at a time: probe.layers=N")
-        fs, meta = compute_frame_features(cfg, run_dir, device)
+        fs, meta = compute_frame_features(cfg, run_dir, device, weights)
     else:
-        fs, meta = compute_features(cfg, run_dir, device, cache_features, progress)
+        fs, meta = compute_features(cfg, run_dir, device, cache_features, progress, weights)
     layer_dims = meta.pop("layer_dims", None)
     common = dict(
         protocol="honest",

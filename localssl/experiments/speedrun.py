@@ -23,7 +23,11 @@ width a rule chose, once per seed, and each rule is compared with random init of
 
 **The record** (``--scale record --seeds 1``): one CLAPP++ run of 60 minutes of the whole machine (both cores,
 two torch threads, steps from :data:`RECORD_STEPS_PER_MINUTE`), at the setting the ``cpu`` scale chose for it,
-with a cosine learning-rate decay over the run; the probe's time is reported apart.
+with a cosine learning-rate decay over the run; the probe's time is reported apart. The record ships its
+encoder: once a rule's last budget is probed, its seed-0 run is exported with ``localssl export --ship``
+(:func:`ship_finished`: the safetensors file and its model card, random init's probe beside it) into the
+package's ``localssl/weights/`` under the name :attr:`SpeedrunScale.ship` gives it, replacing the file an
+earlier record shipped, so a rerun of the record replaces the shipped encoder through the same command.
 
 Rules run in groups (CLAPP++ and BP-CLAPP++ first, then ``clapp++both``, then the one-seed families two at a
 time), each group's candidates before its final runs, ``--jobs`` runs at once, ``threads`` torch threads each (one;
@@ -103,6 +107,7 @@ class SpeedrunScale:
     fixed_steps: int | None = None  # the same steps per "minute" for every rule (the smoke scale)
     threads: int = 1  # torch threads per run: 1 (a "minute" is one core's) or the whole machine's (the record)
     unit: str = "minutes of one core"  # what a budget's minute is, for the report
+    ship: tuple[tuple[str, str], ...] = ()  # (rule, name): its last budget's seed-0 run is shipped under name
 
     @property
     def jobs(self) -> int:
@@ -184,6 +189,7 @@ SCALES: dict[str, SpeedrunScale] = {
         steps=RECORD_STEPS_PER_MINUTE,
         threads=2,
         unit="minutes of the whole 2-core machine",
+        ship=(("clapp++", "clapp_pp_cifar10"),),
     ),
 }
 
@@ -409,4 +415,35 @@ def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> Non
         finals += [("random", Candidate("random", w, 1.0, s), 0, (0,)) for w, s in sorted(floors)]
         _run(finals, sc, runs, report)
     report()
+    for path in ship_finished(sc, scale, runs, only):
+        print(f"speedrun: shipped {path}", file=sys.stderr, flush=True)
     print((out / "results.md").read_text())
+
+
+def ship_finished(sc: SpeedrunScale, scale: str, runs: Path, only: list[str] | None = None) -> list[Path]:
+    """Ship (``localssl export --ship``) the seed-0 run of each rule in :attr:`SpeedrunScale.ship` whose last
+    budget is probed, with random init of its network as the card's baseline; returns the files written.
+    The card names the speedrun command as the one that made the encoder."""
+    from localssl.evaluate.export import export_run
+    from localssl.experiments.report import code_version
+
+    rows = finished(runs)
+    shipped = []
+    for rule, name in sc.ship:
+        pick = chosen(rows, rule, sc)
+        if pick is None or (only is not None and rule not in only):
+            continue
+        snap = runs / Candidate(rule, pick["width"], pick["lr_factor"], 0).slug / f"at-{sc.budgets[-1]}min"
+        if not (snap / "cell.json").exists():
+            continue
+        base = runs / Candidate("random", pick["width"], 1.0, 0).slug / "at-0min"
+        made_by = f"localssl reproduce speedrun --scale {scale} --seeds 1 --jobs 1"
+        done = export_run(
+            snap,
+            ship=name,
+            baseline=base if (base / "cell.json").exists() else None,
+            made_by=made_by,
+            code=code_version(),
+        )
+        shipped.append(done.path)
+    return shipped

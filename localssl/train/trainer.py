@@ -42,7 +42,7 @@ from localssl.train.optimizers import ONE, StepOptimizers
 from localssl.train.setup import RunSetup
 from localssl.train.stages import EpochPeak, peak_memory_mb
 from localssl.train.stop import StopRequested, StopSignals
-from localssl.utils import append_csv, atomic_write_json, epoch_seed
+from localssl.utils import append_csv, atomic_write_json, epoch_seed, machine_name
 from localssl.views.base import Normalize, ViewBatch
 
 
@@ -368,6 +368,7 @@ class Trainer:
             "epochs": self.epoch,
             "global_step": self.global_step,
             "device": str(self.device),
+            "machine": machine_name(),
             "train_images": len(self.images),
             "world_size": self.world.size,
             "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
