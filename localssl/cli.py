@@ -21,6 +21,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from localssl.distributed import world_from_env
     from localssl.train import pretrain, resume
 
+    if args.launcher == "slurm":
+        return _pretrain_on_slurm(args)
     if args.resume:
         if args.preset:
             args.overrides.insert(0, args.preset)
@@ -32,6 +34,39 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if world_from_env().is_main:  # under torchrun only rank 0 prints
         print(run_dir)
     return 0
+
+
+def _pretrain_on_slurm(args: argparse.Namespace) -> int:
+    """``pretrain --launcher slurm``: submit the run as one job (its tasks the ranks); print job, run, log."""
+    from localssl.experiments.launch import executor_options, submit_pretrain
+
+    if args.resume or not args.preset:
+        raise ConfigError("--launcher slurm starts a fresh run from a preset (a requeued job resumes by itself)")
+    options = executor_options(args.executor_file, args.executor)
+    job, run_dir, log = submit_pretrain(args.preset, args.overrides, options, args.nodes, args.gpus_per_node)
+    print(f"submitted job {job}; log {log}", file=sys.stderr)
+    print(run_dir)
+    return 0
+
+
+def _launcher_options(s: argparse.ArgumentParser) -> None:
+    """``--launcher``, ``--executor KEY=VALUE`` and ``--executor-file`` (localssl.experiments.launch)."""
+    s.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: this machine (default); slurm: submit through submitit (requeued on a time limit or preemption)",
+    )
+    s.add_argument(
+        "--executor",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a submitit executor setting (repeatable): timeout_min, slurm_partition, gpus_per_node, cpus_per_task, "
+        "mem_gb, slurm_account, slurm_constraint, slurm_array_parallelism, slurm_additional_parameters, "
+        "slurm_max_num_timeout, ...; signal=USR2 (what the cluster sends ahead of a limit)",
+    )
+    s.add_argument("--executor-file", metavar="FILE.yaml", help="executor settings as a YAML mapping (a lab's file)")
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -127,6 +162,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         import os
 
         os.environ["LOCALSSL_WORKERS"] = str(args.jobs)  # read by every experiment that runs jobs in parallel
+    if args.launcher == "slurm" or args.status:
+        from localssl.experiments import launch
+
+        if not experiments[args.name].cells:
+            raise ConfigError(
+                f"experiment '{args.name}' runs on this machine only (--launcher slurm and --status reach the table "
+                "experiments: " + ", ".join(sorted(n for n, e in experiments.items() if e.cells)) + ")"
+            )
+        options = launch.executor_options(args.executor_file, args.executor)
+        launch.use(launch.Launcher(args.launcher, options, status=args.status, retry_failed=args.retry_failed))
     out = Path(args.out) if args.out else Path("results") / args.name / args.scale
     out.mkdir(parents=True, exist_ok=True)
     experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
@@ -288,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("preset", nargs="?", help="preset name (e.g. clapp++) or YAML file")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4 model.width=0.25")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly")
+    _launcher_options(s)
+    s.add_argument("--nodes", type=_positive_int, help="--launcher slurm: nodes of the job (submitit's nodes)")
+    s.add_argument(
+        "--gpus-per-node", type=int, help="--launcher slurm: GPUs per node, one task (rank) each (submitit's name)"
+    )
     s.set_defaults(fn=_cmd_pretrain)
 
     s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json", imports=True)
@@ -340,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PRESET",
         help="re-run only this row (repeatable; the table experiments) and keep the other rows from OUT/results.csv",
     )
+    _launcher_options(s)
+    s.add_argument(
+        "--status",
+        action="store_true",
+        help="run nothing: each cell's state (pending, running with its job and step, requeued, finished, failed)",
+    )
+    s.add_argument("--retry-failed", action="store_true", help="--launcher slurm: submit failed cells again")
     s.set_defaults(fn=_cmd_reproduce)
 
     s = add(

@@ -35,18 +35,22 @@ class Experiment:
     run: Callable[[Path, str, int], None]
     description: str
     scales: tuple[str, ...] = SCALES  # the --scale values it has
+    cells: bool = False  # a grid of cells the launcher can run elsewhere (--launcher slurm, --status)
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def experiment(
-    name: str, description: str, scales: tuple[str, ...] = SCALES
+    name: str, description: str, scales: tuple[str, ...] = SCALES, cells: bool = False
 ) -> Callable[[Callable[[Path, str, int], None]], Callable]:
+    """Register ``fn`` as experiment ``name``; ``cells=True`` for a grid that goes through
+    :func:`~localssl.experiments.harness.run_table` (it can run on SLURM: :mod:`localssl.experiments.launch`)."""
+
     def deco(fn: Callable[[Path, str, int], None]) -> Callable[[Path, str, int], None]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment '{name}' registered twice")
-        EXPERIMENTS[name] = Experiment(name, fn, description, tuple(scales))
+        EXPERIMENTS[name] = Experiment(name, fn, description, tuple(scales), cells)
         return fn
 
     return deco

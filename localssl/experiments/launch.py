@@ -1,0 +1,463 @@
+"""Where runs run: this machine, or a SLURM cluster through submitit (``--launcher slurm``).
+
+**A grid on SLURM.** ``localssl reproduce NAME --launcher slurm`` hands the grid's unfinished cells to
+:func:`submit_cells`: one job array (``submitit``'s ``map_array``), one task per cell, each task training
+and probing its cell as a local run would (:class:`CellJob`: :func:`~localssl.experiments.runs.run_or_reuse`
+and :func:`~localssl.experiments.runs.probe_or_reuse` under the cell's :class:`~localssl.experiments.runs.RunLock`).
+The submitting command returns at once; ``--status`` lists each cell (:func:`grid_status`); the same command
+run again after the jobs end finds every cell finished, reuses them and writes the report, as a local grid
+does. What was submitted is recorded in ``OUT/slurm/submitted.json`` (a cell whose job is still queued or
+running is never submitted again); each job records its state in ``OUT/slurm/cells/<key>.json``.
+
+**One run on SLURM.** ``localssl pretrain ... --launcher slurm --nodes N`` submits one job of ``N`` nodes ×
+``tasks_per_node`` tasks (one per GPU with ``--gpus-per-node G``); :class:`PretrainJob` sets each task's
+``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` from ``submitit.JobEnvironment``,
+as ``torchrun`` would, and trains data-parallel (or layer-parallel with ``train.parallel=layers``) over them.
+
+**Time limits and preemption.** submitit asks SLURM for ``--signal=USR2@90`` (the signal: the ``signal``
+setting, default ``USR2``, also a localssl stop signal: :mod:`localssl.train.stop`). Every task receives it;
+the ranks stop at one step and write the exact-resume checkpoint; then task 0 hands over to submitit's own
+handler, which calls the job's ``checkpoint()`` (the same call again: it resumes from the checkpoint) and
+requeues the job (``scontrol requeue``: the job's ``Restarts`` count grows). A time limit requeues at most
+``max_num_timeout`` times (submitit's setting, default 3); a preemption always. A job that raises (a bad
+setting, a diverged run) is recorded as failed with its error line and is not requeued nor resubmitted
+(``--retry-failed`` submits it again). ``SIGTERM`` (``scancel``, the scheduler's own requeue) stops the run
+with its checkpoint and leaves the decision to the scheduler.
+
+Executor settings are submitit's names for its ``AutoExecutor`` (``timeout_min``, ``nodes``,
+``tasks_per_node``, ``gpus_per_node``, ``cpus_per_task``, ``mem_gb``, ``slurm_partition``,
+``slurm_account``, ``slurm_constraint``, ``slurm_array_parallelism``, ``slurm_additional_parameters``,
+``slurm_signal_delay_s``, ``slurm_max_num_timeout``, ...), given as ``--executor KEY=VALUE`` or in a YAML file
+(``--executor-file lab.yaml``); ``signal`` (a name, e.g. ``USR1``) is localssl's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from localssl.config import RunConfig
+from localssl.experiments.runs import (
+    RunLock,
+    find_run_dir,
+    finished_epochs,
+    probe_done,
+    probe_or_reuse,
+    run_key,
+    run_or_reuse,
+)
+from localssl.registry import ConfigError
+from localssl.utils import atomic_write_json
+
+LAUNCHERS = ("local", "slurm")
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
+          "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"}  # fmt: skip
+
+
+@dataclasses.dataclass
+class Launcher:
+    """How ``localssl reproduce`` runs a grid's cells: ``kind`` local or slurm; ``executor``: submitit
+    settings; ``status``: list the cells and run nothing; ``retry_failed``: submit failed cells again."""
+
+    kind: str = "local"
+    executor: dict[str, Any] = dataclasses.field(default_factory=dict)
+    status: bool = False
+    retry_failed: bool = False
+
+
+_CURRENT = Launcher()
+
+
+def use(launcher: Launcher) -> None:
+    """Make ``launcher`` the one every grid of this process goes through (set by the CLI)."""
+    global _CURRENT
+    if launcher.kind not in LAUNCHERS:
+        raise ConfigError(f"--launcher {launcher.kind}: not one of {', '.join(LAUNCHERS)}")
+    _CURRENT = launcher
+
+
+def current() -> Launcher:
+    return _CURRENT
+
+
+# --------------------------------------------------------------------------------------- settings
+def executor_options(file: str | None, pairs: Sequence[str]) -> dict[str, Any]:
+    """Executor settings from a YAML file (a mapping) and ``KEY=VALUE`` pairs (values read as YAML; the
+    pairs win)."""
+    options: dict[str, Any] = {}
+    if file:
+        loaded = yaml.safe_load(Path(file).read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: executor settings must be a mapping (key: value), got {type(loaded).__name__}")
+        options.update(loaded)
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--executor {pair}: give KEY=VALUE (e.g. slurm_partition=gpu, timeout_min=240)")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def preempt_signal(options: Mapping[str, Any]) -> str:
+    """The signal name (``USR2``, ``USR1``, ...) the cluster sends ahead of a time limit or preemption."""
+    name = str(options.get("signal", os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))).upper()
+    name = name.removeprefix("SIG")
+    if f"SIG{name}" not in signal.Signals.__members__:
+        raise ConfigError(f"signal={name}: not a signal name (e.g. USR2, USR1, TERM)")
+    return name
+
+
+def make_executor(folder: Path, options: Mapping[str, Any], kind: str = "slurm") -> Any:
+    """A ``submitit.AutoExecutor`` writing its logs under ``folder``, with ``options`` (submitit's names).
+
+    The preemption signal is exported to the jobs (``SUBMITIT_PREEMPT_SIGNAL``) and added to localssl's stop
+    signals (``LOCALSSL_STOP_SIGNALS``), so a run checkpoints on the very signal submitit requeues on."""
+    try:
+        import submitit
+        from submitit.slurm.slurm import SlurmJobEnvironment
+    except ImportError as err:
+        raise ConfigError("--launcher slurm needs submitit: pip install 'localssl[slurm]'") from err
+    name = preempt_signal(options)
+    os.environ["SUBMITIT_PREEMPT_SIGNAL"] = name
+    SlurmJobEnvironment.USR_SIG = name  # read when the sbatch script is written (--signal=NAME@delay)
+    from localssl.train.stop import SIGNALS_ENV, stop_signals
+
+    wanted = {s.name.removeprefix("SIG") for s in stop_signals()} | {name}
+    os.environ[SIGNALS_ENV] = ",".join(sorted(wanted))
+    os.environ.setdefault("PYTHONPATH", os.pathsep.join(p for p in sys.path if p and Path(p, "localssl").is_dir()))
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
+    params = {k: v for k, v in options.items() if k != "signal"}
+    try:
+        executor.update_parameters(**params)
+    except (ValueError, TypeError, NameError) as err:
+        raise ConfigError(f"executor settings: {str(err).splitlines()[0]}") from err
+    return executor
+
+
+# --------------------------------------------------------------------------------------- in the job
+def _stop_signal_of(err: BaseException) -> int | None:
+    """The signal number of the :class:`~localssl.train.stop.StopRequested` behind ``err`` (``None``: none)."""
+    from localssl.train.stop import StopRequested
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, StopRequested):
+            return seen.signum if seen.signum is not None else -1
+        seen = seen.__context__
+    return None
+
+
+def _hand_over(err: BaseException, record: Path | None = None, restarts: int = 0) -> NoReturn:
+    """After a run stopped on a signal with its checkpoint written: on the preemption signal, call submitit's
+    handler (task 0: ``checkpoint()`` then ``scontrol requeue``; other tasks: nothing), then end this task.
+    Any other signal (``SIGTERM``: a cancel or the scheduler's own requeue) ends it with 128 + the signal."""
+    from submitit.core.job_environment import JobEnvironment
+
+    signum = _stop_signal_of(err)
+    if signum is None:  # Ctrl-C in a job (never from the scheduler): as any interruption
+        raise err
+    usr = JobEnvironment._usr_sig()
+    if signum in (usr, -1):
+        if record is not None:
+            _write_state(record, "requeued", restarts=restarts + 1, note=str(err).splitlines()[0])
+        handler = signal.getsignal(usr)
+        print(f"localssl: {err}; handing over to submitit's requeue", file=sys.stderr, flush=True)
+        if callable(handler):
+            handler(usr, None)  # task 0: requeues the job and exits; other tasks: returns
+        raise SystemExit(0)
+    if record is not None:
+        _write_state(record, "stopped", restarts=restarts, note=str(err).splitlines()[0])
+    raise SystemExit(128 + signum)
+
+
+def _job_ids() -> tuple[str, int]:
+    """This SLURM job's id (``ARRAY_TASK`` for an array task) and how often it was requeued."""
+    env = os.environ
+    job = env.get("SLURM_JOB_ID", "")
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        job = f"{env['SLURM_ARRAY_JOB_ID']}_{env.get('SLURM_ARRAY_TASK_ID', '')}"
+    return job, int(env.get("SLURM_RESTART_COUNT", "0") or 0)
+
+
+def _cpus_of_task() -> None:
+    """Torch threads = the CPUs SLURM gave this task (``cpus_per_task``), not every core of the node."""
+    cpus = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if cpus.isdigit():
+        import torch
+
+        torch.set_num_threads(int(cpus))
+
+
+def _write_state(path: Path, state: str, **info: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    atomic_write_json({**old, **info, "state": state, "at": time.strftime("%F %T")}, path)
+
+
+class CellJob:
+    """One cell of a grid as a SLURM job: train (or resume, or reuse) and probe its run, record its state.
+    ``checkpoint()`` (called by submitit on the preemption signal) resubmits the same call."""
+
+    def __call__(self, cfg: RunConfig, runs_dir: Path, state_dir: Path, keep_features: bool = False) -> str:
+        _cpus_of_task()
+        job, restarts = _job_ids()
+        record = Path(state_dir) / f"{run_key(cfg)}.json"
+        _write_state(record, "running", job_id=job, restarts=restarts, run_dir=str(find_run_dir(cfg, runs_dir)))
+        try:
+            with RunLock(runs_dir, run_key(cfg), wait=True):
+                run_dir, trained = run_or_reuse(cfg, runs_dir)
+                _, probed = probe_or_reuse(cfg, run_dir, finished_epochs(run_dir), keep_features)
+        except KeyboardInterrupt as err:
+            _hand_over(err, record, restarts)
+        except Exception as err:
+            line = f"{type(err).__name__}: {err}".splitlines()[0]
+            _write_state(record, "failed", error=line)
+            print(f"localssl: error: {line}", file=sys.stderr, flush=True)
+            raise
+        _write_state(record, "finished", trained=trained, probed=probed)
+        return str(run_dir)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        """The same call again: the requeued job resumes the run from the checkpoint it wrote."""
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+class PretrainJob:
+    """``localssl pretrain`` as one job of one or more tasks: each task one rank (rendezvous on the job's
+    first node), a fresh run in ``run_dir`` or, once it has a checkpoint, ``--resume run_dir``."""
+
+    def __call__(self, preset: str, overrides: list[str], run_dir: Path) -> str:
+        import submitit
+
+        from localssl.config import load_config
+        from localssl.train import pretrain, resume
+
+        _cpus_of_task()
+        env = submitit.JobEnvironment()
+        job, restarts = _job_ids()
+        os.environ.update(
+            RANK=str(env.global_rank),
+            WORLD_SIZE=str(env.num_tasks),
+            LOCAL_RANK=str(env.local_rank),
+            MASTER_ADDR=str(env.hostnames[0]),
+            MASTER_PORT=str(rendezvous_port(job, restarts)),
+        )
+        run_dir = Path(run_dir)
+        resuming = (run_dir / "checkpoint.pt").exists() or (run_dir / "config.yaml").exists()
+        try:
+            if resuming:
+                resume(run_dir)
+            else:
+                pretrain(load_config(preset, overrides), run_dir)
+        except KeyboardInterrupt as err:
+            _hand_over(err)
+        return str(run_dir)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def rendezvous_port(job: str, restarts: int) -> int:
+    """A port for the job's process group, the same on every task: from the job id and its restart count."""
+    digits = int("".join(c for c in job if c.isdigit()) or "0")
+    return 20000 + (digits * 7 + restarts * 131) % 20000
+
+
+# --------------------------------------------------------------------------------------- one run
+def submit_pretrain(
+    preset: str, overrides: list[str], options: Mapping[str, Any], nodes: int | None, gpus_per_node: int | None
+) -> tuple[str, Path, Path]:
+    """Submit ``localssl pretrain PRESET OVERRIDES`` as one job; returns (job id, run directory, log)."""
+    from localssl.config import load_config
+    from localssl.train.run import new_run_dir
+
+    cfg = load_config(preset, overrides)  # bad settings fail here, before anything is submitted
+    run_dir = new_run_dir(cfg)
+    opts = dict(options)
+    if nodes is not None:
+        opts["nodes"] = nodes
+    if gpus_per_node is not None:
+        opts["gpus_per_node"] = gpus_per_node
+        opts.setdefault("tasks_per_node", max(1, gpus_per_node))
+    opts.setdefault("name", f"localssl-{cfg.name}")
+    executor = make_executor(Path(cfg.out_dir) / "slurm", opts)
+    job = executor.submit(PretrainJob(), preset, list(overrides), run_dir)
+    return str(job.job_id), run_dir, Path(job.paths.stderr)
+
+
+# --------------------------------------------------------------------------------------- a grid
+@dataclasses.dataclass(frozen=True)
+class PlannedCell:
+    """A cell of a grid as the launcher sees it: its label and config."""
+
+    label: str
+    cfg: RunConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class CellStatus:
+    label: str
+    state: str  # finished | pending | running | requeued | failed | ended | not submitted
+    detail: str = ""
+
+
+def _queue() -> dict[str, tuple[str, int]]:
+    """Every job the scheduler knows: id -> (state, restarts) (array tasks as ``ARRAY_TASK``)."""
+    try:
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T"], capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        return {}
+    jobs: dict[str, tuple[str, int]] = {}
+    for line in out.stdout.splitlines():
+        job, _, state = line.strip().partition("|")
+        jobs[job] = (state, 0)
+    return jobs
+
+
+def _last_step(run_dir: Path) -> str:
+    """The global step of the last logged row of ``run_dir/steps.csv`` ('' before the first)."""
+    path = run_dir / "steps.csv"
+    if not path.exists():
+        return ""
+    lines = path.read_text().splitlines()
+    if len(lines) < 2:
+        return ""
+    header = lines[0].split(",")
+    return lines[-1].split(",")[header.index("step")] if "step" in header else ""
+
+
+def _state_dir(out: Path) -> Path:
+    return Path(out) / "slurm"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def grid_status(cells: Sequence[PlannedCell], runs_dir: Path, out: Path) -> list[CellStatus]:
+    """What each cell is now: finished (its run and probe are done), pending / running (its job id, the last
+    logged step) / requeued N times, failed (its error line), ended (its job ended without finishing it and
+    without an error: cancelled, killed), or not submitted."""
+    folder = _state_dir(out)
+    submitted = _read_json(folder / "submitted.json")
+    queue = _queue()
+    statuses = []
+    for cell in cells:
+        key = run_key(cell.cfg)
+        run_dir = find_run_dir(cell.cfg, runs_dir)
+        record = _read_json(folder / "cells" / f"{key}.json")
+        sub = submitted.get(key)
+        epochs = finished_epochs(run_dir)
+        if epochs == cell.cfg.train.epochs and probe_done(cell.cfg, run_dir, epochs):
+            statuses.append(CellStatus(cell.label, "finished", str(run_dir)))
+            continue
+        if sub is None:
+            statuses.append(CellStatus(cell.label, "not submitted"))
+            continue
+        job = sub["job_id"]
+        restarts = int(record.get("restarts", 0)) if record.get("job_id", job) == job else 0
+        queued = queue.get(job, ("", 0))[0]
+        if queued in ACTIVE:
+            again = f"requeued {restarts}×, " if restarts else ""
+            if queued in ("RUNNING", "COMPLETING"):
+                step = _last_step(run_dir)
+                at = f", last logged step {step}" if step else ", no step logged yet"
+                statuses.append(CellStatus(cell.label, "running", f"{again}job {job}{at}"))
+            elif restarts:
+                statuses.append(CellStatus(cell.label, "requeued", f"requeued {restarts}×, job {job} {queued.lower()}"))
+            else:
+                statuses.append(CellStatus(cell.label, "pending", f"job {job}"))
+        elif record.get("state") == "failed" and record.get("job_id") == job:
+            statuses.append(CellStatus(cell.label, "failed", f"job {job}: {record.get('error', '')}"))
+        else:
+            why = _last_line(Path(sub.get("log", ""))) or record.get("note", "")
+            statuses.append(CellStatus(cell.label, "ended", f"job {job} ended without finishing it: {why}"))
+    return statuses
+
+
+def _last_line(path: Path) -> str:
+    if not path.is_file():
+        return ""
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def format_status(statuses: Sequence[CellStatus]) -> str:
+    """One line per cell, then the counts."""
+    width = max((len(s.label) for s in statuses), default=0)
+    lines = [f"{s.label:<{width}}  {s.state:<13} {s.detail}".rstrip() for s in statuses]
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    lines.append(", ".join(f"{n} {state}" for state, n in counts.items()) or "no cells")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _submission_lock(folder: Path) -> Iterator[None]:
+    """One submitter of a grid at a time (two commands at once must not submit a cell twice)."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".submit.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def submit_cells(
+    name: str,
+    cells: Sequence[PlannedCell],
+    runs_dir: Path,
+    out: Path,
+    options: Mapping[str, Any],
+    retry_failed: bool = False,
+    keep_features: bool = False,
+) -> list[CellStatus]:
+    """Submit the cells that are neither finished nor queued or running (and, with ``retry_failed``, the failed
+    ones) as one job array; returns every cell's status after the submission."""
+    folder = _state_dir(out)
+    with _submission_lock(folder):
+        statuses = grid_status(cells, runs_dir, out)
+        wanted = {"not submitted", "ended", *(("failed",) if retry_failed else ())}
+        todo = [c for c, s in zip(cells, statuses) if s.state in wanted]
+        if todo:
+            opts = {"name": f"localssl-{name}", **options}
+            executor = make_executor(folder / "logs", opts)
+            job = CellJob()
+            n = len(todo)
+            jobs = executor.map_array(
+                job, [c.cfg for c in todo], [runs_dir] * n, [folder / "cells"] * n, [keep_features] * n
+            )
+            submitted = _read_json(folder / "submitted.json")
+            for cell, j in zip(todo, jobs):
+                key = run_key(cell.cfg)
+                (folder / "cells" / f"{key}.json").unlink(missing_ok=True)  # a new job: its own record
+                submitted[key] = {
+                    "job_id": str(j.job_id),
+                    "label": cell.label,
+                    "log": str(j.paths.stderr),
+                    "submitted": time.strftime("%F %T"),
+                }
+            atomic_write_json(submitted, folder / "submitted.json")
+            print(f"submitted {n} cell(s) as job array {str(jobs[0].job_id).split('_')[0]}", file=sys.stderr)
+        return grid_status(cells, runs_dir, out)

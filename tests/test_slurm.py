@@ -1,0 +1,161 @@
+"""The SLURM launcher against a real scheduler (the ``slurm`` fixture: slurmctld + slurmd + munged on localhost).
+
+* a grid of 5 cells submitted as one job array: the 4 that train finish with the numbers of the same grid run
+  locally; the diverging one is reported failed once, not requeued, not submitted again; rerunning the command
+  while the jobs run submits nothing, after they end writes the report;
+* ``localssl pretrain --launcher slurm`` over 2 tasks (data-parallel, gloo), preempted mid-epoch by the
+  scheduler's ``scancel --signal=USR2``: the job checkpoints, requeues itself (``Restarts=1``) and ends with
+  the weights of the same run uninterrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, SIXTY_IMAGES, TINY, start_ranks
+
+from localssl.experiments import launch
+from localssl.experiments.grid import Row, Scale, Table
+from localssl.experiments.harness import run_table
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+EXECUTOR = {"cpus_per_task": 1, "timeout_min": 10, "slurm_signal_delay_s": 30}
+
+
+def _states() -> dict[str, str]:
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T"], capture_output=True, text=True, check=True)
+    return dict(line.split("|", 1) for line in out.stdout.split())
+
+
+def _wait_ended(jobs: list[str], timeout_s: float) -> dict[str, str]:
+    """Wait until every job in ``jobs`` is in a terminal state; their states."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        states = _states()
+        if all(states.get(j) in TERMINAL for j in jobs):
+            return {j: states[j] for j in jobs}
+        time.sleep(1)
+    raise AssertionError(f"jobs not ended after {timeout_s:g} s: {_states()}")
+
+
+def _show(job: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=True).stdout
+    return dict(item.split("=", 1) for item in out.split() if "=" in item)
+
+
+# ---------------------------------------------------------------------------------------- a grid
+TINY_SCALE = Scale(
+    "tiny",
+    "test: 2 steps of 8 images, width 1/16; probe 1 epoch",
+    overrides=(*TINY, "train.max_steps_per_epoch=2", "probe.epochs=1", "probe.val_size=3"),
+)
+ROWS = (
+    Row("Random init", "random"),
+    Row("CLAPP++", "clapp++"),
+    Row("CLAPP++DFB", "clapp++dfb"),
+    Row("BP-CLAPP++", "bp-clapp++"),
+)
+DIVERGES = Row("CLAPP++ at lr 1e30 (diverges)", "clapp++", ("train.lr=1e30", "train.log_every=1"))
+
+
+def _table(rows: tuple[Row, ...]) -> Table:
+    return Table("tiny-grid", "a test grid", "none", ("cifar10",), rows, {"tiny": TINY_SCALE}, floor="random")
+
+
+def _accuracies(out: Path) -> dict[str, tuple[str, str]]:
+    with (out / "results.csv").open() as fh:
+        return {r["method"]: (r["test_acc"], r["val_acc"]) for r in csv.DictReader(fh)}
+
+
+def test_a_grid_as_a_job_array_reports_what_a_local_grid_does_and_a_failed_cell_once(slurm, cifar_root, tmp_path):
+    table = _table((*ROWS, DIVERGES))
+    out = tmp_path / "slurm"
+    try:
+        launch.use(launch.Launcher("slurm", dict(EXECUTOR)))
+        first = run_table(table, out, "tiny", 1, root=str(cifar_root))
+        assert not first.cells and not (out / "results.csv").exists()  # submitted, nothing to report yet
+        submitted = json.loads((out / "slurm" / "submitted.json").read_text())
+        jobs = [s["job_id"] for s in submitted.values()]
+        assert len(jobs) == 5 and len({j.split("_")[0] for j in jobs}) == 1  # one array of 5 tasks
+        run_table(table, out, "tiny", 1, root=str(cifar_root))  # again while they run: nothing submitted
+        assert json.loads((out / "slurm" / "submitted.json").read_text()) == submitted
+        states = _wait_ended(jobs, 240)
+        bad = submitted[next(k for k, s in submitted.items() if s["label"].startswith(DIVERGES.label))]["job_id"]
+        assert states.pop(bad) == "FAILED" and set(states.values()) == {"COMPLETED"}, states
+        assert _show(bad)["Restarts"] == "0"  # failed for its own reason: not requeued
+
+        launch.use(launch.Launcher(status=True))
+        status = launch.grid_status(
+            [launch.PlannedCell(r.label, _cfg(table, r, cifar_root)) for r in table.rows], out / "runs", out
+        )
+        assert [s.state for s in status] == ["finished"] * 4 + ["failed"], status
+        assert "NonFiniteLossError" in status[-1].detail and bad in status[-1].detail, status[-1]
+
+        launch.use(launch.Launcher("slurm", dict(EXECUTOR)))
+        done = run_table(table, out, "tiny", 1, root=str(cifar_root))  # the same command after: the report
+        assert len(done.cells) == 4 and all(c.trained == "reused" for c in done.cells)
+        assert json.loads((out / "slurm" / "submitted.json").read_text()) == submitted  # failed: not resubmitted
+        report = (out / "results.md").read_text()
+        assert report.count("failed: job") == 1 and "| failed |" in report, report
+    finally:
+        launch.use(launch.Launcher())
+    local = run_table(_table(ROWS), tmp_path / "local", "tiny", 1, root=str(cifar_root))
+    assert all(c.trained == "trained" for c in local.cells)
+    assert _accuracies(out) == _accuracies(tmp_path / "local")
+
+
+def _cfg(table: Table, row: Row, root: Path):
+    from localssl.experiments.harness import row_config
+
+    return row_config(row, table.scale("tiny"), "cifar10", 0, str(root))
+
+
+# ---------------------------------------------------------------------------------------- one run, 2 tasks
+def test_pretrain_on_two_tasks_stopped_by_the_scheduler_comes_back_with_the_uninterrupted_weights(
+    slurm, pattern_cifar_root, tmp_path
+):
+    # 200 images, 6 per rank and step on 2 ranks: 17 steps an epoch, 3 epochs; a row logged every step
+    cfg = [*SIXTY_IMAGES, "train.epochs=3", "train.log_every=1", f"data.root={pattern_cifar_root}"]
+    procs = start_ranks(2, ["pretrain", "clapp++", *cfg, f"out_dir={tmp_path / 'reference'}"], tmp_path)
+    for p in procs:
+        assert p.wait(300) == 0, p.stderr.read()[-2000:]
+    reference = next((tmp_path / "reference").glob("clapp++-*"))
+
+    sub = subprocess.run(
+        [sys.executable, "-m", "localssl", "pretrain", "clapp++", *cfg, f"out_dir={tmp_path / 'runs'}"]
+        + ["--launcher", "slurm", "--nodes", "1", "--executor", "tasks_per_node=2"]
+        + [f"--executor={k}={v}" for k, v in EXECUTOR.items()],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert sub.returncode == 0, sub.stderr[-2000:]
+    run = Path(sub.stdout.strip().splitlines()[-1])
+    job = sub.stderr.split("submitted job ")[1].split(";")[0]
+    deadline = time.monotonic() + 240
+    while not (run / "steps.csv").exists() or len((run / "steps.csv").read_text().splitlines()) < 4:
+        assert time.monotonic() < deadline and _states().get(job) not in TERMINAL, _states()
+        time.sleep(0.2)
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)  # what SLURM sends ahead of a limit
+    assert _wait_ended([job], 300) == {job: "COMPLETED"}
+    assert _show(job)["Restarts"] == "1"  # it requeued itself once
+    log = "".join(p.read_text() for p in (tmp_path / "runs" / "slurm").glob(f"{job}_0_log.*"))
+    assert "stopped by SIGUSR2" in log and "handing over to submitit's requeue" in log, log[-3000:]
+    stop_line = next(line for line in log.splitlines() if "stopped by SIGUSR2" in line)
+    assert "end of epoch" not in stop_line, stop_line  # mid-epoch: a checkpoint of its own
+    want, got = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (reference, run))
+    assert got["global_step"] == want["global_step"] > 0 and "position" not in got
+    for part in ("encoder", "rule"):
+        for k, v in want[part].items():
+            assert torch.equal(got[part][k], v), f"{part}.{k}"
