@@ -165,14 +165,22 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.launcher == "slurm" or args.status:
         from localssl.experiments import launch
 
-        if not experiments[args.name].cells:
+        how = experiments[args.name].slurm
+        if args.status and how != "cells":
             raise ConfigError(
-                f"experiment '{args.name}' runs on this machine only (--launcher slurm and --status reach the table "
-                "experiments: " + ", ".join(sorted(n for n, e in experiments.items() if e.cells)) + ")"
+                f"--status lists the cells of a table; '{args.name}' is not one (tables: "
+                + ", ".join(sorted(n for n, e in experiments.items() if e.slurm == "cells"))
+                + ")"
             )
-        options = launch.executor_options(args.executor_file, args.executor)
-        launch.use(launch.Launcher(args.launcher, options, status=args.status, retry_failed=args.retry_failed))
+        if not how:
+            raise ConfigError(
+                f"experiment '{args.name}' runs on this machine only; --launcher slurm reaches: "
+                + ", ".join(sorted(n for n, e in experiments.items() if e.slurm))
+            )
     out = Path(args.out) if args.out else Path("results") / args.name / args.scale
+    if args.launcher == "slurm" or args.status:
+        options = launch.executor_options(args.executor_file, args.executor)
+        launch.use(launch.Launcher(args.launcher, options, args.status, args.retry_failed, out / "slurm"))
     out.mkdir(parents=True, exist_ok=True)
     experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
     print(out)

@@ -338,6 +338,7 @@ def slurm(tmp_path_factory):
     and the jobs find both. Skips in one line where it cannot start (not root, SLURM not installed)."""
     from slurm_cluster import LocalCluster, why_not
 
+    pytest.importorskip("submitit", reason="submitit not installed (pip install 'localssl[slurm]')")
     reason = why_not()
     if reason:
         pytest.skip(reason)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from conftest import REPO, SIXTY_IMAGES, TINY, start_ranks
 from localssl.experiments import launch
 from localssl.experiments.grid import Row, Scale, Table
 from localssl.experiments.harness import run_table
+from localssl.experiments.jobs import JobError, run_jobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -159,3 +161,37 @@ def test_pretrain_on_two_tasks_stopped_by_the_scheduler_comes_back_with_the_unin
     for part in ("encoder", "rule"):
         for k, v in want[part].items():
             assert torch.equal(got[part][k], v), f"{part}.{k}"
+
+
+# ---------------------------------------------------------------------------------------- any study's jobs
+def test_a_studys_jobs_go_to_slurm_as_an_array_and_a_failing_one_is_named(slurm, tmp_path):
+    """What core, speedrun, learning_curves, rhm, rhm-settings, tableA3 and tableA3-bp hand to run_jobs."""
+    ended = []
+    try:
+        launch.use(launch.Launcher("slurm", dict(EXECUTOR), folder=tmp_path / "slurm"))
+        assert run_jobs(abs, [-1, -2, 3], 1, on_result=lambda i, r: ended.append(i)) == [1, 2, 3]
+        assert sorted(ended) == [0, 1, 2]
+        with pytest.raises(JobError, match=r"job sqrt\(-1\) failed: RuntimeError: job \d+_1: ValueError: math domain"):
+            run_jobs(math.sqrt, [4.0, -1.0], names=["sqrt(4)", "sqrt(-1)"])
+    finally:
+        launch.use(launch.Launcher())
+    assert len(list((tmp_path / "slurm" / "logs").glob("*_result.pkl"))) >= 4
+
+
+# ---------------------------------------------------------------------------------------- refusals (no cluster)
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["reproduce", "fig2", "--launcher", "slurm"], "experiment 'fig2' runs on this machine only"),
+        (["reproduce", "rhm", "--status"], "--status lists the cells of a table; 'rhm' is not one"),
+        (["reproduce", "table2", "--scale", "smoke", "--launcher", "slurm", "--executor", "nope"], "give KEY=VALUE"),
+        (["pretrain", "--resume", "RUN", "--launcher", "slurm"], "starts a fresh run from a preset"),
+    ],
+)
+def test_launcher_refusals_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    from localssl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err

@@ -160,9 +160,10 @@ def run_table(
     ]
     launcher = launch.current()
     if launcher.kind == "slurm" or launcher.status:
-        todo = _through_launcher(table, sc, todo, root, runs_dir, out, launcher, keep_features, result)
+        todo = _through_launcher(table, sc, seeds, todo, root, runs_dir, out, launcher, keep_features, result)
         if todo is None:
             return result
+        jobs = 1  # every cell is finished: reused here, not submitted again
     jobs = worker_count(1) if jobs is None else jobs
     statuses: dict[Path, tuple[str, str]] = {}
     if jobs > 1:
@@ -222,6 +223,7 @@ def run_table(
 def _through_launcher(
     table: Table,
     sc: Scale,
+    seeds: int,
     todo: list[tuple[Row, str, int]],
     root: str | None,
     runs_dir: Path,
@@ -248,8 +250,8 @@ def _through_launcher(
         return None
     if any(s.state not in ("finished", "failed") for s in statuses):
         print(
-            f"run `localssl reproduce {table.name} --scale {sc.name} --status` to watch; the same command as this one, "
-            "once the jobs have ended, writes the report",
+            f"watch: `localssl reproduce {table.name} --scale {sc.name} --seeds {seeds} --out {out} --status`; this "
+            "command again, once the jobs have ended, writes the report",
             file=sys.stderr,
         )
         return None

@@ -67,13 +67,14 @@ ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONF
 
 @dataclasses.dataclass
 class Launcher:
-    """How ``localssl reproduce`` runs a grid's cells: ``kind`` local or slurm; ``executor``: submitit
-    settings; ``status``: list the cells and run nothing; ``retry_failed``: submit failed cells again."""
+    """How ``localssl reproduce`` runs a study's pieces: ``kind`` local or slurm; ``executor``: submitit
+    settings; ``status``: list a table's cells and run nothing; ``retry_failed``: submit failed cells again."""
 
     kind: str = "local"
     executor: dict[str, Any] = dataclasses.field(default_factory=dict)
     status: bool = False
     retry_failed: bool = False
+    folder: Path | None = None  # submitit's logs and the launcher's records (default: OUT/slurm, ./slurm)
 
 
 _CURRENT = Launcher()
@@ -461,3 +462,83 @@ def submit_cells(
             atomic_write_json(submitted, folder / "submitted.json")
             print(f"submitted {n} cell(s) as job array {str(jobs[0].job_id).split('_')[0]}", file=sys.stderr)
         return grid_status(cells, runs_dir, out)
+
+
+# --------------------------------------------------------------------------------------- any study's jobs
+class Requeueable:
+    """``fn(item)`` as a SLURM job that checkpoints and requeues on the preemption signal: a run inside it stops
+    at a step with its checkpoint (the studies' jobs resume their runs when called again); work without
+    checkpoints is done again from its start."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+
+    def __call__(self, item: Any) -> Any:
+        _cpus_of_task()
+        try:
+            return self.fn(item)
+        except KeyboardInterrupt as err:
+            _hand_over(err)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def run_on_slurm(
+    fn: Any,
+    items: Sequence[Any],
+    labels: Sequence[str],
+    launcher: Launcher,
+    on_result: Any = None,
+    error: Any = RuntimeError,
+    poll_s: float = 2.0,
+) -> list[Any]:
+    """:func:`~localssl.experiments.jobs.run_jobs` on SLURM: ``items`` as one job array of ``fn``, waited for
+    here; results in the order of ``items``, ``on_result(i, result)`` as each ends. A job that raised (or ended
+    without a result: cancelled, killed) cancels the others and raises ``error(label, RuntimeError(why))``
+    (``run_jobs`` passes its ``JobError``)."""
+    from submitit.core.utils import pickle_load
+
+    folder = launcher.folder or Path("slurm")
+    executor = make_executor(folder / "logs", {"name": "localssl-jobs", **launcher.executor})
+    jobs = executor.map_array(Requeueable(fn), list(items))
+    array = str(jobs[0].job_id).split("_")[0] if jobs else ""
+    print(f"submitted {len(jobs)} job(s) as array {array}; logs in {folder / 'logs'}", file=sys.stderr, flush=True)
+    results: list[Any] = [None] * len(jobs)
+    waiting = set(range(len(jobs)))
+    while waiting:
+        time.sleep(poll_s)
+        queue = _queue()
+        for i in sorted(waiting):
+            path = Path(jobs[i].paths.result_pickle)
+            if path.exists():
+                outcome, value = pickle_load(path)
+                if outcome != "success":
+                    line = next((x for x in reversed(str(value).splitlines()) if x.strip()), "error")
+                    _cancel(array)
+                    raise error(labels[i], RuntimeError(f"job {jobs[i].job_id}: {line.strip()}"))
+                results[i] = value
+                waiting.discard(i)
+                if on_result is not None:
+                    on_result(i, value)
+            elif _ended(jobs[i], queue):
+                _cancel(array)
+                why = _last_line(Path(jobs[i].paths.stderr)) or "no log"
+                raise error(labels[i], RuntimeError(f"job {jobs[i].job_id} ended without a result: {why}"))
+    return results
+
+
+def _ended(job: Any, queue: Mapping[str, tuple[str, int]]) -> bool:
+    """Whether ``job`` ended without a result: the scheduler lists it in a final state or no longer lists it, and
+    its result pickle (written just before the task exits) has not appeared a moment later."""
+    if queue.get(str(job.job_id), ("", 0))[0] in ACTIVE:
+        return False
+    time.sleep(1.0)
+    return not Path(job.paths.result_pickle).exists()
+
+
+def _cancel(array: str) -> None:
+    if array:
+        subprocess.run(["scancel", array], capture_output=True, check=False)
