@@ -6,7 +6,7 @@
 #     (what SLURM sends ahead of a time limit): the job checkpoints, requeues itself and finishes; its weights
 #     are compared with the same run uninterrupted under torchrun.
 # Starts its own cluster (tests/slurm_cluster.py) unless SLURM_CONF is set; about 8 minutes on 2 CPU cores.
-#   bash benchmarks/slurm_check.sh
+#   bash benchmarks/slurm_check.sh          (bash benchmarks/slurm_check.sh run: part 2 only)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
@@ -18,6 +18,7 @@ if [ -z "${SLURM_CONF:-}" ]; then
 fi
 run() { echo "\$ $*"; "$@" 2>&1 | sed "s|$WORK/||g"; }
 
+if [ "${1:-}" != run ]; then
 echo "== 1. a grid as a job array"
 run localssl reproduce table2 --scale smoke --launcher slurm --out t2
 sleep 45
@@ -25,6 +26,7 @@ run localssl reproduce table2 --scale smoke --status --out t2
 while squeue -h | grep -q .; do sleep 5; done
 run localssl reproduce table2 --scale smoke --launcher slurm --out t2
 sed -n '/^| Method/,/^$/p' t2/results.md
+fi
 
 echo "== 2. one run over 2 tasks, stopped by the scheduler"
 COMMON=(clapp++ data.name=cifar10-mini data.train_subset=1024 model.width=0.125 train.batch_size=16 train.epochs=2
@@ -35,7 +37,7 @@ run localssl pretrain "${COMMON[@]}" out_dir=runs --launcher slurm --nodes 1 --e
   --executor cpus_per_task=1 --executor timeout_min=30 | tee submit.txt
 job=$(sed -n 's/.*submitted job \([0-9]*\);.*/\1/p' submit.txt)
 run_dir=$(ls -d runs/clapp++-*)
-until [ "$(wc -l < "$run_dir/steps.csv" 2>/dev/null || echo 0)" -ge 4 ]; do sleep 0.2; done
+until [ -f "$run_dir/steps.csv" ] && [ "$(wc -l < "$run_dir/steps.csv")" -ge 4 ]; do sleep 0.2; done
 run scancel --signal=USR2 "$job"
 while [ "$(squeue -h -j "$job" -t all -o %T)" != COMPLETED ]; do
   state=$(squeue -h -j "$job" -t all -o %T)
