@@ -45,7 +45,7 @@ while [ "$(squeue -h -j "$job" -t all -o %T)" != COMPLETED ]; do
   sleep 2
 done
 run bash -c "scontrol show job $job | grep -o 'JobState=[A-Z]* \|Restarts=[0-9]*' | tr -d ' '"
-grep -h "stopped by SIGUSR2\|handing over\|requeu" runs/slurm/"${job}"_0_log.err | sed "s|$WORK/||g" | cut -c1-220
+grep -hi "stopped by SIGUSR2\|preempted\|requeu" runs/slurm/"${job}"_0_log.err | sed "s|$WORK/||g" | cut -c1-220
 python - full/clapp++-* "$run_dir" <<'PY'
 import sys
 import torch
