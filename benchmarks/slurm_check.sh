@@ -6,7 +6,8 @@
 #     (what SLURM sends ahead of a time limit): the job checkpoints, requeues itself and finishes; its weights
 #     are compared with the same run uninterrupted under torchrun.
 # Starts its own cluster (tests/slurm_cluster.py) unless SLURM_CONF is set; about 8 minutes on 2 CPU cores.
-#   bash benchmarks/slurm_check.sh          (bash benchmarks/slurm_check.sh run: part 2 only)
+#   bash benchmarks/slurm_check.sh          (bash benchmarks/slurm_check.sh run: part 2 only;
+#                                            EXTRA=train.parallel=layers bash benchmarks/slurm_check.sh run: 2 stages)
 set -u
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d)
@@ -30,7 +31,7 @@ fi
 
 echo "== 2. one run over 2 tasks, stopped by the scheduler"
 COMMON=(clapp++ data.name=cifar10-mini data.train_subset=1024 model.width=0.125 train.batch_size=16 train.epochs=2
-  train.log_every=4 train.progress=false)
+  train.log_every=4 train.progress=false ${EXTRA:-})   # EXTRA=train.parallel=layers: layer-parallel over the tasks
 python -m torch.distributed.run --nproc_per_node=2 --master_port=29631 -m localssl pretrain "${COMMON[@]}" \
   out_dir=full > full.log 2>&1 || { echo "the uninterrupted torchrun run failed"; exit 1; }
 run localssl pretrain "${COMMON[@]}" out_dir=runs --launcher slurm --nodes 1 --executor tasks_per_node=2 \

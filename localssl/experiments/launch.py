@@ -136,7 +136,6 @@ def make_executor(folder: Path, options: Mapping[str, Any], kind: str = "slurm")
 
     wanted = {s.name.removeprefix("SIG") for s in stop_signals()} | {name}
     os.environ[SIGNALS_ENV] = ",".join(sorted(wanted))
-    os.environ.setdefault("PYTHONPATH", os.pathsep.join(p for p in sys.path if p and Path(p, "localssl").is_dir()))
     executor = submitit.AutoExecutor(folder=str(folder), cluster=kind)
     params = {k: v for k, v in options.items() if k != "signal"}
     try:
@@ -148,7 +147,8 @@ def make_executor(folder: Path, options: Mapping[str, Any], kind: str = "slurm")
 
 # --------------------------------------------------------------------------------------- in the job
 def _stop_signal_of(err: BaseException) -> int | None:
-    """The signal number of the :class:`~localssl.train.stop.StopRequested` behind ``err`` (``None``: none)."""
+    """The signal number of the :class:`~localssl.train.stop.StopRequested` behind ``err``: -1 when another rank's
+    signal stopped this one, ``None`` when ``err`` is no stop signal's (Ctrl-C)."""
     from localssl.train.stop import StopRequested
 
     seen: BaseException | None = err
@@ -317,18 +317,18 @@ class CellStatus:
     detail: str = ""
 
 
-def _queue() -> dict[str, tuple[str, int]]:
-    """Every job the scheduler knows: id -> (state, restarts) (array tasks as ``ARRAY_TASK``)."""
+def _queue() -> dict[str, str]:
+    """Every job the scheduler knows: id -> state (array tasks as ``ARRAY_TASK``)."""
     try:
         out = subprocess.run(
             ["squeue", "-h", "-r", "-t", "all", "-o", "%i|%T"], capture_output=True, text=True, check=False
         )
     except FileNotFoundError:
         return {}
-    jobs: dict[str, tuple[str, int]] = {}
+    jobs: dict[str, str] = {}
     for line in out.stdout.splitlines():
         job, _, state = line.strip().partition("|")
-        jobs[job] = (state, 0)
+        jobs[job] = state
     return jobs
 
 
@@ -374,7 +374,7 @@ def grid_status(cells: Sequence[PlannedCell], runs_dir: Path, out: Path) -> list
             continue
         job = sub["job_id"]
         restarts = int(record.get("restarts", 0)) if record.get("job_id", job) == job else 0
-        queued = queue.get(job, ("", 0))[0]
+        queued = queue.get(job, "")
         if queued in ACTIVE:
             again = f"requeued {restarts}×, " if restarts else ""
             if queued in ("RUNNING", "COMPLETING"):
@@ -530,10 +530,10 @@ def run_on_slurm(
     return results
 
 
-def _ended(job: Any, queue: Mapping[str, tuple[str, int]]) -> bool:
+def _ended(job: Any, queue: Mapping[str, str]) -> bool:
     """Whether ``job`` ended without a result: the scheduler lists it in a final state or no longer lists it, and
     its result pickle (written just before the task exits) has not appeared a moment later."""
-    if queue.get(str(job.job_id), ("", 0))[0] in ACTIVE:
+    if queue.get(str(job.job_id), "") in ACTIVE:
         return False
     time.sleep(1.0)
     return not Path(job.paths.result_pickle).exists()
