@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from localssl.experiments.options import launcher_options
 from localssl.registry import ConfigError, import_components
 from localssl.utils import describe_os_error
 
@@ -22,7 +23,9 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from localssl.train import pretrain, resume
 
     if args.launcher == "slurm":
-        return _pretrain_on_slurm(args)
+        from localssl.experiments.launch import pretrain_from_cli
+
+        return pretrain_from_cli(args)
     if args.resume:
         if args.preset:
             args.overrides.insert(0, args.preset)
@@ -34,39 +37,6 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     if world_from_env().is_main:  # under torchrun only rank 0 prints
         print(run_dir)
     return 0
-
-
-def _pretrain_on_slurm(args: argparse.Namespace) -> int:
-    """``pretrain --launcher slurm``: submit the run as one job (its tasks the ranks); print job, run, log."""
-    from localssl.experiments.launch import executor_options, submit_pretrain
-
-    if args.resume or not args.preset:
-        raise ConfigError("--launcher slurm starts a fresh run from a preset (a requeued job resumes by itself)")
-    options = executor_options(args.executor_file, args.executor)
-    job, run_dir, log = submit_pretrain(args.preset, args.overrides, options, args.nodes, args.gpus_per_node)
-    print(f"submitted job {job}; log {log}", file=sys.stderr)
-    print(run_dir)
-    return 0
-
-
-def _launcher_options(s: argparse.ArgumentParser) -> None:
-    """``--launcher``, ``--executor KEY=VALUE`` and ``--executor-file`` (localssl.experiments.launch)."""
-    s.add_argument(
-        "--launcher",
-        choices=("local", "slurm"),
-        default="local",
-        help="local: this machine (default); slurm: submit through submitit (requeued on a time limit or preemption)",
-    )
-    s.add_argument(
-        "--executor",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a submitit executor setting (repeatable): timeout_min, slurm_partition, gpus_per_node, cpus_per_task, "
-        "mem_gb, slurm_account, slurm_constraint, slurm_array_parallelism, slurm_additional_parameters, "
-        "slurm_max_num_timeout, ...; signal=USR2 (what the cluster sends ahead of a limit)",
-    )
-    s.add_argument("--executor-file", metavar="FILE.yaml", help="executor settings as a YAML mapping (a lab's file)")
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -162,25 +132,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         import os
 
         os.environ["LOCALSSL_WORKERS"] = str(args.jobs)  # read by every experiment that runs jobs in parallel
-    if args.launcher == "slurm" or args.status:
-        from localssl.experiments import launch
-
-        how = experiments[args.name].slurm
-        if args.status and how != "cells":
-            raise ConfigError(
-                f"--status lists the cells of a table; '{args.name}' is not one (tables: "
-                + ", ".join(sorted(n for n, e in experiments.items() if e.slurm == "cells"))
-                + ")"
-            )
-        if not how:
-            raise ConfigError(
-                f"experiment '{args.name}' runs on this machine only; --launcher slurm reaches: "
-                + ", ".join(sorted(n for n, e in experiments.items() if e.slurm))
-            )
     out = Path(args.out) if args.out else Path("results") / args.name / args.scale
     if args.launcher == "slurm" or args.status:
-        options = launch.executor_options(args.executor_file, args.executor)
-        launch.use(launch.Launcher(args.launcher, options, args.status, args.retry_failed, out / "slurm"))
+        from localssl.experiments.launch import use_from_cli
+
+        use_from_cli(args, experiments, out)
     out.mkdir(parents=True, exist_ok=True)
     experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
     print(out)
@@ -341,11 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("preset", nargs="?", help="preset name (e.g. clapp++) or YAML file")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4 model.width=0.25")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly")
-    _launcher_options(s)
-    s.add_argument("--nodes", type=_positive_int, help="--launcher slurm: nodes of the job (submitit's nodes)")
-    s.add_argument(
-        "--gpus-per-node", type=int, help="--launcher slurm: GPUs per node, one task (rank) each (submitit's name)"
-    )
+    launcher_options(s, one_run=True)
     s.set_defaults(fn=_cmd_pretrain)
 
     s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json", imports=True)
@@ -398,13 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PRESET",
         help="re-run only this row (repeatable; the table experiments) and keep the other rows from OUT/results.csv",
     )
-    _launcher_options(s)
-    s.add_argument(
-        "--status",
-        action="store_true",
-        help="run nothing: each cell's state (pending, running with its job and step, requeued, finished, failed)",
-    )
-    s.add_argument("--retry-failed", action="store_true", help="--launcher slurm: submit failed cells again")
+    launcher_options(s, one_run=False)
     s.set_defaults(fn=_cmd_reproduce)
 
     s = add(

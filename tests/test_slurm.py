@@ -112,6 +112,10 @@ def test_a_job_array_grid_with_a_preempted_cell_reports_as_locally_and_a_failed_
             assert time.monotonic() < deadline and _states().get(cell_job) not in TERMINAL, _states()
             time.sleep(0.2)
         _signal(cell_job, "USR2")
+        watched = [launch.PlannedCell("preempted", preempted)]
+        while "requeued 1×" not in (now := launch.grid_status(watched, out / "runs", out)[0]).detail:
+            assert time.monotonic() < deadline and now.state in ("running", "pending", "requeued"), now
+            time.sleep(0.5)
         states = _wait_ended(jobs, 240)
         assert _show(cell_job)["Restarts"] == "1"  # it checkpointed and requeued itself
         log = Path(submitted[run_key(preempted)]["log"]).read_text()
