@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from localssl.experiments.options import launcher_options
 from localssl.registry import ConfigError, import_components
 from localssl.utils import describe_os_error
 
@@ -22,6 +23,10 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     from localssl.distributed import world_from_env
     from localssl.train import pretrain, resume
 
+    if args.launcher == "slurm":
+        from localssl.experiments.launch import pretrain_from_cli
+
+        return pretrain_from_cli(args)
     if args.resume:
         if args.preset:
             args.overrides.insert(0, args.preset)
@@ -141,6 +146,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
         os.environ["LOCALSSL_WORKERS"] = str(args.jobs)  # read by every experiment that runs jobs in parallel
     out = Path(args.out) if args.out else Path("results") / args.name / args.scale
+    if args.launcher == "slurm" or args.status:
+        from localssl.experiments.launch import use_from_cli
+
+        use_from_cli(args, experiments, out)
     out.mkdir(parents=True, exist_ok=True)
     experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
     print(out)
@@ -301,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("preset", nargs="?", help="preset name (e.g. clapp++) or YAML file")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4 model.width=0.25")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly")
+    launcher_options(s, one_run=True)
     s.set_defaults(fn=_cmd_pretrain)
 
     s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json", imports=True)
@@ -365,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PRESET",
         help="re-run only this row (repeatable; the table experiments) and keep the other rows from OUT/results.csv",
     )
+    launcher_options(s, one_run=False)
     s.set_defaults(fn=_cmd_reproduce)
 
     s = add(

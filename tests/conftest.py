@@ -27,6 +27,7 @@ from localssl.train.fast_path import auto_precision
 from localssl.views.base import ViewBatch
 
 torch.set_num_threads(2)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/slurm_cluster.py
 
 
 @pytest.fixture
@@ -327,3 +328,34 @@ def ring_task_accuracy(rule_name: str, train_hidden: bool, steps: int, **rule_kw
         opt.step()
     with torch.no_grad():
         return (rule.objectives["3"].readout(enc(x)[-1]).argmax(1) == y).float().mean().item()
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    """A real single-node SLURM cluster on localhost (``tests/slurm_cluster.py``: munged, slurmctld and slurmd
+    from a configuration of its own, 2 CPUs), started once for the session and stopped at its end (only the
+    daemons it started). ``SLURM_CONF`` points at it and ``PYTHONPATH`` at this checkout, so that sbatch, squeue
+    and the jobs find both. Skips in one line where it cannot start (not root, SLURM not installed)."""
+    from slurm_cluster import LocalCluster, why_not
+
+    pytest.importorskip("submitit", reason="submitit not installed (pip install 'localssl[slurm]')")
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
+    cluster = LocalCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start()
+    except (RuntimeError, OSError, subprocess.CalledProcessError) as err:
+        pytest.skip(f"the local SLURM cluster did not start: {str(err).splitlines()[0]}")
+    saved = {k: os.environ.get(k) for k in ("SLURM_CONF", "PYTHONPATH")}
+    os.environ["SLURM_CONF"] = str(cluster.conf)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), saved["PYTHONPATH"]) if p)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

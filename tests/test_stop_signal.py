@@ -86,3 +86,20 @@ def test_the_signals_are_caught_only_while_entered():
         os.kill(os.getpid(), signal.SIGTERM)
         assert stop.requested and stop.name == "SIGTERM"
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_the_stop_signals_are_term_usr1_usr2_unless_localssl_stop_signals_names_others(monkeypatch):
+    from localssl.train.stop import SIGNALS_ENV, StopSignals, stop_signals
+
+    monkeypatch.delenv(SIGNALS_ENV, raising=False)
+    assert stop_signals() == (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+    monkeypatch.setenv(SIGNALS_ENV, "usr2, SIGTERM")
+    assert stop_signals() == (signal.SIGUSR2, signal.SIGTERM)
+    before = signal.getsignal(signal.SIGUSR1)
+    with StopSignals() as stop:
+        assert signal.getsignal(signal.SIGUSR1) == before  # not in the set: left alone
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert stop.requested and stop.name == "SIGUSR2"
+    monkeypatch.setenv(SIGNALS_ENV, "TERM,NOPE")
+    with pytest.raises(ValueError, match="unknown signal 'NOPE'"):
+        stop_signals()

@@ -35,18 +35,25 @@ class Experiment:
     run: Callable[[Path, str, int], None]
     description: str
     scales: tuple[str, ...] = SCALES  # the --scale values it has
+    # how --launcher slurm reaches it (localssl.experiments.launch): "cells" (a table: its cells as a job array,
+    # submitted and left to run; --status), "jobs" (its run_jobs pieces as a job array, waited for), "" (local only)
+    slurm: str = ""
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def experiment(
-    name: str, description: str, scales: tuple[str, ...] = SCALES
+    name: str, description: str, scales: tuple[str, ...] = SCALES, slurm: str = ""
 ) -> Callable[[Callable[[Path, str, int], None]], Callable]:
+    """Register ``fn`` as experiment ``name``. ``slurm``: ``"cells"`` for a table that goes through
+    :func:`~localssl.experiments.harness.run_table`, ``"jobs"`` for a study whose runs go through
+    :func:`~localssl.experiments.jobs.run_jobs`; both can run on SLURM (:mod:`localssl.experiments.launch`)."""
+
     def deco(fn: Callable[[Path, str, int], None]) -> Callable[[Path, str, int], None]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment '{name}' registered twice")
-        EXPERIMENTS[name] = Experiment(name, fn, description, tuple(scales))
+        EXPERIMENTS[name] = Experiment(name, fn, description, tuple(scales), slurm)
         return fn
 
     return deco

@@ -19,6 +19,7 @@ benchmarks/RESULTS.md): the published ordering needs the margin-1 type-1 loss of
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import sys
 import time
@@ -27,7 +28,8 @@ from typing import Any
 
 import torch
 
-from localssl.experiments import experiment
+from localssl.experiments import experiment, worker_count
+from localssl.experiments.jobs import run_jobs
 from localssl.experiments.theory_common import Claim, finish, mnist_images, single_thread, summarize
 from localssl.registry import ConfigError
 
@@ -222,12 +224,24 @@ def check_fig3b(rows: list[dict]) -> list[Claim]:
     ]
 
 
-@experiment("fig3b", "ReLU MLP trained with local, DFB, fixed B and the Def. 3.4 optimum: alignment with BP")
-def run_fig3b(out: Path, scale: str, seeds: int, steps: int | None = None) -> None:
+def _fig3b_job(item: tuple[int, dict | None], scale: str, steps: int | None, rules: list[str] | None = None) -> list:
+    """One seed of Fig. 3B (``item``: the seed and the objective, ``None`` for the official one), its data
+    loaded here: a job of :func:`~localssl.experiments.jobs.run_jobs` (a process, or a SLURM job)."""
+    seed, objective = item
     setting, width = fig3b_setting(scale, steps)
     train = mnist_images("train")
     test = mnist_images("test", setting.test_batches * setting.batch_images)
-    rows = measure_fig3b(setting, width, range(seeds), train, test)
+    return measure_fig3b(setting, width, [seed], train, test, rules=rules, objective=objective)
+
+
+@experiment(
+    "fig3b", "ReLU MLP trained with local, DFB, fixed B and the Def. 3.4 optimum: alignment with BP", slurm="jobs"
+)
+def run_fig3b(out: Path, scale: str, seeds: int, steps: int | None = None) -> None:
+    setting, width = fig3b_setting(scale, steps)
+    job = functools.partial(_fig3b_job, scale=scale, steps=steps)
+    items = [(seed, None) for seed in range(seeds)]
+    rows = [r for got in run_jobs(job, items, worker_count(1), names=[f"seed {s}" for s, _ in items]) for r in got]
     groups = list(FIG3B_RULES)
     plot_training(out / "fig3b.png", rows, "rule", groups, 6, f"Fig. 3B ({scale}): 6-layer ReLU MLP, width {width}")
     md = (
@@ -249,28 +263,32 @@ def run_fig3b(out: Path, scale: str, seeds: int, steps: int | None = None) -> No
 FIG3B_TYPE2 = dict(FIG3B_OBJECTIVE, loss_type=2, margin=0.0)  # softplus(s⁻ − s⁺): the paper text's loss
 
 
-@experiment("fig3b-loss", "Fig. 3B's local vs DFB with the official type-1 loss and the paper text's type-2 loss")
+@experiment(
+    "fig3b-loss",
+    "Fig. 3B's local vs DFB with the official type-1 loss and the paper text's type-2 loss",
+    slurm="jobs",
+)
 def run_fig3b_loss(out: Path, scale: str, seeds: int, steps: int | None = None) -> None:
     """Which loss gives the published ordering (DFB above same-layer local)? Fig. 3B's setting, local and DFB
     only, trained with the official code's type-1 margin-1 loss and with the paper text's type-2 loss; the mean
     cosine over layers 1–5 after the last step, per seed."""
     setting, width = fig3b_setting(scale, steps)
-    train = mnist_images("train")
-    test = mnist_images("test", setting.test_batches * setting.batch_images)
     losses = {
         "type 1, softplus(1 − s⁺) + softplus(1 + s⁻) (official code)": FIG3B_OBJECTIVE,
         "type 2, softplus(s⁻ − s⁺) (paper text)": FIG3B_TYPE2,
     }
     rows, lines = [], ["| loss | seed | local | DFB | DFB − local |", "| --- | --- | --- | --- | --- |"]
     gaps: dict[str, list[float]] = {label: [] for label in losses}  # DFB − local per seed
-    for label, objective in losses.items():
-        for seed in range(seeds):
-            got = measure_fig3b(setting, width, [seed], train, test, rules=["local", "dfb"], objective=objective)
-            rows += [{"loss": label, **r} for r in got]
-            m = {g: mean_below_top(got, "rule", g, 6, setting.steps) for g in ("local", "dfb")}
-            gaps[label].append(m["dfb"] - m["local"])
-            lines.append(f"| {label} | {seed} | {m['local']:.3f} | {m['dfb']:.3f} | {gaps[label][-1]:+.3f} |")
-            print(lines[-1], flush=True)
+    items = [(label, seed) for label in losses for seed in range(seeds)]
+    job = functools.partial(_fig3b_job, scale=scale, steps=steps, rules=["local", "dfb"])
+    names = [f"{label}, seed {seed}" for label, seed in items]
+    done = run_jobs(job, [(seed, losses[label]) for label, seed in items], worker_count(1), names=names)
+    for (label, seed), got in zip(items, done):
+        rows += [{"loss": label, **r} for r in got]
+        m = {g: mean_below_top(got, "rule", g, 6, setting.steps) for g in ("local", "dfb")}
+        gaps[label].append(m["dfb"] - m["local"])
+        lines.append(f"| {label} | {seed} | {m['local']:.3f} | {m['dfb']:.3f} | {gaps[label][-1]:+.3f} |")
+        print(lines[-1], flush=True)
     type1, type2 = gaps.values()
     md = (
         f"# Figure 3B: which loss gives the published ordering ({scale} scale)\n\n"
@@ -363,11 +381,20 @@ def check_fig4c(rows: list[dict]) -> list[Claim]:
     ]
 
 
-@experiment("fig4c", "VGG-6: alignment of CLAPP++, CLAPP++DFB and the Def. 3.4 optimum with BP-CLAPP++")
-def run_fig4c(out: Path, scale: str, seeds: int, steps: int | None = None) -> None:
+def _fig4c_job(seed: int, scale: str, steps: int | None) -> tuple[str, list[dict]]:
+    """One seed of Fig. 4C, its data loaded here: a job of :func:`~localssl.experiments.jobs.run_jobs`."""
     setting, width = fig4c_setting(scale, steps)
     dataset, train, test = cifar10()
-    rows = measure_fig4c(setting, width, range(seeds), dataset, train, test)
+    return dataset, measure_fig4c(setting, width, [seed], dataset, train, test)
+
+
+@experiment("fig4c", "VGG-6: alignment of CLAPP++, CLAPP++DFB and the Def. 3.4 optimum with BP-CLAPP++", slurm="jobs")
+def run_fig4c(out: Path, scale: str, seeds: int, steps: int | None = None) -> None:
+    setting, width = fig4c_setting(scale, steps)
+    job = functools.partial(_fig4c_job, scale=scale, steps=steps)
+    done = run_jobs(job, list(range(seeds)), worker_count(1), names=[f"seed {s}" for s in range(seeds)])
+    dataset = done[0][0] if done else cifar10()[0]
+    rows = [r for _, got in done for r in got]
     groups = list(FIG4C_RULES)
     plot_training(out / "fig4c.png", rows, "rule", groups, 6, f"Fig. 4C ({scale}): VGG-6 ×{width:g} on {dataset}")
     md = (

@@ -204,7 +204,10 @@ def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[d
 
 
 @experiment(
-    "core-cifar10", "core presets on full CIFAR-10 (width 1/4, 3 epochs), probed after every epoch", tuple(SCALES)
+    "core-cifar10",
+    "core presets on full CIFAR-10 (width 1/4, 3 epochs), probed after every epoch",
+    tuple(SCALES),
+    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     budget = SCALES[scale]

@@ -117,6 +117,8 @@ class GridResult:
     runs_dir: Path
     seconds: float
     only: tuple[str, ...] = ()  # presets re-run by ``only``; the other rows are kept from results.csv
+    # (row label, dataset, seed) -> why that cell failed (a SLURM job that raised: reported, not retried)
+    failed: dict[tuple[str, str, int], str] = dataclasses.field(default_factory=dict)
 
 
 # The ``smoke`` scale of every table: a pipeline check in about a minute, not a measurement.

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from localssl.config import RunConfig, available_presets, default_data_root, load_config
 from localssl.data import DatasetError, dataset_info, load_split
-from localssl.experiments import worker_count
+from localssl.experiments import launch, worker_count
 from localssl.experiments.grid import DATASET_LABELS, Cell, GridResult, Row, Scale, Table
 from localssl.experiments.jobs import default_threads, run_jobs
 from localssl.experiments.report import write_reports
@@ -158,6 +158,12 @@ def run_table(
         for row in rows
         if row.datasets is None or ds in row.datasets
     ]
+    launcher = launch.current()
+    if launcher.kind == "slurm" or launcher.status:
+        todo = _through_launcher(table, sc, seeds, todo, root, runs_dir, out, launcher, keep_features, result)
+        if todo is None:
+            return result
+        jobs = 1  # every cell is finished: reused here, not submitted again
     jobs = worker_count(1) if jobs is None else jobs
     statuses: dict[Path, tuple[str, str]] = {}
     if jobs > 1:
@@ -212,6 +218,48 @@ def run_table(
     result.seconds = time.perf_counter() - t0
     write_reports(result, out)
     return result
+
+
+def _through_launcher(
+    table: Table,
+    sc: Scale,
+    seeds: int,
+    todo: list[tuple[Row, str, int]],
+    root: str | None,
+    runs_dir: Path,
+    out: Path,
+    launcher: launch.Launcher,
+    keep_features: bool,
+    result: GridResult,
+) -> list[tuple[Row, str, int]] | None:
+    """``--status`` or ``--launcher slurm``: print every cell's state (after submitting the cells that need
+    it). Returns the cells to report from (each finished: :func:`run_table` reuses them) once no cell is
+    queued, running or unsubmitted, the failed ones noted in ``result``; else ``None`` (nothing to report yet)."""
+    planned = [
+        launch.PlannedCell(f"{row.label} · {ds} · seed {seed}", row_config(row, sc, ds, seed, root))
+        for row, ds, seed in todo
+    ]
+    if launcher.status:
+        statuses = launch.grid_status(planned, runs_dir, out)
+    else:
+        statuses = launch.submit_cells(
+            table.name, planned, runs_dir, out, launcher.executor, launcher.retry_failed, keep_features
+        )
+    print(f"{table.name} at scale {sc.name}, {len(todo)} cell(s):\n{launch.format_status(statuses)}", flush=True)
+    if launcher.status:
+        return None
+    if any(s.state not in ("finished", "failed") for s in statuses):
+        print(
+            f"watch: `localssl reproduce {table.name} --scale {sc.name} --seeds {seeds} --out {out} --status`; this "
+            "command again, once the jobs have ended, writes the report",
+            file=sys.stderr,
+        )
+        return None
+    for (row, ds, seed), status in zip(todo, statuses):
+        if status.state == "failed":
+            result.failed[(row.label, ds, seed)] = status.detail
+            print(f"failed: {status.label}: {status.detail} (--retry-failed submits it again)", file=sys.stderr)
+    return [cell for cell, status in zip(todo, statuses) if status.state == "finished"]
 
 
 def kept_cells(result: GridResult, path: Path, order: Mapping[tuple[str, str], int]) -> list[Cell]:

@@ -16,6 +16,9 @@ is called in this process as each job ends (for progress lines, caches and repor
 work goes). A job that raises stops the run: the jobs not yet started are cancelled and
 :class:`JobError` names the job that failed, chained to its exception.
 
+Under ``localssl reproduce NAME --launcher slurm`` the jobs (unless ``fresh``: measurements of this machine)
+go to SLURM as one job array instead, waited for here (:func:`localssl.experiments.launch.run_on_slurm`).
+
 ``fn`` and the jobs must be picklable when processes are used: a module-level function (or a
 ``functools.partial`` of one) and plain data.
 """
@@ -71,6 +74,11 @@ def run_jobs(
     if len(labels) != len(items):
         raise ValueError(f"{len(labels)} names for {len(items)} jobs")
     results: list[Any] = [None] * len(items)
+    if not fresh:  # `reproduce ... --launcher slurm`: the jobs as one SLURM job array (measurements stay local)
+        from localssl.experiments import launch
+
+        if launch.current().kind == "slurm":
+            return launch.run_on_slurm(fn, items, labels, launch.current(), on_result, error=JobError)
     if jobs == 1 and not fresh:
         for i, item in enumerate(items):
             try:

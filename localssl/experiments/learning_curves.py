@@ -195,7 +195,12 @@ def report(out: Path, scale: str, budget: Budget) -> None:
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
 
-@experiment("learning_curves", "online-probe learning curves of CLAPP++ variants, backprop, random init", tuple(SCALES))
+@experiment(
+    "learning_curves",
+    "online-probe learning curves of CLAPP++ variants, backprop, random init",
+    tuple(SCALES),
+    slurm="jobs",
+)
 def run(out: Path, scale: str, seeds: int) -> None:
     if seeds != 1:
         raise ConfigError("learning_curves runs one seed (seed 0) per preset; leave out --seeds")

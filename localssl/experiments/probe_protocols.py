@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
 
-from localssl.experiments import experiment
+from localssl.experiments import experiment, worker_count
+from localssl.experiments.jobs import run_jobs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,42 +62,18 @@ SCALES = {
 
 
 @experiment(
-    "probe-protocols", "the honest linear probe (default) vs the paper's protocol on the same encoders", tuple(SCALES)
+    "probe-protocols",
+    "the honest linear probe (default) vs the paper's protocol on the same encoders",
+    tuple(SCALES),
+    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int) -> None:
-    from localssl.config import load_config
-    from localssl.evaluate.probe import probe
-    from localssl.train import pretrain
-
     b = SCALES[scale]
-    results, rows = {}, []
-    for seed in range(seeds):
-        for preset in b.presets:
-            overrides = [*b.pretrain, "train.progress=false", "train.device=cpu", f"train.seed={seed}"]
-            overrides.append(f"train.epochs={0 if preset == 'random' else b.epochs}")
-            run_dir = Path(out) / "runs" / f"{preset}-s{seed}"
-            if not (run_dir / "checkpoint.pt").exists():
-                pretrain(load_config(preset, overrides), run_dir)
-            t0 = time.process_time()
-            honest = probe(run_dir, [f"probe.train_subset={b.probe_subset}", f"probe.val_size={b.val_size}"])
-            t1 = time.process_time()
-            paper_overrides = ["probe.protocol=paper", f"probe.epochs={b.paper_epochs}"]
-            paper = probe(run_dir, [*paper_overrides, f"probe.train_subset={b.probe_subset}"])
-            t2 = time.process_time()
-            results[f"{preset}-s{seed}"] = {"honest": honest, "paper": paper, "cpu_s": [t1 - t0, t2 - t1]}
-            rows.append(
-                {
-                    "preset": preset,
-                    "seed": seed,
-                    "honest_test": 100 * honest["test_acc"],
-                    "honest_val": 100 * honest["val_acc"],
-                    "paper_last": 100 * paper["test_acc"],
-                    "paper_best_on_test": 100 * paper["best_test_acc_selected_on_test"],
-                    "paper_best_epoch": paper["best_epoch_selected_on_test"],
-                    "honest_cpu_s": t1 - t0,
-                    "paper_cpu_s": t2 - t1,
-                }
-            )
+    items = [(preset, seed) for seed in range(seeds) for preset in b.presets]
+    job = functools.partial(_job, scale=scale, runs=Path(out) / "runs")
+    done = run_jobs(job, items, worker_count(1), names=[f"{p} seed {s}" for p, s in items])
+    results = {f"{preset}-s{seed}": result for (preset, seed), (result, _) in zip(items, done)}
+    rows = [row for _, row in done]
     (Path(out) / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     with open(Path(out) / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -118,3 +96,37 @@ def run(out: Path, scale: str, seeds: int) -> None:
         )
     (Path(out) / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _job(item: tuple[str, int], scale: str, runs: Path) -> tuple[dict, dict]:
+    """One encoder (``item``: preset, seed): pretrain it unless its checkpoint exists, probe it both ways; a job of
+    :func:`~localssl.experiments.jobs.run_jobs` (this process, a worker process or a SLURM job)."""
+    from localssl.config import load_config
+    from localssl.evaluate.probe import probe
+    from localssl.train import pretrain
+
+    preset, seed = item
+    b = SCALES[scale]
+    overrides = [*b.pretrain, "train.progress=false", "train.device=cpu", f"train.seed={seed}"]
+    overrides.append(f"train.epochs={0 if preset == 'random' else b.epochs}")
+    run_dir = runs / f"{preset}-s{seed}"
+    if not (run_dir / "checkpoint.pt").exists():
+        pretrain(load_config(preset, overrides), run_dir)
+    t0 = time.process_time()
+    honest = probe(run_dir, [f"probe.train_subset={b.probe_subset}", f"probe.val_size={b.val_size}"])
+    t1 = time.process_time()
+    paper_overrides = ["probe.protocol=paper", f"probe.epochs={b.paper_epochs}"]
+    paper = probe(run_dir, [*paper_overrides, f"probe.train_subset={b.probe_subset}"])
+    t2 = time.process_time()
+    row = {
+        "preset": preset,
+        "seed": seed,
+        "honest_test": 100 * honest["test_acc"],
+        "honest_val": 100 * honest["val_acc"],
+        "paper_last": 100 * paper["test_acc"],
+        "paper_best_on_test": 100 * paper["best_test_acc_selected_on_test"],
+        "paper_best_epoch": paper["best_epoch_selected_on_test"],
+        "honest_cpu_s": t1 - t0,
+        "paper_cpu_s": t2 - t1,
+    }
+    return {"honest": honest, "paper": paper, "cpu_s": [t1 - t0, t2 - t1]}, row

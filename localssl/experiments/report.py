@@ -187,11 +187,12 @@ def markdown(result: GridResult) -> str:
             else:
                 ours = format_mean_std(values(result, row, ds), n_expected=result.seeds)
                 if ours == "–":
-                    ours = "pending"
+                    ours = "failed" if any(k[:2] == (row.label, ds) for k in result.failed) else "pending"
             cells += [ours, format_published(row, ds)]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- **{_plain_label(ds)}:** {why}." for ds, why in result.not_run.items()]
     notes += [f"- **{label}:** {why}." for label, why in result.row_notes.items()]
+    notes += [f"- **{label} · {ds} · seed {seed}:** failed: {why}" for (label, ds, seed), why in result.failed.items()]
     for row in t.rows:
         if row.note:
             notes.append(f"- **{row.label}:** {row.note}")

@@ -400,7 +400,11 @@ def render(out: Path, scale: str) -> None:
     plot(out, sc, rows, sens, corr)
 
 
-@experiment("rhm", "Random Hierarchy Model: BP vs DFA vs layer-wise SSL, test accuracy vs P/P*, synonym sensitivity")
+@experiment(
+    "rhm",
+    "Random Hierarchy Model: BP vs DFA vs layer-wise SSL, test accuracy vs P/P*, synonym sensitivity",
+    slurm="jobs",
+)
 def run(out: Path, scale: str, seeds: int) -> None:
     sc = SCALES[scale]
     n_seeds = max(seeds, sc.seeds)

@@ -77,7 +77,10 @@ def make_jobs(budget: Budget, seeds: int) -> tuple[list[tuple[str, str, int]], l
 
 
 @experiment(
-    "rhm-settings", "RHM: bp, dfa and clapp at 4·P* with one axis changed (depth, m, init, optimiser)", ("smoke", "cpu")
+    "rhm-settings",
+    "RHM: bp, dfa and clapp at 4·P* with one axis changed (depth, m, init, optimiser)",
+    ("smoke", "cpu"),
+    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int) -> None:
     budget = SCALES[scale]

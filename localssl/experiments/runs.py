@@ -173,17 +173,29 @@ def probe_overrides(cfg: RunConfig) -> list[str]:
     return [f"probe.{k}={json.dumps(v)}" for k, v in dataclasses.asdict(cfg.probe).items()]
 
 
+def _reusable_probe(cfg: RunConfig, run_dir: Path, epochs: int | None) -> dict | None:
+    """``run_dir/probe.json``'s result if written with ``cfg.probe`` at checkpoint ``epochs``, else ``None``."""
+    path = run_dir / "probe.json"
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    old = old.get(cfg.probe.protocol) or old  # probe.json keeps each protocol's result under its name
+    same = _probe_signature(old.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
+    return old if same and old.get("checkpoint_epoch") == epochs else None
+
+
+def probe_done(cfg: RunConfig, run_dir: Path, epochs: int | None) -> bool:
+    """Whether :func:`probe_or_reuse` would reuse ``run_dir``'s probe (nothing to compute)."""
+    return _reusable_probe(cfg, run_dir, epochs) is not None
+
+
 def probe_or_reuse(cfg: RunConfig, run_dir: Path, epochs: int, keep_features: bool = False) -> tuple[dict, str]:
     """``probe.json`` of ``run_dir`` if it was written with ``cfg.probe`` at checkpoint ``epochs``, else probe."""
     from localssl.evaluate.probe import probe
 
-    path = run_dir / "probe.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        old = old.get(cfg.probe.protocol) or old  # probe.json keeps each protocol's result under its name
-        same = _probe_signature(old.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
-        if same and old.get("checkpoint_epoch") == epochs:
-            return old, "reused"
+    old = _reusable_probe(cfg, run_dir, epochs)
+    if old is not None:
+        return old, "reused"
     extra = [f"data.root={cfg.data.root}"] if cfg.data.root else []
     # the feature cache (all train and test images, ~1 GB at width 1/8 on CIFAR-10) is not needed:
     # probe.json is what is reused

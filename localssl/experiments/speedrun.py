@@ -372,6 +372,7 @@ def _run(items: list[Job], sc: SpeedrunScale, runs: Path, report: Callable[..., 
     "time to accuracy on CIFAR-10: every rule family at 1, 3 and 10 minutes of one core (scale cpu); "
     "the best CLAPP++ in 60 minutes of the whole machine (scale record)",
     tuple(SCALES),
+    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     sc = SCALES[scale]

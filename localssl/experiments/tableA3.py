@@ -376,7 +376,11 @@ def plot(path: Path, scale: str, protocol: Protocol, results: list[dict[str, Any
     plt.close(fig)
 
 
-@experiment("tableA3", "CLAPP++ Table A3: backprop vs predictive coding for cross-entropy, CLAPP and LPL (CIFAR-10)")
+@experiment(
+    "tableA3",
+    "CLAPP++ Table A3: backprop vs predictive coding for cross-entropy, CLAPP and LPL (CIFAR-10)",
+    slurm="jobs",
+)
 def run(out: Path, scale: str, seeds: int) -> None:
     protocol = PROTOCOLS[scale]
     out = Path(out)

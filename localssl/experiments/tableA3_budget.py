@@ -69,7 +69,10 @@ BP_SCALES = {
 
 
 @experiment(
-    "tableA3-bp", "Table A3's backprop rows vs random init at a CPU budget: does BP learn there?", tuple(BP_SCALES)
+    "tableA3-bp",
+    "Table A3's backprop rows vs random init at a CPU budget: does BP learn there?",
+    tuple(BP_SCALES),
+    slurm="jobs",
 )
 def run_bp(out: Path, scale: str, seeds: int) -> None:
     budget = BP_SCALES[scale]

@@ -10,24 +10,50 @@ pretrain --resume RUN`` then continues bit for bit. Who decides: one process at 
 at the next logged row (``train.log_every`` steps at most: the ranks agree there, so that they save the
 same step); layer-parallel stages when stage 0 receives the signal (it marks the batch, every stage saves
 after it). A ``SIGKILL`` that arrives before the save is committed leaves the previous checkpoint, as any
-kill does (the save is atomic). Handlers are installed only in the main thread and restored afterwards."""
+kill does (the save is atomic). Handlers are installed only in the main thread and restored afterwards.
+
+**Which signals.** ``SIGTERM``, ``SIGUSR1`` and ``SIGUSR2`` (submitit's and many SLURM sites' warning
+ahead of a time limit or preemption, ``--signal=USR2@90``), or the comma-separated names in
+``$LOCALSSL_STOP_SIGNALS`` (e.g. ``TERM,USR1``), read each time a run starts (:func:`stop_signals`)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from types import FrameType, TracebackType
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)  # the default set
+SIGNALS_ENV = "LOCALSSL_STOP_SIGNALS"
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals that stop a run at a step: ``$LOCALSSL_STOP_SIGNALS`` (names, with or without ``SIG``,
+    comma-separated) if set, else :data:`SIGNALS`. An unknown name is a one-line ``ValueError``."""
+    names = [n.strip().upper() for n in os.environ.get(SIGNALS_ENV, "").split(",") if n.strip()]
+    if not names:
+        return SIGNALS
+    out = []
+    for n in names:
+        full = n if n.startswith("SIG") else f"SIG{n}"
+        if full not in signal.Signals.__members__:
+            raise ValueError(f"{SIGNALS_ENV}: unknown signal '{n}' (e.g. TERM,USR1,USR2)")
+        out.append(signal.Signals[full])
+    return tuple(out)
 
 
 class StopRequested(KeyboardInterrupt):
     """The run saved a checkpoint and stopped on a signal. A ``KeyboardInterrupt``, as Ctrl-C: callers
-    that stop a job on Ctrl-C stop on this too."""
+    that stop a job on Ctrl-C stop on this too. ``signum``: the signal this process received (``None`` when
+    another rank's signal stopped the group)."""
+
+    def __init__(self, message: str = "", signum: int | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
 
 
 class StopSignals:
-    """While entered, :data:`SIGNALS` set :attr:`signum` instead of ending the process."""
+    """While entered, the :func:`stop_signals` set :attr:`signum` instead of ending the process."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -46,7 +72,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for s in SIGNALS:
+            for s in stop_signals():
                 self._previous[s] = signal.signal(s, self._handle)
         return self
 

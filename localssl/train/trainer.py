@@ -187,7 +187,7 @@ class Trainer:
     def stopped(self) -> StopRequested:
         """The exception that ends a run stopped by a signal, its last checkpoint just written."""
         why = f"stopped by {self.stop.name}" if self.stop.requested else "stopped: another rank received a stop signal"
-        return StopRequested(why)
+        return StopRequested(why, self.stop.signum)
 
     def restore_position(self, n_steps: int, sums: DeviceSums, window: DeviceSums) -> tuple[int, float, int]:
         """Continue the epoch where a loaded mid-epoch checkpoint left it: fill ``sums`` and ``window``, set
