@@ -92,6 +92,16 @@ def test_a_second_backward_adds_to_the_gradient():
         assert torch.equal(pred.maps.weight.grad, lin.weight.grad)
 
 
+def test_a_fixed_b_keeps_no_gradient_buffer():
+    pred = contrastive.Prediction(16, 8, "fixed", None)
+    r = torch.randn(6, 16)
+    with kept_b_gradients(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = pred(r)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = pred.maps(r)
+    assert torch.equal(out, want) and pred.kept.grad is None and pred.kept.low is not None
+
+
 def test_outside_the_rules_step_b_is_an_ordinary_linear():
     pred = contrastive.Prediction(16, 8, "trainable", None)
     r = torch.randn(6, 16)

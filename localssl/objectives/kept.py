@@ -37,8 +37,8 @@ _SCRATCH: weakref.WeakValueDictionary[tuple, torch.Tensor] = weakref.WeakValueDi
 
 @contextlib.contextmanager
 def kept_b_gradients() -> Iterator[None]:
-    """Within this context a dense ``B`` under bf16 autocast uses :func:`kept_linear` (whose weight gradient
-    is written to ``.grad`` during ``backward()``)."""
+    """Within this context a dense ``B`` (fp32, or under a 16-bit autocast) uses :func:`kept_linear`, whose
+    weight gradient is written to ``.grad`` during ``backward()``."""
     token = _ENABLED.set(True)
     try:
         yield
@@ -59,7 +59,8 @@ def scratch(role: str, shape: torch.Size, dtype: torch.dtype, device: torch.devi
 
 class KeptBuffers:
     """The memory one dense ``B`` keeps between steps: references to the shared low-precision scratch
-    (weight and weight gradient) and its own fp32 gradient buffer, made on first use."""
+    (weight and weight gradient; under autocast only) and its own fp32 gradient buffer (a trainable ``B``
+    only), made on first use."""
 
     def __init__(self) -> None:
         self.low: torch.Tensor | None = None
@@ -69,7 +70,9 @@ class KeptBuffers:
     def ready(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
         """Buffers for ``weight`` computed in ``dtype`` (its own dtype: no scratch)."""
         grad = self.grad
-        if grad is None or grad.shape != weight.shape or grad.dtype != weight.dtype or grad.device != weight.device:
+        if not weight.requires_grad:  # a fixed B: nothing to keep for a gradient
+            self.grad = None
+        elif grad is None or grad.shape != weight.shape or grad.dtype != weight.dtype or grad.device != weight.device:
             self.grad = torch.empty_like(weight, memory_format=torch.contiguous_format)
         if dtype == weight.dtype:
             self.low = self.grad_low = None
