@@ -85,34 +85,33 @@ class KeptBuffers:
         return [t for t in (self.grad, self.low, self.grad_low) if t is not None]
 
 
-class _KeptLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, r: torch.Tensor, weight: torch.Tensor, kept: KeptBuffers) -> torch.Tensor:  # type: ignore[override]
-        w = weight
-        if kept.low is not None:
-            w = kept.low.copy_(weight)  # the cast autocast would allocate, into kept memory
-        ctx.kept, ctx.weight = kept, weight
-        ctx.save_for_backward(r)
-        return F.linear(r, w)
+class _KeptGrad(torch.autograd.Function):
+    """The identity on the product ``out = F.linear(r, W)`` (computed without a graph), whose backward writes
+    the weight gradient ``gᵀ r`` into kept memory and ``W.grad`` (see the module docstring)."""
 
     @staticmethod
-    def backward(ctx, g: torch.Tensor) -> tuple[None, None, None]:  # type: ignore[override]
+    def forward(ctx, out: torch.Tensor, weight: torch.Tensor, r: torch.Tensor, kept: KeptBuffers) -> torch.Tensor:  # type: ignore[override]
+        ctx.kept, ctx.weight = kept, weight
+        ctx.save_for_backward(r)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> tuple[None, None, None, None]:  # type: ignore[override]
         (r,) = ctx.saved_tensors
         kept: KeptBuffers = ctx.kept
         weight: torch.Tensor = ctx.weight
-        if weight.requires_grad:
-            assert kept.grad is not None
-            if kept.grad_low is not None:  # low precision: the product into scratch, cast into the buffer
-                torch.mm(g.t(), r, out=kept.grad_low)  # nn.Linear's weight gradient, as autograd computes it
-                if weight.grad is None:
-                    weight.grad = kept.grad.copy_(kept.grad_low)
-                else:
-                    weight.grad.add_(kept.grad_low)
-            elif weight.grad is None:
-                weight.grad = torch.mm(g.t(), r, out=kept.grad)
+        assert kept.grad is not None
+        if kept.grad_low is not None:  # low precision: the product into scratch, cast into the buffer
+            torch.mm(g.t(), r, out=kept.grad_low)  # nn.Linear's weight gradient, as autograd computes it
+            if weight.grad is None:
+                weight.grad = kept.grad.copy_(kept.grad_low)
             else:
-                weight.grad.add_(torch.mm(g.t(), r))
-        return None, None, None
+                weight.grad.add_(kept.grad_low)
+        elif weight.grad is None:
+            weight.grad = torch.mm(g.t(), r, out=kept.grad)
+        else:
+            weight.grad.add_(torch.mm(g.t(), r))
+        return None, None, None, None
 
 
 def _dtype(r: torch.Tensor) -> torch.dtype:
@@ -136,10 +135,16 @@ def uses_kept_path(linear: nn.Linear, r: torch.Tensor) -> bool:
 def kept_linear(linear: nn.Linear, r: torch.Tensor, kept: KeptBuffers) -> torch.Tensor:
     """``linear(r)`` (under autocast where it is on), computed in kept memory (see the module docstring);
     the weight's gradient goes to ``linear.weight.grad`` during backward."""
-    dtype = _dtype(r)
-    kept.ready(linear.weight, dtype)
+    dtype, weight = _dtype(r), linear.weight
+    kept.ready(weight, dtype)
     with torch.autocast(r.device.type, enabled=False):
-        return _KeptLinear.apply(r.to(dtype), linear.weight, kept)
+        r = r.to(dtype)
+        with torch.no_grad():
+            w = weight.detach() if kept.low is None else kept.low.copy_(weight)  # the cast autocast would allocate
+        out = F.linear(r, w)  # autocast's product, no graph (neither side needs a gradient)
+        if not (weight.requires_grad and torch.is_grad_enabled()):
+            return out
+        return _KeptGrad.apply(out, weight, r, kept)
 
 
 def kept_buffer_bytes(module: nn.Module) -> int:
