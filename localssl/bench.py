@@ -13,7 +13,8 @@ median and spread are reported. Per preset:
   process waited for a core, so it is the robust comparison on a shared machine.
 * ``views_per_s`` — source images per second through the view generator alone (2 views each for
   SimCLR): if it is far above ``images_per_s``, augmentation is not the bottleneck.
-* ``peak_mem_mb`` — parameters + optimizer state + input batch (tensor bytes) + the allocator's peak
+* ``peak_mem_mb`` — parameters + optimizer state + input batch + a dense ``B``'s kept gradient buffers and
+  scratch (:mod:`localssl.objectives.kept`; tensor bytes) + the allocator's peak
   rise during one full training step (gradients start freed, as in training): CUDA
   ``max_memory_allocated``, CPU resident-set high-water mark (:mod:`localssl.memory`).
 * ``peak_activation_mb`` — the allocator's peak rise during forward + backward with parameters,
@@ -54,6 +55,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from localssl.config import RunConfig, load_config
 from localssl.data import ImageData, data_info
 from localssl.memory import MB, AllocatorPeak, SavedTensorMeter, optimizer_state_bytes, storage_bytes
+from localssl.objectives.kept import kept_buffer_bytes
 from localssl.rules.base import StepContext
 from localssl.train import Trainer
 from localssl.utils import cuda_device_name, processor_name
@@ -146,7 +148,7 @@ class Runner:
         vb = self.views()
         self._free_grads()
         static = storage_bytes(self.params) + optimizer_state_bytes(self.trainer.optimizers.values())
-        static += storage_bytes([vb.x])
+        static += storage_bytes([vb.x]) + kept_buffer_bytes(self.trainer.comp.rule)  # B's kept buffers
         with AllocatorPeak(self.device) as step_peak:
             self.trainer.optimize(vb)
         for p in self.params:

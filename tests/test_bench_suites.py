@@ -19,7 +19,7 @@ TINY = ["model.width=0.0625", "train.batch_size=4", "train.device=cpu"]
 def test_every_suite_is_registered_with_a_description(capsys):
     suites = load_all()
     names = {"b-cost", "b-precision", "streaming", "patch-grid", "zoo", "table2-flops", "online-probe"}
-    names |= {"probe-memory", "smoke", "fast-path", "layer-parallel", "pipeline-model", "speedrun-steps"}
+    names |= {"probe-memory", "smoke", "fast-path", "layer-parallel", "pipeline-model", "speedrun-steps", "roofline"}
     assert names == set(suites)
     assert all(s.description for s in suites.values())
     with pytest.raises(SystemExit):

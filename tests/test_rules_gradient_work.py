@@ -25,7 +25,9 @@ class BackwardOps(TorchDispatchMode):
         out = func(*args, **(kwargs or {}))
         if func is torch.ops.aten.convolution_backward.default:
             self.conv_masks.setdefault(tuple(args[2].shape), []).append(list(args[-1]))
-        elif func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default) and not torch.is_grad_enabled():
+        elif func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.mm.out) and not (
+            torch.is_grad_enabled()
+        ):  # mm.out: a dense B's gradient into its kept buffer (objectives/kept.py)
             self.backward_mm_shapes.append(tuple(out.shape))
         return out
 

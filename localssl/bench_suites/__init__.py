@@ -22,6 +22,9 @@ The suites (their latest numbers: ``benchmarks/RESULTS.md``; the index: ``benchm
 * ``probe-memory``: peak RSS of the honest probe's feature storage, before and after 5903c00;
 * ``fast-path``: the default precision (``auto``) vs fp32 of ``clapp++``, ``bp-clapp++``, ``clapp++nospatial``;
 * ``smoke``: a few training steps of every preset on a device (``benchmarks/device_check.sh``'s stage 2);
+* ``roofline``: this machine's peaks (matrix product, convolutions; the fast path's precision and fp32; one
+  thread and all), then every image preset's step at widths 1/4 and 1: counted FLOP, time, fraction of the
+  peak, the profile's top operators (``roofline.py``);
 * ``speedrun-steps``: steps per minute of one core for every rule and width of ``localssl reproduce speedrun``
   (``--threads 2``: of the whole machine, for its record);
 * ``layer-parallel``: ``clapp++`` in one process (1 and 2 threads), data-parallel 2×1, the layer pipeline 2×1 and

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from localssl.objectives.base import LayerSpec, LossOut, SpatialPool, resolve_pool_kernel
+from localssl.objectives.kept import KeptBuffers, kept_linear, uses_kept_path
 from localssl.registry import OBJECTIVES, ConfigError
 from localssl.views.base import ViewBatch
 
@@ -129,11 +130,15 @@ def contrastive_loss(
 
 
 class Prediction(nn.Module):
-    """``r ↦ B r`` from a reference's pooled dim to the target's pooled dim (bias-free)."""
+    """``r ↦ B r`` from a reference's pooled dim to the target's pooled dim (bias-free).
+
+    A dense ``B`` inside :func:`~localssl.objectives.kept.kept_b_gradients` under bf16 autocast is computed
+    in kept memory (:mod:`localssl.objectives.kept`: the same values, no ``B``-sized allocation per step)."""
 
     def __init__(self, d_ref: int, d_target: int, kind: str, rank: int | None) -> None:
         super().__init__()
         self.kind = kind
+        self.kept = KeptBuffers()
         if kind == "identity":
             if d_ref != d_target:
                 raise ConfigError(
@@ -149,6 +154,8 @@ class Prediction(nn.Module):
                 p.requires_grad_(False)
 
     def forward(self, r: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.maps, nn.Linear) and uses_kept_path(self.maps, r):
+            return kept_linear(self.maps, r, self.kept)
         return self.maps(r)
 
     def matrix(self) -> torch.Tensor:

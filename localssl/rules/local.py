@@ -24,6 +24,10 @@ set of one chunk of one layer (``benchmarks/RESULTS.md``, Scale and speed).
 After a layer's backward the rule calls :meth:`Rule.layer_done` (streaming: right away, before the
 next layer runs; summed: for every layer after the one backward), which lets the trainer start that
 layer's gradient all-reduce and, with ``train.step_each_layer``, step its optimizer at once.
+
+The rule's steps run inside :func:`~localssl.objectives.kept.kept_b_gradients`: a dense ``B`` then keeps its
+gradient (and, under bf16 autocast, its cast) in memory kept across steps instead of allocating ``B``-sized
+tensors every step (the same values bit for bit).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from torch import nn
 
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec, LossOut
+from localssl.objectives.kept import kept_b_gradients
 from localssl.registry import RULES, ConfigError
 from localssl.rules.base import NO_CONTEXT, Metrics, Rule, StepContext, build_objective
 from localssl.views.base import ViewBatch
@@ -123,7 +128,8 @@ class LocalRule(Rule):
     def step_layers(
         self, encoder: LayeredEncoder, x: torch.Tensor, views: ViewBatch, ctx: StepContext, layers: range
     ) -> tuple[torch.Tensor, Metrics]:
-        return self._stream(encoder, x, views, ctx, layers, None)
+        with kept_b_gradients():
+            return self._stream(encoder, x, views, ctx, layers, None)
 
     def _stream(
         self,
@@ -151,6 +157,10 @@ class LocalRule(Rule):
         return h.detach(), metrics
 
     def step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext = NO_CONTEXT) -> Metrics:
+        with kept_b_gradients():  # a dense B's bf16 cast and gradient in kept memory (objectives/kept.py)
+            return self._step(encoder, views, ctx)
+
+    def _step(self, encoder: LayeredEncoder, views: ViewBatch, ctx: StepContext) -> Metrics:
         metrics: Metrics = {}
         needs_top = self.cfg.reference != "same"
         if self.cfg.stream:

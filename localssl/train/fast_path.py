@@ -5,7 +5,8 @@ device computes bf16 natively (a CPU with AVX-512 bf16 or AMX; CUDA with bf16 te
 or higher), fp32 elsewhere; ``train.channels_last=auto`` follows (channels_last with bf16 and on CUDA).
 :func:`resolve_fast_path` turns both into concrete values before a run directory exists, so config.yaml
 records what ``auto`` chose (and ``train.precision_requested: auto`` that it was chosen).
-``train.compile`` stays off by default: on CPU it did not measurably help (benchmarks/RESULTS.md).
+``train.compile`` stays off by default: on CPU it made ``clapp++``'s step slower after minutes of compiling
+(benchmarks/RESULTS.md, the roofline entry of 2026-12-07).
 """
 
 from __future__ import annotations
