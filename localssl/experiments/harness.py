@@ -144,7 +144,8 @@ def run_table(
         if missing:
             not_run[ds] = f"not run ({missing})"
         else:
-            columns[ds] = data_label(data_name, root)
+            label = data_label(data_name, root)
+            columns[ds] = f"{label}: {table.column_labels[ds]}" if ds in table.column_labels else label
 
     result = GridResult(table, sc, seeds, [], columns, not_run, row_notes, runs_dir, 0.0, only or ())
     order = {(r.label, ds): i for i, (ds, r) in enumerate((ds, r) for ds in columns for r in rows)}
