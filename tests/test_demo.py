@@ -97,3 +97,31 @@ def test_cifar_caveat_states_the_measured_gap_and_verdict():
     rows["clapp++"] = _row("CLAPP++ (local)", 48.0, 0.4, 125)  # +3.0 > 0.4 + 0.5
     text = demo.cifar_caveat(rows)
     assert "CLAPP++ (local): +3.0 points, above random init" in text and "strong floor" not in text
+
+
+def _tiny_espeak_budget() -> demo.Budget:
+    speech = tuple("data.name=espeak-demo" if o.startswith("data.name=") else o for o in SMOKE.speech)
+    return demo.Budget(speech=speech, speech_fallback=SMOKE.speech, seeds=1, tasks=("speech",))
+
+
+def test_demo_speech_panel_uses_the_espeak_corpus_generated_into_the_cache(tmp_path, monkeypatch):
+    from localssl.data import espeak
+
+    if not espeak.espeak_available():
+        pytest.skip(espeak.EXTRA_MISSING)
+    monkeypatch.setenv("LOCALSSL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(espeak.SCALES, "demo", {"hours": 30 * espeak.CHUNK / espeak.RATE / 3600, "speakers": 6})
+    result = demo.run_demo(out_dir=tmp_path / "out", budget=_tiny_espeak_budget(), workers=1)
+    assert (tmp_path / "cache" / "espeak" / "espeak-demo" / "manifest.json").exists()  # cached for the next run
+    assert result["titles"]["speech"].startswith("eSpeak NG speech") and result["chance"]["speech"] == 100 / 39
+    cfg = (tmp_path / "out" / "runs" / "speech-clapp-seed0" / "config.yaml").read_text()
+    assert "espeak-demo" in cfg
+
+
+def test_demo_falls_back_to_the_toy_and_says_so_without_the_extra(tmp_path, monkeypatch):
+    from localssl.data import espeak
+
+    monkeypatch.setattr(espeak, "espeak_available", lambda: False)
+    result = demo.run_demo(out_dir=tmp_path, budget=_tiny_espeak_budget(), workers=1)
+    assert result["titles"]["speech"] == demo.FALLBACK_TITLE and "localssl[speech]" in demo.FALLBACK_TITLE
+    assert "synthetic-speech" in (tmp_path / "runs" / "speech-clapp-seed0" / "config.yaml").read_text()
