@@ -102,7 +102,7 @@ def _cmd_data_make(args: argparse.Namespace) -> int:
     def progress(done: int, total: int) -> None:
         print(f"\r{out}: {done}/{total} utterances", end="", file=sys.stderr, flush=True)
 
-    manifest = make_corpus(out, hours, speakers, args.seed, not args.clean, progress)
+    manifest = make_corpus(out, hours, speakers, args.seed, not args.clean, progress, args.workers)
     speed = json.loads((out / "generation.json").read_text())
     print(
         f"\n{out}: {manifest['splits']['train']['utterances']} train / {manifest['splits']['test']['utterances']} test "
@@ -430,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--speakers", type=int, help="number of speakers (default: 100; gpu 251)")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--clean", action="store_true", help="no room response and no background noise")
+    d.add_argument("--workers", type=int, help="processes (default: up to 2); the bytes do not depend on it")
     d.set_defaults(fn=_cmd_data_make)
     return p
 

@@ -224,7 +224,6 @@ def kept_cells(result: GridResult, path: Path, order: Mapping[tuple[str, str], i
     rerun = f"run the whole table without --only: `localssl reproduce {table.name} --scale {sc.name}`"
     if not path.exists():
         raise ConfigError(f"--only keeps the other rows from {path}, which does not exist; {rerun}")
-    by_preset = {r.preset: r for r in table.rows}
     cells = []
     with path.open(newline="") as fh:
         for rec in csv.DictReader(fh):
@@ -235,7 +234,8 @@ def kept_cells(result: GridResult, path: Path, order: Mapping[tuple[str, str], i
                 )
             if rec["preset"] in result.only or int(rec["seed"]) >= result.seeds:
                 continue
-            row = by_preset.get(rec["preset"])
+            # rows that share a preset (e.g. two probe layers of one run) are told apart by their label
+            row = next((r for r in table.rows if r.label == rec.get("method") and r.preset == rec["preset"]), None)
             if row is None or (row.label, rec["dataset"]) not in order:
                 raise ConfigError(
                     f"{path} has {rec['preset']} on {rec['dataset']}, which this run of table {table.name} does not "
