@@ -101,6 +101,35 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data_make(args: argparse.Namespace) -> int:
+    from localssl.config import default_data_root
+    from localssl.data.espeak import SCALES, corpus_dir, espeak_available, make_corpus
+
+    scale = args.name.removeprefix("espeak-")
+    if not espeak_available():
+        from localssl.data.espeak import EXTRA_MISSING
+
+        print(f"localssl data make: {EXTRA_MISSING}", file=sys.stderr)
+        return 1
+    root = Path(args.root) if args.root else default_data_root()
+    spec = SCALES[scale]
+    hours = spec["hours"] if args.hours is None else args.hours
+    speakers = int(spec["speakers"]) if args.speakers is None else args.speakers
+    out = corpus_dir(root, scale)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{out}: {done}/{total} utterances", end="", file=sys.stderr, flush=True)
+
+    manifest = make_corpus(out, hours, speakers, args.seed, not args.clean, progress, args.workers)
+    speed = json.loads((out / "generation.json").read_text())
+    print(
+        f"\n{out}: {manifest['splits']['train']['utterances']} train / {manifest['splits']['test']['utterances']} test "
+        f"utterances of 2 s, {speakers} speakers, {len(manifest['classes'])} phone classes; "
+        f"{speed['audio_hours_per_cpu_minute']} h of audio per CPU minute"
+    )
+    return 0
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from localssl.config import describe_config, load_config
 
@@ -424,6 +453,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("name", help="dataset name (listed below)")
     d.add_argument("--root", help="data root (default $LOCALSSL_DATA or ./data)")
     d.set_defaults(fn=_cmd_data)
+    d = dsub.add_parser(
+        "make",
+        help="generate a speech corpus with eSpeak NG (needs pip install 'localssl[speech]')",
+        description="Generate espeak-SCALE under the data root: 2 s utterances of phrases from a shipped word list, "
+        "≥ 100 speakers, 39 folded TIMIT phone classes per 10 ms, speaker ids, room response and noise; the same seed "
+        "gives the same bytes (localssl/data/espeak.py).",
+    )
+    d.add_argument("name", choices=["espeak-demo", "espeak-cpu", "espeak-gpu"], help="corpus (its default size)")
+    d.add_argument("--root", help="data root (default $LOCALSSL_DATA or ./data)")
+    d.add_argument("--hours", type=float, help="hours of audio (default: demo 0.2, cpu 0.6, gpu 100)")
+    d.add_argument("--speakers", type=int, help="number of speakers (default: 100; gpu 251)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--clean", action="store_true", help="no room response and no background noise")
+    d.add_argument("--workers", type=int, help="processes (default: up to 2); the bytes do not depend on it")
+    d.set_defaults(fn=_cmd_data_make)
     return p
 
 

@@ -145,6 +145,7 @@ class ProbeConfig:
     seed: int = 0
     cache_features: bool = False  # keep features-<key>.pt in the run dir (~1 GB at width 1/8 on CIFAR-10)
     progress: bool = True  # progress bars (stderr) for feature extraction and probe epochs; off if train.progress=false
+    target: str = "frames"  # audio: frames (a class per 10 ms) | speaker (per utterance, time-averaged features)
 
 
 @dataclasses.dataclass

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from localssl.data import espeak
 from localssl.data.base import DatasetError, ImageData, cached_decode
 from localssl.data.folder import read_image_folder
 from localssl.data.readers import read_cifar10, read_mnist, read_stl10, read_tinyimagenet
@@ -59,6 +60,9 @@ class DatasetInfo:
     std: tuple[float, ...]
     urls: tuple[str, ...]
     kind: str = "image"  # image (ImageData) | sequence (SequenceData: audio with frame labels)
+    # (root, split) -> {"images", "fingerprint"} from files the data set ships with its own hashes (a run's
+    # dataset.json then reuses them instead of hashing the decoded arrays); None: hash the arrays
+    fingerprint: Callable[[Path, str], dict] | None = None
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -192,6 +196,32 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
 }
 
+
+def _espeak_info(scale: str) -> DatasetInfo:
+    """``espeak-SCALE``: the eSpeak NG corpus (:mod:`localssl.data.espeak`; ``localssl data make espeak-SCALE``),
+    39 folded TIMIT classes per 10 ms, GIM's 1.28 s training window, waveforms at -26..-16 dBFS."""
+    return DatasetInfo(
+        f"espeak-{scale}",
+        functools.partial(espeak.read_espeak, scale=scale),
+        20480,
+        1,
+        len(espeak.PHONES),
+        "train",
+        "train",
+        "test",
+        (),
+        (1.0, 1.0),
+        False,
+        0.0,
+        (0.0,),
+        (0.1,),
+        (),
+        kind="sequence",
+        fingerprint=functools.partial(espeak.corpus_fingerprint, scale=scale),
+    )
+
+
+DATASETS.update({f"espeak-{scale}": _espeak_info(scale) for scale in espeak.SCALES})
 
 FOLDER = "folder"  # your own images (data.name=folder data.root=DIR): settings from the files, see data_info
 

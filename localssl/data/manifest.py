@@ -32,6 +32,7 @@ from localssl.data.user_folder import check_root, folder_classes, folder_pretrai
 MANIFEST_VERSION = 1
 FOLDER_FINGERPRINT = "sha256 of sorted (relative path, size) of the image files"
 ARRAY_FINGERPRINT = "blake2b-128 of the decoded images and labels"
+SHIPPED_FINGERPRINT = "sha256 of the data set's own file hashes (its manifest)"
 
 
 class RunDataOptions(DataOptions, Protocol):
@@ -79,6 +80,16 @@ def dataset_manifest(data: RunDataOptions, splits: list[str] | None = None) -> d
         classes = folder_classes(root)
         per_split = {s: _folder_split(root, s) for s in names}
         method = FOLDER_FINGERPRINT
+    elif dataset_info(data.name).fingerprint is not None:  # hashes the data set ships (eSpeak corpus manifest)
+        info = dataset_info(data.name)
+        from localssl.config import default_data_root
+
+        root = Path(data.root).expanduser() if data.root else default_data_root()
+        per_split = {s: info.fingerprint(root, s) for s in names}  # type: ignore[misc]
+        classes = next((p.pop("classes") for p in per_split.values()), [])
+        for p in per_split.values():
+            p.pop("classes", None)
+        method = SHIPPED_FINGERPRINT
     else:
         per_split, classes = {}, []
         for s in names:

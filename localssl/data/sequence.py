@@ -21,6 +21,8 @@ class SequenceData:
     classes: list[str]
     hop: int = 160  # samples per label frame
     sample_rate: int = 16000
+    speakers: torch.Tensor | None = None  # int64 (N,): the speaker of each sequence, where known
+    speaker_names: list[str] | None = None  # speaker id -> description
 
     def __post_init__(self) -> None:
         if self.signals.dtype != torch.int16 or self.signals.dim() != 3 or self.signals.shape[1] != 1:
@@ -30,6 +32,8 @@ class SequenceData:
             raise DatasetError(
                 f"labels must be (N, L // hop) = ({n}, {length // self.hop}), got {tuple(self.labels.shape)}"
             )
+        if self.speakers is not None and self.speakers.shape != (n,):
+            raise DatasetError(f"speakers must be (N,) = ({n},), got {tuple(self.speakers.shape)}")
 
     @property
     def images(self) -> torch.Tensor:
@@ -40,12 +44,19 @@ class SequenceData:
         return len(self.signals)
 
     def subset(self, index: torch.Tensor) -> SequenceData:
-        return dataclasses.replace(self, signals=self.signals[index], labels=self.labels[index])
+        speakers = None if self.speakers is None else self.speakers[index]
+        return dataclasses.replace(self, signals=self.signals[index], labels=self.labels[index], speakers=speakers)
 
     @staticmethod
     def concat(parts: list[SequenceData]) -> SequenceData:
+        speakers = None
+        if all(p.speakers is not None for p in parts):
+            speakers = torch.cat([p.speakers for p in parts])  # type: ignore[misc]
         return dataclasses.replace(
-            parts[0], signals=torch.cat([p.signals for p in parts]), labels=torch.cat([p.labels for p in parts])
+            parts[0],
+            signals=torch.cat([p.signals for p in parts]),
+            labels=torch.cat([p.labels for p in parts]),
+            speakers=speakers,
         )
 
 

@@ -4,6 +4,10 @@ Every chunk of the probe's train and test splits is encoded whole; the chosen la
 average-pooled in time to the label rate (one vector per 10 ms frame; the GIM encoder's last layers are
 already at that rate) and concatenated. Frames labelled -1 are dropped. Chunks, not frames, are held out
 for validation, so that neighbouring frames never straddle train and validation.
+
+``probe.target=speaker`` is GIM's speaker probe (Löwe et al. 2019, Sec. 4.2): the chosen layers' outputs
+averaged over the whole utterance, one row per utterance, labelled with its speaker (datasets that
+record speakers, e.g. ``espeak-cpu``); train and test hold other utterances of the same speakers.
 """
 
 from __future__ import annotations
@@ -46,6 +50,19 @@ def frame_features(
     return torch.cat(feats), torch.cat(ys)
 
 
+@torch.no_grad()
+def utterance_features(
+    encoder, normalize, signals: torch.Tensor, layers: list[int], device: torch.device, batch_size: int = 16
+) -> torch.Tensor:
+    """``(n_utterances, D)``: the chosen layers' outputs averaged over time (GIM's speaker probe)."""
+    encoder.eval()
+    feats = []
+    for s in range(0, len(signals), batch_size):
+        hs = encoder(normalize(signals[s : s + batch_size].to(device)))
+        feats.append(torch.cat([hs[i].mean(dim=2) for i in layers], dim=1).cpu())
+    return torch.cat(feats)
+
+
 def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device, weights: Path | None = None):
     """The frame features of the probe's splits through the run's encoder (or the exported file ``weights``)."""
     info = dataset_info(cfg.data.name)
@@ -64,7 +81,15 @@ def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device, 
     if cfg.probe.train_subset is not None:
         train_idx = train_idx[: cfg.probe.train_subset]
 
+    target = cfg.probe.target
+    if target not in ("frames", "speaker"):
+        raise ValueError(f"probe.target must be frames or speaker, got '{target}'")
+    if target == "speaker" and (train.speakers is None or test.speakers is None):
+        raise ValueError(f"probe.target=speaker needs a dataset that records speakers; {cfg.data.name} does not")
+
     def feats(data, idx):
+        if target == "speaker":
+            return utterance_features(encoder, normalize, data.signals[idx], layers, device), data.speakers[idx]
         return frame_features(encoder, normalize, data.signals[idx], data.labels[idx], layers, device)
 
     x_tr, y_tr = feats(train, train_idx)
@@ -73,6 +98,7 @@ def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device, 
     meta: dict[str, Any] = {
         **weights_meta,
         "layers": [i + 1 for i in layers],
-        "level": "frame",
+        "level": "utterance" if target == "speaker" else "frame",
+        "num_classes": len(train.speaker_names or []) if target == "speaker" else info.num_classes,
     }
     return FeatureSet(train=[x_tr], train_y=y_tr, val=x_va, val_y=y_va, test=x_te, test_y=y_te), meta

@@ -247,8 +247,10 @@ def probe(
         if per_layer:
             raise ValueError("--per-layer is for image datasets; for audio, probe one layer at a time: probe.layers=N")
         fs, meta = compute_frame_features(cfg, run_dir, device, weights)
+        num_classes = meta.pop("num_classes")
     else:
         fs, meta = compute_features(cfg, run_dir, device, cache_features, progress, weights)
+        num_classes = info.num_classes
     layer_dims = meta.pop("layer_dims", None)
     common = dict(
         protocol="honest",
@@ -265,7 +267,7 @@ def probe(
             results[name]["feature_dim"] = cols.stop - cols.start
         result = {**meta, **common, "results": results}
     else:
-        result = train_linear_probe(fs, cfg.probe, info.num_classes, cfg.probe.standardize, progress)
+        result = train_linear_probe(fs, cfg.probe, num_classes, cfg.probe.standardize, progress)
         result.update(meta)
         result.update(feature_dim=int(fs.val.shape[1]), **common)
     _store(run_dir, result, per_layer)

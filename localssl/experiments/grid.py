@@ -21,6 +21,9 @@ DATASET_LABELS = {
     "mnist": "MNIST",
     "cifar10-mini": "CIFAR-10 subset shipped with localssl (cifar10-mini, 4000 train / 1000 test)",
     "synthetic-speech": "synthetic speech (8 classes, generated in code)",
+    "espeak-demo": "eSpeak NG corpus espeak-demo",
+    "espeak-cpu": "eSpeak NG corpus espeak-cpu",
+    "espeak-gpu": "eSpeak NG corpus espeak-gpu",
 }
 
 
@@ -61,6 +64,7 @@ class Table:
     scales: Mapping[str, Scale]
     metric: str = "linear-probe test accuracy (%)"
     floor: str | None = None  # preset of the baseline row (random init) every trained row is compared with
+    column_labels: Mapping[str, str] = dataclasses.field(default_factory=dict)  # column -> label (else the data's)
 
     def floors(self) -> set[str]:
         """Presets that serve as a floor (they are never compared with a floor themselves)."""

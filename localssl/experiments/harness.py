@@ -144,7 +144,8 @@ def run_table(
         if missing:
             not_run[ds] = f"not run ({missing})"
         else:
-            columns[ds] = data_label(data_name, root)
+            label = data_label(data_name, root)
+            columns[ds] = f"{label}: {table.column_labels[ds]}" if ds in table.column_labels else label
 
     result = GridResult(table, sc, seeds, [], columns, not_run, row_notes, runs_dir, 0.0, only or ())
     order = {(r.label, ds): i for i, (ds, r) in enumerate((ds, r) for ds in columns for r in rows)}
@@ -271,7 +272,6 @@ def kept_cells(result: GridResult, path: Path, order: Mapping[tuple[str, str], i
     rerun = f"run the whole table without --only: `localssl reproduce {table.name} --scale {sc.name}`"
     if not path.exists():
         raise ConfigError(f"--only keeps the other rows from {path}, which does not exist; {rerun}")
-    by_preset = {r.preset: r for r in table.rows}
     cells = []
     with path.open(newline="") as fh:
         for rec in csv.DictReader(fh):
@@ -282,7 +282,8 @@ def kept_cells(result: GridResult, path: Path, order: Mapping[tuple[str, str], i
                 )
             if rec["preset"] in result.only or int(rec["seed"]) >= result.seeds:
                 continue
-            row = by_preset.get(rec["preset"])
+            # rows that share a preset (e.g. two probe layers of one run) are told apart by their label
+            row = next((r for r in table.rows if r.label == rec.get("method") and r.preset == rec["preset"]), None)
             if row is None or (row.label, rec["dataset"]) not in order:
                 raise ConfigError(
                     f"{path} has {rec['preset']} on {rec['dataset']}, which this run of table {table.name} does not "

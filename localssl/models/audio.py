@@ -14,6 +14,7 @@ audio is not public, so we follow GIM's code (five) — ``kernel_sizes`` etc. ch
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -91,3 +92,75 @@ class AudioCPC(LayeredEncoder):
             layers.append(GRULayer(c_in, max(1, round(cfg.gru_hidden * cfg.width)), eprop=cfg.eprop))
         super().__init__(layers)
         self.autoregressive_layers = {len(layers) - 1} if cfg.gru else set()
+
+
+# ------------------------------------------------------------------------------------------- MFCC
+@dataclasses.dataclass
+class MFCCConfig:
+    """Mel-frequency cepstral coefficients per 10 ms (the MFCC row of CLAPP 2021 Table 1: 39.7 on LibriSpeech)."""
+
+    name: str = "mfcc"
+    n_coeffs: int = 13
+    n_mels: int = 40
+    n_fft: int = 512
+    win_length: int = 400  # 25 ms at 16 kHz
+    hop: int = 160  # 10 ms
+    sample_rate: int = 16000
+    width: float = 1.0  # no effect (nothing to widen); accepted so that a table sets one width for every row
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_coeffs <= self.n_mels:
+            raise ConfigError(f"model.n_coeffs must be in 1..model.n_mels={self.n_mels}, got {self.n_coeffs}")
+
+
+def mel_filterbank(n_mels: int, n_fft: int, sample_rate: int) -> torch.Tensor:
+    """``(n_mels, n_fft // 2 + 1)`` triangular filters equally spaced on the HTK mel scale, 0 Hz to Nyquist."""
+    mel = torch.linspace(0.0, 2595.0 * math.log10(1 + sample_rate / 2 / 700.0), n_mels + 2, dtype=torch.float64)
+    hz = 700.0 * (10 ** (mel / 2595.0) - 1)
+    bins = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    lo, mid, hi = hz[:-2, None], hz[1:-1, None], hz[2:, None]
+    up, down = (bins - lo) / (mid - lo), (hi - bins) / (hi - mid)
+    return torch.clamp(torch.minimum(up, down), min=0.0)
+
+
+def dct_matrix(n_out: int, n_in: int) -> torch.Tensor:
+    """``(n_out, n_in)`` orthonormal DCT-II (``scipy.fft.dct(x, norm='ortho')[:n_out]``)."""
+    k = torch.arange(n_out, dtype=torch.float64)[:, None]
+    n = torch.arange(n_in, dtype=torch.float64)[None]
+    m = torch.cos(math.pi / n_in * (n + 0.5) * k) * math.sqrt(2.0 / n_in)
+    m[0] /= math.sqrt(2.0)
+    return m
+
+
+class MFCCLayer(nn.Module):
+    """``(B, 1, L)`` waveform -> ``(B, n_coeffs, L // hop + 1)``: ``torch.stft`` (Hann window, centred),
+    power spectrum, mel filterbank, natural log, orthonormal DCT-II. Fixed: its one parameter (the
+    filterbank and DCT in one matrix) has ``requires_grad=False``."""
+
+    def __init__(self, cfg: MFCCConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        fb = mel_filterbank(cfg.n_mels, cfg.n_fft, cfg.sample_rate)
+        self.register_buffer("filters", fb.float())
+        self.dct = nn.Parameter(dct_matrix(cfg.n_coeffs, cfg.n_mels).float(), requires_grad=False)
+        self.register_buffer("window", torch.hann_window(cfg.win_length, periodic=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.cfg
+        spec = torch.stft(
+            x[:, 0].float(), c.n_fft, c.hop, c.win_length, self.window, center=True, pad_mode="reflect",
+            return_complex=True,
+        )  # fmt: skip
+        power = spec.real**2 + spec.imag**2  # (B, n_fft // 2 + 1, frames)
+        logmel = torch.log(torch.einsum("mf,bft->bmt", self.filters, power) + 1e-10)
+        return torch.einsum("cm,bmt->bct", self.dct, logmel)
+
+
+@MODELS.register("mfcc", MFCCConfig)
+class MFCC(LayeredEncoder):
+    """One fixed layer, the MFCCs: the MFCC baseline probed like a trained encoder's layer."""
+
+    def __init__(self, cfg: MFCCConfig, in_channels: int = 1) -> None:
+        if in_channels != 1:
+            raise ConfigError(f"model.name=mfcc reads mono audio (1 channel), not {in_channels}")
+        super().__init__([MFCCLayer(cfg)])

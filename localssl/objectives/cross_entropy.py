@@ -44,3 +44,35 @@ class CrossEntropyObjective(nn.Module):
         loss = F.cross_entropy(logits[mask], labels[mask])
         acc = (logits.detach()[mask].argmax(1) == labels[mask]).float().mean()
         return LossOut(loss, {"acc": acc})
+
+
+@dataclasses.dataclass
+class FrameCrossEntropyConfig:
+    name: str = "frame_cross_entropy"
+    num_classes: int = 39
+
+
+@OBJECTIVES.register("frame_cross_entropy", FrameCrossEntropyConfig)
+class FrameCrossEntropyObjective(nn.Module):
+    """Supervised phone classification per 10 ms frame (the "supervised" and "greedy supervised" rows of
+    CLAPP 2021 Table 1 on speech): a layer's ``(B, C, T)`` output is average-pooled in time to the label
+    rate (one vector per labelled frame, as the frame probe), a linear read-out gives each frame's class
+    scores, and frames labelled -1 are ignored."""
+
+    def __init__(self, cfg: FrameCrossEntropyConfig, target: LayerSpec, refs: list[LayerSpec]) -> None:
+        super().__init__()
+        if len(target.shape) != 2:
+            raise ConfigError(f"objective frame_cross_entropy needs (C, T) layer outputs (audio), got {target.shape}")
+        self.readout = nn.Linear(target.shape[0], cfg.num_classes)
+
+    def forward(self, h: torch.Tensor, refs: list[torch.Tensor], views: ViewBatch) -> LossOut:
+        if views.labels is None:
+            raise ConfigError("objective frame_cross_entropy needs labelled views (frame labels)")
+        labels = views.labels
+        logits = self.readout(F.adaptive_avg_pool1d(h, labels.shape[1]).transpose(1, 2))  # (B, frames, K)
+        mask = labels >= 0
+        if not bool(mask.any()):
+            raise ConfigError("objective frame_cross_entropy got a batch without labels")
+        loss = F.cross_entropy(logits[mask], labels[mask])
+        acc = (logits.detach()[mask].argmax(1) == labels[mask]).float().mean()
+        return LossOut(loss, {"acc": acc})
