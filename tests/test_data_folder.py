@@ -99,7 +99,7 @@ def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch, capsys):
     cached = ["probe.epochs=1", "probe.val_size=3", "probe.cache_features=true"]
     assert main(["probe", str(run), *cached]) == 0
     _png(root / "test" / "square" / "0.png", np.zeros((16, 16, 3), np.uint8))  # the data changes
-    assert main(["probe", str(run), *cached]) == 1  # not the data the run recorded (dataset.json): refused
+    assert main(["probe", str(run), *cached]) == 2  # not the data the run recorded (dataset.json): refused
     assert "split 'test'" in capsys.readouterr().err
     (run / "dataset.json").unlink()  # the user's way to probe other data anyway (docs/usage.md)
     assert main(["probe", str(run), *cached]) == 0
