@@ -55,7 +55,7 @@ def main(overrides: list[str]) -> dict:
     cfg = load_config("vicreg", ["objective.name=cosine-variance", *overrides])
     run_dir = pretrain(cfg)
     result = probe(run_dir)
-    print(f"{run_dir}: linear-probe test accuracy {result['test_acc']:.4f}")
+    print(f"{run_dir}: linear-probe test accuracy {result['test_acc_pct']:.2f} %")
     return result
 
 

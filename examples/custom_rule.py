@@ -74,7 +74,7 @@ def main(overrides: list[str]) -> dict:
     cfg = localssl.load_config("clapp++", ["rule.name=local-overlap", *overrides])
     run_dir = localssl.pretrain(cfg)
     result = localssl.probe(run_dir)
-    print(f"{run_dir}: linear-probe test accuracy {result['test_acc']:.4f}")
+    print(f"{run_dir}: linear-probe test accuracy {result['test_acc_pct']:.2f} %")
     return result
 
 

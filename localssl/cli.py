@@ -50,9 +50,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(plot_per_layer(result, Path(args.run_dir) / f"probe_per_layer_{result['protocol']}.png"))
         return 0
     if result["protocol"] == "paper":
-        keys = ("test_acc", "best_test_acc_selected_on_test", "best_epoch_selected_on_test")
+        keys = ("test_acc_pct", "best_test_acc_selected_on_test_pct", "best_epoch_selected_on_test")
     else:
-        keys = ("test_acc", "val_acc", "best_epoch")
+        keys = ("test_acc_pct", "val_acc_pct", "best_epoch")
     keys = ("protocol", *keys, "feature_dim", "n_train", "n_val", "n_test", "checkpoint_epoch")
     print(json.dumps({k: result[k] for k in keys}, indent=2))
     return 0

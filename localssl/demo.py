@@ -136,8 +136,8 @@ def _run_job(job: Job) -> dict:
         "task": job.task,
         "method": job.method.key,
         "seed": job.seed,
-        "test_acc": res["test_acc"],
-        "val_acc": res["val_acc"],
+        "test_acc_pct": res["test_acc_pct"],
+        "val_acc_pct": res["val_acc_pct"],
         "epochs": cfg.train.epochs,
         "steps": steps,
         "pretrain_s": round(t1 - t0, 1),
@@ -170,14 +170,20 @@ def _cpu_seconds() -> float:
     return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
+def percent(row: dict, split: str) -> float:
+    """A run row's ``test``/``val`` accuracy in percent (``<split>_acc_pct``; a file written before the unit was
+    in the name holds the fraction ``<split>_acc``)."""
+    return row[f"{split}_acc_pct"] if f"{split}_acc_pct" in row else 100 * row[f"{split}_acc"]
+
+
 def summarize(rows: list[dict], budget: Budget) -> dict[str, dict[str, dict]]:
     """Per task and method: mean and sample standard deviation (n-1) of the test accuracy over seeds."""
     out: dict[str, dict[str, dict]] = {}
     for task in budget.tasks:
         out[task] = {}
         for m in METHODS[task]:
-            accs = [100 * r["test_acc"] for r in rows if r["task"] == task and r["method"] == m.key]
-            vals = [100 * r["val_acc"] for r in rows if r["task"] == task and r["method"] == m.key]
+            accs = [percent(r, "test") for r in rows if r["task"] == task and r["method"] == m.key]
+            vals = [percent(r, "val") for r in rows if r["task"] == task and r["method"] == m.key]
             mean = sum(accs) / len(accs)
             std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
             out[task][m.key] = {
@@ -221,7 +227,7 @@ def run_demo(
         rows.append(r)
         label = next(m.label for m in METHODS[r["task"]] if m.key == r["method"])
         print(
-            f"[{len(rows)}/{len(jobs)}] {r['task']}: {label}, seed {r['seed']}: test {100 * r['test_acc']:.1f}% "
+            f"[{len(rows)}/{len(jobs)}] {r['task']}: {label}, seed {r['seed']}: test {r['test_acc_pct']:.1f}% "
             f"(pretrain {r['pretrain_s']:.0f} s, probe {r['probe_s']:.0f} s; {time.perf_counter() - t0:.0f} s so far)",
             file=sys.stderr,
             flush=True,

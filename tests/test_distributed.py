@@ -233,5 +233,5 @@ def test_data_parallel_online_probe_trains_on_rank_0_and_changes_nothing_else(ci
     assert _max_diff(_weights(plain), _weights(with_probe)) == 0.0
     assert "online_probe" in torch.load(with_probe / "checkpoint.pt", weights_only=True)
     header = (with_probe / "steps.csv").read_text().splitlines()[0]
-    assert all(f"probe_acc_l{i}" in header for i in range(1, 7)) and "probe_acc_all" in header
-    assert "probe_acc_all" in (with_probe / "metrics.csv").read_text().splitlines()[0]
+    assert all(f"probe_acc_pct_l{i}" in header for i in range(1, 7)) and "probe_acc_pct_all" in header
+    assert "probe_acc_pct_all" in (with_probe / "metrics.csv").read_text().splitlines()[0]

@@ -212,7 +212,7 @@ def test_a_probe_that_cannot_write_keeps_its_accuracy(cifar_root, tmp_path, caps
     assert cli.main(["probe", str(run), "probe.train_subset=60"]) == 1
     captured = capsys.readouterr().err
     line = next(x for x in captured.splitlines() if x.startswith("localssl:"))
-    assert "could not write" in line and '"test_acc"' in line
+    assert "could not write" in line and '"test_acc_pct"' in line
 
 
 def test_probe_refuses_a_checkpoint_from_another_run(cifar_root, tmp_path, capsys):

@@ -175,11 +175,11 @@ def probe_overrides(cfg: RunConfig) -> list[str]:
 
 def probe_or_reuse(cfg: RunConfig, run_dir: Path, epochs: int, keep_features: bool = False) -> tuple[dict, str]:
     """``probe.json`` of ``run_dir`` if it was written with ``cfg.probe`` at checkpoint ``epochs``, else probe."""
-    from localssl.evaluate.probe import probe
+    from localssl.evaluate.probe import in_percent, probe
 
     path = run_dir / "probe.json"
     if path.exists():
-        old = json.loads(path.read_text())
+        old = in_percent(json.loads(path.read_text()))  # a file from before the unit was in the key names
         old = old.get(cfg.probe.protocol) or old  # probe.json keeps each protocol's result under its name
         same = _probe_signature(old.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
         if same and old.get("checkpoint_epoch") == epochs:

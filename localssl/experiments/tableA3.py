@@ -212,8 +212,8 @@ def run_job(job: Job, runs_dir: Path, threads: int | None = None) -> dict[str, A
         final = json.loads((run_dir / "summary.json").read_text()).get("final", {})
         top_loss = [v for k, v in final.items() if k.startswith("loss_l")]
         result.update(
-            test_acc=100 * res["test_acc"],
-            val_acc=100 * res["val_acc"],
+            test_acc=res["test_acc_pct"],
+            val_acc=res["val_acc_pct"],
             final_loss=top_loss[0] if top_loss else None,  # last epoch's mean top-objective loss (forward pass)
             probe_s=time.perf_counter() - t1,
         )
