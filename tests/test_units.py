@@ -41,3 +41,30 @@ def test_run_files_and_probe_json_hold_percent_named_as_such(cifar_root, tmp_pat
     assert main(["probe", str(run), *probe_args, "probe.cache_features=true"]) == 0
     stored = json.loads((run / "probe.json").read_text())
     assert (run / stored["cache"]).is_file()
+
+
+def test_a_long_decode_says_so_once_and_is_then_cached(tmp_path, monkeypatch, capsys):
+    """The first read of an image archive (CIFAR-10's jpeg zip: 10-60 s) says what it does; the next reads the
+    decoded cache silently. Oracle: the archive's own 4 images (the threshold lowered to 3)."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from localssl.data import folder
+    from localssl.data.readers import read_cifar10
+
+    monkeypatch.setenv("LOCALSSL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder, "SAY_DECODE_FROM", 3)
+    with zipfile.ZipFile(tmp_path / "cifar10-jpeg.zip", "w") as zf:
+        for i, cls in enumerate(["airplane", "automobile", "bird", "cat"]):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(buf, format="PNG")
+            zf.writestr(f"train/{cls}/{i}.png", buf.getvalue())
+    data = read_cifar10(tmp_path, "train")
+    assert len(data.images) == 4
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"decoding 4 images of {tmp_path / 'cifar10-jpeg.zip'}:train (once: kept decoded for later runs)"
+    assert len(read_cifar10(tmp_path, "train").images) == 4
+    assert capsys.readouterr().err == ""
