@@ -69,7 +69,9 @@ def test_online_probe_resumes_exactly(cifar_root, tmp_path):
     for name, readout in a["readouts"].items():
         assert all(torch.equal(t, b["readouts"][name][k]) for k, t in readout.items()), name
     for log in ("steps.csv", "metrics.csv"):
-        assert [r["probe_acc_pct_all"] for r in _rows(full / log)] == [r["probe_acc_pct_all"] for r in _rows(half / log)]
+        assert [r["probe_acc_pct_all"] for r in _rows(full / log)] == [
+            r["probe_acc_pct_all"] for r in _rows(half / log)
+        ]
 
 
 def test_online_probe_is_the_offline_probe_on_its_images(pattern_cifar_root, tmp_path):
@@ -98,7 +100,9 @@ def test_online_probe_is_the_offline_probe_on_its_images(pattern_cifar_root, tmp
     x = {k: extractor.extract(pre.images[i]) for k, i in (("tr", tr), ("va", va), ("held", held))}
     fs = FeatureSet([x["tr"]], pre.labels[tr], x["va"], pre.labels[va], x["held"], pre.labels[held])
     offline = train_linear_probe(fs, cfg.probe, 10)
-    assert float(logged["probe_acc_pct_all"]) == round(offline["test_acc_pct"], 3) == data["accuracy"]["probe_acc_pct_all"]
+    assert (
+        float(logged["probe_acc_pct_all"]) == round(offline["test_acc_pct"], 3) == data["accuracy"]["probe_acc_pct_all"]
+    )
 
 
 def test_a_frozen_encoder_is_scored_once_and_logs_that_score_at_every_step(cifar_root, tmp_path, monkeypatch):
@@ -112,7 +116,9 @@ def test_a_frozen_encoder_is_scored_once_and_logs_that_score_at_every_step(cifar
     run = pretrain(
         load_config("random", [f"data.root={cifar_root}", *TINY, *ONLINE, "train.epochs=2", f"out_dir={tmp_path}"])
     )
-    logged = [r["probe_acc_pct_all"] for r in _rows(run / "steps.csv") + _rows(run / "metrics.csv") if r["probe_acc_pct_all"]]
+    logged = [
+        r["probe_acc_pct_all"] for r in _rows(run / "steps.csv") + _rows(run / "metrics.csv") if r["probe_acc_pct_all"]
+    ]
     assert len(logged) >= 4 and len(set(logged)) == 1 and len(calls) == 1
 
 

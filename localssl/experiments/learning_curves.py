@@ -195,9 +195,8 @@ def report(out: Path, scale: str, budget: Budget) -> None:
         if mine and at is not None:
             last = mine[-1]
             per = " / ".join(f"{at[f'probe_acc_pct_l{i}']:.1f}" for i in range(1, 7) if f"probe_acc_pct_l{i}" in at)
-            lines.append(
-                f"| {preset} | {at['probe_acc_pct_all']:.1f} | {per} | {last['step']} | {last['probe_acc_pct_all']:.1f} |"
-            )
+            now, end = at["probe_acc_pct_all"], last["probe_acc_pct_all"]
+            lines.append(f"| {preset} | {now:.1f} | {per} | {last['step']} | {end:.1f} |")
     lines += ["", "![curves](curves.png)", "", "Every scoring: `curves.csv`."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 
