@@ -235,14 +235,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _presets_help() -> str:
-    """One line per preset: the first comment line of its YAML file."""
+    """One entry per preset: the first sentence of its YAML file's header comment (:func:`preset_description`)."""
+    import textwrap
+
     from localssl.config import CONFIG_DIR, available_presets
 
     lines = ["presets (configs/*.yaml; `localssl config PRESET` shows every key and its meaning):"]
     for name in available_presets():
-        first = (CONFIG_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ").strip()
-        lines.append(f"  {name:20s} {first[:95]}")
+        text = preset_description((CONFIG_DIR / f"{name}.yaml").read_text())
+        indent = " " * 23  # a long description goes on over lines of its own, never cut
+        lines.append(textwrap.fill(text, 118, initial_indent=f"  {name:20s} ", subsequent_indent=indent))
     return "\n".join(lines)
+
+
+def preset_description(yaml_text: str, most: int = 300) -> str:
+    """A preset's description: its header comment up to the end of the first line that ends a sentence
+    (a sentence may go on over several comment lines), else shortened at a word with "…"."""
+    import textwrap
+
+    words: list[str] = []
+    for line in yaml_text.splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("# ").split()
+        if line.rstrip().endswith("."):
+            break
+    return textwrap.shorten(" ".join(words), most, placeholder=" …")
 
 
 def _datasets_help() -> str:
