@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from localssl.experiments.jobs import run_jobs
+from localssl.utils import save_figure
 
 CHANCE = {"speech": 100 / 8, "cifar": 10.0}
 TASK_TITLES = {"speech": "synthetic speech (8 classes, generated offline)", "cifar": "CIFAR-10 as it is"}
@@ -329,6 +330,4 @@ def plot_demo(summary: dict[str, dict[str, dict]], path: Path, budget: Budget, f
             box = {"facecolor": "white", "alpha": 0.9, "edgecolor": "#cccccc"}
             ax.text(0.5, -0.27, cifar_caveat(rows), transform=ax.transAxes, ha="center", va="top", fontsize=7, bbox=box)
     fig.suptitle("localssl demo: mean ± std over seeds (dots: each seed)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from localssl.utils import save_figure
+
 
 def per_layer_table(result: dict[str, Any]) -> str:
     """Markdown table, one row per layer and one for all layers together: feature width and test
@@ -49,7 +51,5 @@ def plot_per_layer(result: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"linear probe per layer ({result['protocol']} protocol, checkpoint epoch {epoch})", fontsize=9)
     for x, a in zip(xs, acc):
         ax.text(x, a, f"{a:.1f}", ha="center", va="bottom", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path

@@ -23,6 +23,7 @@ import yaml
 
 from localssl.config import ConfigError, load_config
 from localssl.train import resolve_config
+from localssl.utils import save_figure
 
 # settings that only say where or how visibly a run ran, not what it learned
 _UNINFORMATIVE = {"out_dir", "data.root", "train.progress", "train.device"}
@@ -149,13 +150,11 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig = curves_figure(run_dirs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, out, dpi=120)
     return out
 
 

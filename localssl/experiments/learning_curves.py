@@ -20,7 +20,7 @@ from pathlib import Path
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs
 from localssl.registry import ConfigError
-from localssl.utils import machine_name
+from localssl.utils import machine_name, save_figure
 
 PRESETS = ("clapp++", "clapp++both", "bp-clapp++", "clapp++nospatial", "random")
 
@@ -157,9 +157,7 @@ def plot(rows: list[dict[str, object]], path: Path, title: str, batch: int) -> N
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def report(out: Path, scale: str, budget: Budget) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs as run_in_processes
+from localssl.utils import save_figure
 
 GRID_T = (1, 9, 17)
 GRID_ALPHA = (0.01, 0.1, 0.5)
@@ -371,9 +372,7 @@ def plot(path: Path, scale: str, protocol: Protocol, results: list[dict[str, Any
     axes[0].set_ylabel("top-layer linear probe, test %")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"CLAPP++ Table A3 on CIFAR-10, scale '{scale}'", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 @experiment("tableA3", "CLAPP++ Table A3: backprop vs predictive coding for cross-entropy, CLAPP and LPL (CIFAR-10)")
