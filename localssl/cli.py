@@ -444,7 +444,11 @@ def main(argv: list[str] | None = None) -> int:
         return _error(err, 2)
     except RuntimeError as err:  # NonFiniteLossError, RunLockedError, CUDA unavailable, ...
         from localssl.data.base import DatasetError
+        from localssl.data.download import DownloadNotDone
 
+        if isinstance(err, DownloadNotDone):  # the one line, then the commands to paste (usage.md: exit 1)
+            print(f"localssl: error: {err}", file=sys.stderr)
+            return 1
         return _error(err, 2 if isinstance(err, DatasetError) else 1)  # data missing, unreadable or another's: 2
     except OSError as err:  # full disk, read-only or invalid folder, permissions
         print(f"localssl: error: {_one_line(describe_os_error(err))}", file=sys.stderr)
