@@ -124,9 +124,9 @@ def test_cli_pretrain_prints_run_dir_last(cifar_root, tmp_path, capsys):
 
 def test_cli_missing_dataset_message(tmp_path, capsys):
     code = main(["pretrain", "clapp++", *TINY, "data.name=stl10", f"data.root={tmp_path}", f"out_dir={tmp_path}"])
-    assert code == 1
+    assert code == 2  # a missing file (usage.md: exit 2), in one line
     err = capsys.readouterr().err
-    assert "stl10_binary" in err and "localssl data download stl10" in err
+    assert "stl10_binary" in err and "localssl data download stl10" in err and len(err.splitlines()) == 1
 
 
 def test_probe_learns_above_chance(pattern_cifar_root, tmp_path):
