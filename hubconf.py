@@ -60,8 +60,8 @@ def _entry(name: str, path: _Path) -> _Callable[..., torch.nn.Module]:
     entry.__doc__ = (
         f"{card.get('preset')} encoder ({card['model'].get('name')} at width {card['model'].get('width')}), trained "
         f"{card['training'].get('steps')} steps on {card['data'].get('name')}; probe test accuracy "
-        f"{probe.get('test_acc_percent', '–')} % (random init of the same network: "
-        f"{base.get('test_acc_percent', '–')} %). "
+        f"{probe.get('test_acc_pct', '–')} % (random init of the same network: "
+        f"{base.get('test_acc_pct', '–')} %). "
         f"File {card.get('file')}, sha256 {card.get('sha256')}; card {card_file.name}. "
         "pretrained=False: the same network at its initialisation."
     )

@@ -52,10 +52,12 @@ class CosineVariance(nn.Module):
 
 def main(overrides: list[str]) -> dict:
     """Pretrain VGG-6 with the local rule and the new objective, then fit the linear probe."""
-    cfg = load_config("vicreg", ["objective.name=cosine-variance", *overrides])
+    cfg = load_config(
+        "vicreg", ["name=cosine-variance", "objective.name=cosine-variance", *overrides]
+    )  # runs/cosine-variance-*
     run_dir = pretrain(cfg)
     result = probe(run_dir)
-    print(f"{run_dir}: linear-probe test accuracy {result['test_acc']:.4f}")
+    print(f"{run_dir}: linear-probe test accuracy {result['test_acc_pct']:.2f} %")
     return result
 
 

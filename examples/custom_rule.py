@@ -71,10 +71,12 @@ class OverlapRule(Rule):
 
 def main(overrides: list[str]) -> dict:
     """Pretrain VGG-6 on CLAPP++'s views and objective with the new rule, then fit the linear probe."""
-    cfg = localssl.load_config("clapp++", ["rule.name=local-overlap", *overrides])
+    cfg = localssl.load_config(
+        "clapp++", ["name=local-overlap", "rule.name=local-overlap", *overrides]
+    )  # runs/local-overlap-*
     run_dir = localssl.pretrain(cfg)
     result = localssl.probe(run_dir)
-    print(f"{run_dir}: linear-probe test accuracy {result['test_acc']:.4f}")
+    print(f"{run_dir}: linear-probe test accuracy {result['test_acc_pct']:.2f} %")
     return result
 
 

@@ -28,6 +28,11 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
         return pretrain_from_cli(args)
     if args.resume:
+        if args.preset and "=" not in args.preset:
+            raise ConfigError(
+                f"--resume continues {args.resume} with the preset and settings it was made with; drop "
+                f"'{args.preset}' (after --resume RUN give only key=value settings, e.g. train.epochs=N)"
+            )
         if args.preset:
             args.overrides.insert(0, args.preset)
         run_dir = resume(Path(args.resume), args.overrides)
@@ -53,9 +58,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         print(plot_per_layer(result, folder / f"probe_per_layer_{result['protocol']}.png"))
         return 0
     if result["protocol"] == "paper":
-        keys = ("test_acc", "best_test_acc_selected_on_test", "best_epoch_selected_on_test")
+        keys = ("test_acc_pct", "best_test_acc_selected_on_test_pct", "best_epoch_selected_on_test")
     else:
-        keys = ("test_acc", "val_acc", "best_epoch")
+        keys = ("test_acc_pct", "val_acc_pct", "best_epoch")
     keys = ("protocol", *keys, "feature_dim", "n_train", "n_val", "n_test", "checkpoint_epoch")
     print(json.dumps({k: result[k] for k in keys}, indent=2))
     return 0
@@ -270,6 +275,10 @@ class _Parser(argparse.ArgumentParser):
 
     lazy_epilog = None
 
+    def error(self, message: str):  # type: ignore[override]
+        """A usage mistake: one line naming it and where the valid usage is listed, exit 2."""
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
     def format_help(self) -> str:
         if self.lazy_epilog is not None:
             self.epilog = self.lazy_epilog()
@@ -277,14 +286,32 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _presets_help() -> str:
-    """One line per preset: the first comment line of its YAML file."""
+    """One entry per preset: the first sentence of its YAML file's header comment (:func:`preset_description`)."""
+    import textwrap
+
     from localssl.config import CONFIG_DIR, available_presets
 
     lines = ["presets (configs/*.yaml; `localssl config PRESET` shows every key and its meaning):"]
     for name in available_presets():
-        first = (CONFIG_DIR / f"{name}.yaml").read_text().splitlines()[0].lstrip("# ").strip()
-        lines.append(f"  {name:20s} {first[:95]}")
+        text = preset_description((CONFIG_DIR / f"{name}.yaml").read_text())
+        indent = " " * 23  # a long description goes on over lines of its own, never cut
+        lines.append(textwrap.fill(text, 118, initial_indent=f"  {name:20s} ", subsequent_indent=indent))
     return "\n".join(lines)
+
+
+def preset_description(yaml_text: str, most: int = 300) -> str:
+    """A preset's description: its header comment up to the end of the first line that ends a sentence
+    (a sentence may go on over several comment lines), else shortened at a word with "…"."""
+    import textwrap
+
+    words: list[str] = []
+    for line in yaml_text.splitlines():
+        if not line.startswith("#"):
+            break
+        words += line.lstrip("# ").split()
+        if line.rstrip().endswith("."):
+            break
+    return textwrap.shorten(" ".join(words), most, placeholder=" …")
 
 
 def _datasets_help() -> str:
@@ -317,7 +344,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from localssl import __version__
+
     p = _Parser(prog="localssl", description="Local self-supervised learning rules and baselines.")
+    p.add_argument("--version", action="version", version=f"localssl {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, help: str, epilog=None, imports: bool = False) -> _Parser:
@@ -479,7 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = [t for t in extra if "=" in t and not t.startswith("-")]
     unknown = [t for t in extra if t not in overrides]
     if unknown or (overrides and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+        prog = " ".join(["localssl", *filter(None, [args.command, getattr(args, "data_command", None)])])
+        words = " ".join(unknown or overrides)
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {words} (see `{prog} --help`)\n")
     if overrides:
         args.overrides = [*args.overrides, *overrides]
     try:
@@ -489,14 +521,38 @@ def main(argv: list[str] | None = None) -> int:
         print(f"localssl: {err or 'interrupted (Ctrl-C); nothing half-written was left behind'}", file=sys.stderr)
         return 130
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"localssl: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:  # DatasetError, NonFiniteLossError, RunLockedError, CUDA unavailable, ...
-        print(f"localssl: error: {err}", file=sys.stderr)
-        return 1
+        return _error(err, 2)
+    except RuntimeError as err:  # NonFiniteLossError, RunLockedError, CUDA unavailable, ...
+        from localssl.data.base import DatasetError
+        from localssl.data.download import DownloadNotDone
+
+        if isinstance(err, DownloadNotDone):  # the one line, then the commands to paste (usage.md: exit 1)
+            print(f"localssl: error: {err}", file=sys.stderr)
+            return 1
+        return _error(err, 2 if isinstance(err, DatasetError) else 1)  # data missing, unreadable or another's: 2
     except OSError as err:  # full disk, read-only or invalid folder, permissions
-        print(f"localssl: error: {describe_os_error(err)}", file=sys.stderr)
+        print(f"localssl: error: {_one_line(describe_os_error(err))}", file=sys.stderr)
         return 1
+
+
+def _error(err: BaseException, status: int) -> int:
+    """Print ``err`` as the one line ``localssl: error: ...`` on stderr; return the exit status."""
+    if isinstance(err, FileNotFoundError) and err.filename is not None:  # a raw [Errno 2] from open()
+        text = f"{err.filename} does not exist"
+    else:
+        text = str(err)
+    print(f"localssl: error: {_one_line(text)}", file=sys.stderr)
+    return status
+
+
+def _one_line(text: str) -> str:
+    """A message written over several lines (a list of differences, say) as one: its lines joined with
+    '; ' (with ' ' after a line that ends in ':'), indentation and list dashes dropped."""
+    out = ""
+    for line in (x.strip().removeprefix("- ").strip() for x in text.splitlines()):
+        if line:
+            out = line if not out else out + (" " if out.endswith(":") else "; ") + line
+    return out
 
 
 if __name__ == "__main__":

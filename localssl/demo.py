@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from localssl.experiments.jobs import run_jobs
+from localssl.utils import save_figure
 
 CHANCE = {"speech": 100 / 8, "cifar": 10.0}
 TASK_TITLES = {"speech": "synthetic speech (8 classes, generated offline)", "cifar": "CIFAR-10 as it is"}
@@ -136,8 +137,8 @@ def _run_job(job: Job) -> dict:
         "task": job.task,
         "method": job.method.key,
         "seed": job.seed,
-        "test_acc": res["test_acc"],
-        "val_acc": res["val_acc"],
+        "test_acc_pct": res["test_acc_pct"],
+        "val_acc_pct": res["val_acc_pct"],
         "epochs": cfg.train.epochs,
         "steps": steps,
         "pretrain_s": round(t1 - t0, 1),
@@ -170,14 +171,20 @@ def _cpu_seconds() -> float:
     return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
+def percent(row: dict, split: str) -> float:
+    """A run row's ``test``/``val`` accuracy in percent (``<split>_acc_pct``; a file written before the unit was
+    in the name holds the fraction ``<split>_acc``)."""
+    return row[f"{split}_acc_pct"] if f"{split}_acc_pct" in row else 100 * row[f"{split}_acc"]
+
+
 def summarize(rows: list[dict], budget: Budget) -> dict[str, dict[str, dict]]:
     """Per task and method: mean and sample standard deviation (n-1) of the test accuracy over seeds."""
     out: dict[str, dict[str, dict]] = {}
     for task in budget.tasks:
         out[task] = {}
         for m in METHODS[task]:
-            accs = [100 * r["test_acc"] for r in rows if r["task"] == task and r["method"] == m.key]
-            vals = [100 * r["val_acc"] for r in rows if r["task"] == task and r["method"] == m.key]
+            accs = [percent(r, "test") for r in rows if r["task"] == task and r["method"] == m.key]
+            vals = [percent(r, "val") for r in rows if r["task"] == task and r["method"] == m.key]
             mean = sum(accs) / len(accs)
             std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
             out[task][m.key] = {
@@ -221,7 +228,7 @@ def run_demo(
         rows.append(r)
         label = next(m.label for m in METHODS[r["task"]] if m.key == r["method"])
         print(
-            f"[{len(rows)}/{len(jobs)}] {r['task']}: {label}, seed {r['seed']}: test {100 * r['test_acc']:.1f}% "
+            f"[{len(rows)}/{len(jobs)}] {r['task']}: {label}, seed {r['seed']}: test {r['test_acc_pct']:.1f}% "
             f"(pretrain {r['pretrain_s']:.0f} s, probe {r['probe_s']:.0f} s; {time.perf_counter() - t0:.0f} s so far)",
             file=sys.stderr,
             flush=True,
@@ -323,6 +330,4 @@ def plot_demo(summary: dict[str, dict[str, dict]], path: Path, budget: Budget, f
             box = {"facecolor": "white", "alpha": 0.9, "edgecolor": "#cccccc"}
             ax.text(0.5, -0.27, cifar_caveat(rows), transform=ax.transAxes, ha="center", va="top", fontsize=7, bbox=box)
     fig.suptitle("localssl demo: mean ± std over seeds (dots: each seed)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

@@ -162,7 +162,8 @@ def mean_over_ranks(values: dict[str, torch.Tensor], own: tuple[str, ...] = ()) 
     stacked = torch.stack([torch.as_tensor(values[k], dtype=torch.float32) for k in keys])
     dist.all_reduce(stacked)
     stacked /= dist.get_world_size()
-    return {**dict(zip(keys, stacked)), **{k: v for k, v in values.items() if k.startswith(own)}}
+    averaged = dict(zip(keys, stacked))
+    return {k: averaged.get(k, v) for k, v in values.items()}  # the keys in their order: the CSV columns
 
 
 class PeerLostError(RuntimeError):

@@ -83,6 +83,16 @@ def zscore_rows(
     return out.sub_(mean).div_(std)
 
 
+def say_capped(what: str, got: int, asked: int, n: int, key: str) -> None:
+    """One line on stderr when a held-out set got fewer images than ``key`` asked for (it is at most a fifth
+    of the ``n`` labelled images), so a small data set's probe does not score or select quietly on few."""
+    if got < asked:
+        print(
+            f"{what} capped at {got} images, a fifth of the {n} labelled ones ({key}={asked} asks for more)",
+            file=sys.stderr,
+        )
+
+
 def train_linear_probe(
     fs: FeatureSet,
     cfg: ProbeConfig,
@@ -140,7 +150,7 @@ def train_linear_probes(
                 z = (x[s : s + 4096].float() - mean) / std
                 for name, clf in clfs.items():
                     correct[name] += int((clf(z[:, blocks[name]]).argmax(1) == y[s : s + 4096]).sum())
-        return {name: c / len(y) for name, c in correct.items()}
+        return {name: 100.0 * c / len(y) for name, c in correct.items()}  # percent
 
     def snapshot(clf: nn.Linear) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in clf.state_dict().items()}
@@ -164,7 +174,7 @@ def train_linear_probes(
                 total[name] += loss.item() * len(idx)
         val_acc = accuracy(fs.val, fs.val_y)
         for name, clf in clfs.items():
-            history[name].append({"epoch": epoch + 1, "train_loss": total[name] / n, "val_acc": val_acc[name]})
+            history[name].append({"epoch": epoch + 1, "train_loss": total[name] / n, "val_acc_pct": val_acc[name]})
             if val_acc[name] > best[name][0] or len(fs.val_y) == 0:
                 best[name] = (val_acc[name], epoch + 1, snapshot(clf))
     for name, clf in clfs.items():
@@ -173,10 +183,10 @@ def train_linear_probes(
     out = {}
     for name, clf in clfs.items():
         out[name] = {
-            "test_acc": test_acc[name],
-            "val_acc": best[name][0],
+            "test_acc_pct": test_acc[name],
+            "val_acc_pct": best[name][0],
             "best_epoch": best[name][1],
-            "train_acc": train_acc[name],
+            "train_acc_pct": train_acc[name],
             "history": history[name],
         }
         if keep_classifier:

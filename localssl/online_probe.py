@@ -13,7 +13,7 @@ runs :mod:`localssl.evaluate.probe`'s protocol in small:
    fitted alone, as ``localssl probe --per-layer``) on ``train.online_probe_train`` images (a tenth of them the
    validation part, as the offline probe's 5000 of 50 000);
 3. the chosen read-outs score ``train.online_probe_holdout`` other labelled pretraining images, never
-   fitted on: the ``probe_acc_*`` columns of ``steps.csv`` and ``metrics.csv``.
+   fitted on: the ``probe_acc_pct_*`` columns (percent) of ``steps.csv`` and ``metrics.csv``.
 
 By default the read-outs are fitted on 45 000 labelled pretraining images (a tenth of them validation) and
 score 5000 others: on CIFAR-10, the offline probe's numbers of images with the test set's place taken by
@@ -38,7 +38,7 @@ import time
 import torch
 
 from localssl.config import ProbeConfig
-from localssl.linear_probe import FeatureExtractor, FeatureSet, feature_dtype, train_linear_probes
+from localssl.linear_probe import FeatureExtractor, FeatureSet, feature_dtype, say_capped, train_linear_probes
 
 
 def holdout_indices(labels: torch.Tensor, n_holdout: int, seed: int) -> torch.Tensor:
@@ -89,6 +89,8 @@ class OnlineProbe:
         self.frozen = frozen  # the encoder never changes (random init): its first scoring holds at every step
         self.images, self.labels = images, labels
         self.held = holdout_indices(labels, n_holdout, seed)
+        n_labelled = int((labels >= 0).sum())
+        say_capped("online probe: held-out set", len(self.held), n_holdout, n_labelled, "train.online_probe_holdout")
         self.train_idx, self.val_idx = fit_indices(labels, self.held, n_fit, seed)
         if len(self.train_idx) == 0:
             raise ValueError(
@@ -120,7 +122,7 @@ class OnlineProbe:
 
     def score(self, global_step: int) -> dict[str, float]:
         """Held-out accuracy (%) of every read-out fitted on the encoder as it is at ``global_step``:
-        ``{'probe_acc_l1': …, 'probe_acc_all': …}`` (computed once per step, then remembered)."""
+        ``{'probe_acc_pct_l1': …, 'probe_acc_pct_all': …}`` (percent) (computed once per step, then remembered)."""
         if self._last is not None and self._last[0] == global_step:
             return self._last[1]
         if self._last is not None and self.frozen:  # the same weights: extracting and fitting again gives these
@@ -147,7 +149,7 @@ class OnlineProbe:
         fits = train_linear_probes(
             fs, self.probe, self.num_classes, blocks, self.probe.standardize, keep_classifier=True
         )
-        acc = {f"probe_acc_{name}": round(100.0 * fits[name]["test_acc"], 3) for name in self.names}
+        acc = {f"probe_acc_pct_{name}": round(fits[name]["test_acc_pct"], 3) for name in self.names}
         readouts = {name: {k: v.cpu() for k, v in fits[name]["classifier"].items()} for name in self.names}
         self._last = (global_step, acc, readouts)
         t2 = time.perf_counter()

@@ -178,3 +178,27 @@ def machine_name() -> str:
     name and its core count; with the torch version."""
     device = cuda_device_name() if torch.cuda.is_available() else f"{processor_name()}, {os.cpu_count()} cores"
     return f"{device}; torch {torch.__version__}"
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120, rect: tuple[float, ...] | None = None) -> None:
+    """Save and close a matplotlib figure with no title cut: the figure's title and each panel's title are
+    wrapped onto more lines where they are wider than the figure or the panel, the panels laid out
+    (``tight_layout``, within ``rect``), and the file cropped to everything drawn (``bbox_inches="tight"``)."""
+    import textwrap
+
+    import matplotlib.pyplot as plt
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    texts = [(getattr(fig, "_suptitle", None), fig.bbox.width)]
+    texts += [(t, ax.bbox.width) for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title)]
+    for text, room in texts:
+        if text is None or not text.get_text():
+            continue
+        width = text.get_window_extent(renderer).width
+        if width > room:
+            flat = " ".join(text.get_text().split())
+            text.set_text(textwrap.fill(flat, max(12, int(0.95 * len(flat) * room / width))))
+    fig.tight_layout(**({"rect": rect} if rect else {}))
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)

@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from localssl import bench as bench_module
-from localssl.cli import main
-from localssl.config import available_presets
+from localssl.cli import main, preset_description
+from localssl.config import CONFIG_DIR, available_presets
 from localssl.data.catalog import DATASETS
 
 
@@ -26,6 +26,14 @@ def test_help_lists_presets_experiments_and_datasets(capsys):
         for name in available_presets():
             assert f"\n  {name} " in text, (cmd, name)
         assert "CLAPP++ (Delrocq et al. 2026)" in text  # one line of description per preset
+        flat = " ".join(text.split())
+        for name in available_presets():  # each description a whole sentence, wrapped, never cut mid-word
+            described = preset_description((CONFIG_DIR / f"{name}.yaml").read_text())
+            assert f" {name} {described}" in flat and described.endswith((".", " …")), name
+        assert (
+            " cpc CPC (van den Oord et al. 2018) on VGG-6 as in CLAPP 2021 Table 1: InfoNCE over 16 negatives drawn "
+            "from any patch of the batch" in flat
+        )
     text = _help(capsys, "reproduce")
     from localssl.experiments import load_all
 

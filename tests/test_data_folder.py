@@ -95,11 +95,11 @@ def test_pretrain_and_probe_end_to_end(tmp_path, monkeypatch, capsys):
     result = json.loads((run / "probe.json").read_text())
     assert heads == [3]  # the folder's class count, not CIFAR's 10
     assert result["n_train"] + result["n_val"] == 12 and result["n_test"] == 6
-    assert 0.0 <= result["test_acc"] <= 1.0
+    assert 0.0 <= result["test_acc_pct"] <= 100.0
     cached = ["probe.epochs=1", "probe.val_size=3", "probe.cache_features=true"]
     assert main(["probe", str(run), *cached]) == 0
     _png(root / "test" / "square" / "0.png", np.zeros((16, 16, 3), np.uint8))  # the data changes
-    assert main(["probe", str(run), *cached]) == 1  # not the data the run recorded (dataset.json): refused
+    assert main(["probe", str(run), *cached]) == 2  # not the data the run recorded (dataset.json): refused
     assert "split 'test'" in capsys.readouterr().err
     (run / "dataset.json").unlink()  # the user's way to probe other data anyway (docs/usage.md)
     assert main(["probe", str(run), *cached]) == 0

@@ -47,7 +47,7 @@ def test_demo_smoke_writes_figure_table_and_seed_spread(tmp_path, capsys):
     assert by["cifar", "random", 0]["epochs"] == 0 and by["cifar", "bp-clapp++", 0]["epochs"] == 1
     for task, rows in summary.items():
         for key, s in rows.items():
-            accs = [100 * by[task, key, seed]["test_acc"] for seed in (0, 1)]
+            accs = [by[task, key, seed]["test_acc_pct"] for seed in (0, 1)]
             assert s["test"] == accs
             assert s["test_mean"] == pytest.approx(sum(accs) / 2)
             assert s["test_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)  # sample std of two values

@@ -233,5 +233,23 @@ def test_data_parallel_online_probe_trains_on_rank_0_and_changes_nothing_else(ci
     assert _max_diff(_weights(plain), _weights(with_probe)) == 0.0
     assert "online_probe" in torch.load(with_probe / "checkpoint.pt", weights_only=True)
     header = (with_probe / "steps.csv").read_text().splitlines()[0]
-    assert all(f"probe_acc_l{i}" in header for i in range(1, 7)) and "probe_acc_all" in header
-    assert "probe_acc_all" in (with_probe / "metrics.csv").read_text().splitlines()[0]
+    assert all(f"probe_acc_pct_l{i}" in header for i in range(1, 7)) and "probe_acc_pct_all" in header
+    assert "probe_acc_pct_all" in (with_probe / "metrics.csv").read_text().splitlines()[0]
+
+
+def test_mean_over_ranks_keeps_the_keys_order_so_csv_columns_match_one_process(tmp_path):
+    """A data-parallel run's metrics.csv columns are in the order one process writes them (issue 41): the
+    average over ranks returns the keys in their given order, not sorted. Oracle: a one-rank gloo group, where
+    the mean is the value itself."""
+    import torch.distributed as dist
+
+    from localssl.distributed import mean_over_ranks
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        values = {"loss_l2": torch.tensor(2.0), "loss_l1": torch.tensor(1.0), "probe_acc_pct_all": 50.0}
+        out = mean_over_ranks(values, own=("probe_",))
+    finally:
+        dist.destroy_process_group()
+    assert list(out) == ["loss_l2", "loss_l1", "probe_acc_pct_all"]
+    assert [float(v) for v in out.values()] == [2.0, 1.0, 50.0]

@@ -34,11 +34,12 @@ def test_custom_objective_registered_from_user_code_trains_and_probes(
         [*tiny, "train.epochs=2", f"data.root={pattern_cifar_root}", f"out_dir={tmp_path / 'runs'}", "probe.epochs=15"]
     )
     (run,) = list((tmp_path / "runs").iterdir())
+    assert run.name.startswith("cosine-variance-")  # named after the objective, not the preset it starts from
     assert "cosine-variance" in (run / "config.yaml").read_text()
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     assert all(float(rows[1][f"loss_l{k}"]) < float(rows[0][f"loss_l{k}"]) for k in range(1, 7))  # minimised
-    assert result["test_acc"] > 0.3  # chance is 0.1
+    assert result["test_acc_pct"] > 30  # chance is 10 %
     assert not any(p.name.startswith("features-") for p in run.iterdir())
 
 
@@ -112,8 +113,9 @@ def test_custom_rule_registered_from_user_code_trains_and_probes(pattern_cifar_r
         [*tiny, "train.epochs=2", f"data.root={pattern_cifar_root}", f"out_dir={tmp_path / 'runs'}", "probe.epochs=15"]
     )
     (run,) = list((tmp_path / "runs").iterdir())
+    assert run.name.startswith("local-overlap-")  # named after the rule, not the preset it starts from
     text = (run / "config.yaml").read_text()
     assert "local-overlap" in text and "components:\n  rule: example_custom_rule" in text
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    assert result["test_acc"] > 0.3  # chance is 0.1
+    assert result["test_acc_pct"] > 30  # chance is 10 %

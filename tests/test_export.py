@@ -160,10 +160,10 @@ def test_the_model_card(runs, exported):
     assert card["training"]["steps"] == 2 and card["training"]["epochs"] == 1
     assert card["training"]["wall_s"] > 0 and card["training"]["machine"]
     run_probe = json.loads((runs["run"] / "probe.json").read_text())
-    assert card["probe"]["test_acc_percent"] == pytest.approx(100 * run_probe["test_acc"])
+    assert card["probe"]["test_acc_pct"] == pytest.approx(run_probe["test_acc_pct"])
     assert card["probe"]["protocol"] == "honest" and "held-out train images" in card["probe"]["description"]
     rand_probe = json.loads((runs["random"] / "probe.json").read_text())
-    assert card["random_init"]["test_acc_percent"] == pytest.approx(100 * rand_probe["test_acc"])
+    assert card["random_init"]["test_acc_pct"] == pytest.approx(rand_probe["test_acc_pct"])
     assert "MIT" in card["licence"] and card["parameters"] == sum(
         p.numel() for p in load_encoder(exported.path).parameters()
     )
@@ -182,6 +182,7 @@ def test_the_model_card(runs, exported):
 def test_probe_accuracy_reads_old_and_percent_keys():
     assert probe_accuracy({"test_acc": 0.5}, "test") == 50.0
     assert probe_accuracy({"test_acc_percent": 61.25, "test_acc": 0.1}, "test") == 61.25
+    assert probe_accuracy({"test_acc_pct": 61.25}, "test") == 61.25
     assert probe_accuracy({"val_acc_pct": 12.0}, "val") == 12.0
     assert probe_accuracy({"best_test_acc_selected_on_test": 0.9}, "test") is None
     assert training_time(Path("/nonexistent"))["wall_s"] is None
@@ -206,9 +207,9 @@ def test_probe_takes_an_exported_file(runs, exported, tmp_path, capsys):
     assert main(["probe", str(exported.path), "--out", str(out), *PROBE]) == 0
     result = json.loads((out / "probe.json").read_text())
     run_result = json.loads((runs["run"] / "probe.json").read_text())
-    assert result["test_acc"] == run_result["test_acc"] and result["val_acc"] == run_result["val_acc"]
+    assert result["test_acc_pct"] == run_result["test_acc_pct"] and result["val_acc_pct"] == run_result["val_acc_pct"]
     assert result["weights_sha256"] == exported.sha256 and result["checkpoint_step"] == 2
-    assert localssl.probe(exported.path, PROBE, out_dir=tmp_path / "api")["test_acc"] == run_result["test_acc"]
+    assert localssl.probe(exported.path, PROBE, out_dir=tmp_path / "api")["test_acc_pct"] == run_result["test_acc_pct"]
     assert main(["probe", str(runs["run"]), "--out", str(out)]) == 2  # --out is for exported files only
     capsys.readouterr()
 
@@ -316,4 +317,4 @@ def test_a_shipped_cards_accuracy_is_reproduced_by_probing_the_shipped_file(name
     overrides = [f"probe.{k}={json.dumps(v)}" for k, v in settings.items()]
     result = localssl.probe(name, [*overrides, "probe.progress=false"], out_dir=tmp_path)
     assert result["weights_sha256"] == card["sha256"]
-    assert 100 * result["test_acc"] == pytest.approx(card["probe"]["test_acc_percent"], abs=0.1)
+    assert result["test_acc_pct"] == pytest.approx(card["probe"]["test_acc_pct"], abs=0.1)

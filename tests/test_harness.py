@@ -118,10 +118,10 @@ def test_probe_reused_only_for_the_same_settings(cifar_root, tmp_path):
     cfg = _cfg(cifar_root, "train.epochs=1")
     run_dir, _ = run_or_reuse(cfg, tmp_path / "runs")
     first, status = probe_or_reuse(cfg, run_dir, 1)
-    assert status == "probed" and 0.0 <= first["test_acc"] <= 1.0
+    assert status == "probed" and 0.0 <= first["test_acc_pct"] <= 100.0
     assert not list(run_dir.glob("features-*.pt"))  # the feature cache is dropped after probing
     again, status = probe_or_reuse(cfg, run_dir, 1)
-    assert status == "reused" and again["test_acc"] == first["test_acc"]
+    assert status == "reused" and again["test_acc_pct"] == first["test_acc_pct"]
     stored = json.loads((run_dir / "probe.json").read_text())
     del stored["probe"]["augment_copies"]  # written before that option existed (its default keeps the old probe)
     (run_dir / "probe.json").write_text(json.dumps(stored))

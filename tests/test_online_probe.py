@@ -51,9 +51,9 @@ def test_training_is_identical_with_and_without_the_online_probe(cifar_root, tmp
             assert torch.equal(tensor, b[key][name]), f"{key}.{name} differs with the online probe on"
     assert "online_probe" in b and "online_probe" not in a
     header = _rows(online / "metrics.csv")[0].keys()
-    assert {"probe_acc_l1", "probe_acc_l6", "probe_acc_all", "online_probe_s"} <= set(header)
+    assert {"probe_acc_pct_l1", "probe_acc_pct_l6", "probe_acc_pct_all", "online_probe_s"} <= set(header)
     steps = _rows(online / "steps.csv")
-    scored = [int(r["step"]) for r in steps if r["probe_acc_all"] != ""]
+    scored = [int(r["step"]) for r in steps if r["probe_acc_pct_all"] != ""]
     # 7 steps per epoch, rows every 2 (steps 2 4 6 7 | 9 11 13 14): scored at the first row from each multiple of 4
     assert scored == [4, 9, 13]
 
@@ -69,7 +69,9 @@ def test_online_probe_resumes_exactly(cifar_root, tmp_path):
     for name, readout in a["readouts"].items():
         assert all(torch.equal(t, b["readouts"][name][k]) for k, t in readout.items()), name
     for log in ("steps.csv", "metrics.csv"):
-        assert [r["probe_acc_all"] for r in _rows(full / log)] == [r["probe_acc_all"] for r in _rows(half / log)]
+        assert [r["probe_acc_pct_all"] for r in _rows(full / log)] == [
+            r["probe_acc_pct_all"] for r in _rows(half / log)
+        ]
 
 
 def test_online_probe_is_the_offline_probe_on_its_images(pattern_cifar_root, tmp_path):
@@ -98,7 +100,9 @@ def test_online_probe_is_the_offline_probe_on_its_images(pattern_cifar_root, tmp
     x = {k: extractor.extract(pre.images[i]) for k, i in (("tr", tr), ("va", va), ("held", held))}
     fs = FeatureSet([x["tr"]], pre.labels[tr], x["va"], pre.labels[va], x["held"], pre.labels[held])
     offline = train_linear_probe(fs, cfg.probe, 10)
-    assert float(logged["probe_acc_all"]) == round(100 * offline["test_acc"], 3) == data["accuracy"]["probe_acc_all"]
+    assert (
+        float(logged["probe_acc_pct_all"]) == round(offline["test_acc_pct"], 3) == data["accuracy"]["probe_acc_pct_all"]
+    )
 
 
 def test_a_frozen_encoder_is_scored_once_and_logs_that_score_at_every_step(cifar_root, tmp_path, monkeypatch):
@@ -112,7 +116,9 @@ def test_a_frozen_encoder_is_scored_once_and_logs_that_score_at_every_step(cifar
     run = pretrain(
         load_config("random", [f"data.root={cifar_root}", *TINY, *ONLINE, "train.epochs=2", f"out_dir={tmp_path}"])
     )
-    logged = [r["probe_acc_all"] for r in _rows(run / "steps.csv") + _rows(run / "metrics.csv") if r["probe_acc_all"]]
+    logged = [
+        r["probe_acc_pct_all"] for r in _rows(run / "steps.csv") + _rows(run / "metrics.csv") if r["probe_acc_pct_all"]
+    ]
     assert len(logged) >= 4 and len(set(logged)) == 1 and len(calls) == 1
 
 
@@ -139,8 +145,8 @@ def test_online_probe_agrees_with_the_offline_probe(tmp_path):
         ],
     )
     run = pretrain(cfg)
-    online = float(_rows(run / "metrics.csv")[-1]["probe_acc_all"]) / 100
-    offline = probe(run)["test_acc"]
+    online = float(_rows(run / "metrics.csv")[-1]["probe_acc_pct_all"]) / 100
+    offline = probe(run)["test_acc_pct"] / 100
     se = math.sqrt(online * (1 - online) / 200 + offline * (1 - offline) / 500)
     assert online > 0.3 and offline > 0.3  # both far above chance (10 %): the read-outs learned
     assert abs(online - offline) <= 3 * se + 0.01, (online, offline, se)
@@ -233,7 +239,7 @@ def test_online_probe_agrees_with_the_offline_probe_over_a_3_epoch_cifar10_run(t
         f"train.checkpoint_every={mid_step}",
     ]
     run = pretrain(load_config("clapp++", [*settings, "train.log_every=71"]))  # 71 divides 2343: a row there
-    online = {int(r["step"]): float(r["probe_acc_all"]) for r in _rows(run / "steps.csv") if r["probe_acc_all"]}
+    online = {int(r["step"]): float(r["probe_acc_pct_all"]) for r in _rows(run / "steps.csv") if r["probe_acc_pct_all"]}
     for where, step in ((mid, mid_step), (run, 2 * mid_step)):
-        offline = 100 * probe(where, ["probe.progress=false"])["test_acc"]
+        offline = probe(where, ["probe.progress=false"])["test_acc_pct"]
         assert abs(online[step] - offline) <= 2.0, (step, online[step], offline)

@@ -77,13 +77,13 @@ def test_final_and_best_epoch_are_reported_apart(random_run):
     assert main(["probe", str(random_run), "probe.protocol=paper", "probe.epochs=3", "probe.progress=false"]) == 0
     data = json.loads((random_run / "probe.json").read_text())
     paper = data["paper"]
-    hist = [row["test_acc"] for row in paper["history"]]
-    assert len(hist) == 3 and paper["test_acc"] == hist[-1]  # "Test top1": the last epoch
-    assert paper["best_test_acc_selected_on_test"] == max(hist)  # "Validation top1": selected on test
+    hist = [row["test_acc_pct"] for row in paper["history"]]
+    assert len(hist) == 3 and paper["test_acc_pct"] == hist[-1]  # "Test top1": the last epoch
+    assert paper["best_test_acc_selected_on_test_pct"] == max(hist)  # "Validation top1": selected on test
     assert hist[paper["best_epoch_selected_on_test"] - 1] == max(hist)
     assert paper["n_val"] == 0 and paper["n_train"] == 200 and paper["n_test"] == 100  # all labelled images
     assert paper["protocol"] == "paper" and "c4ea488" in paper["reference"]
-    assert "test_acc" not in data  # no honest result yet: nothing at the top level
+    assert "test_acc_pct" not in data  # no honest result yet: nothing at the top level
     assert not any(p.suffix == ".pt" and p.name != "checkpoint.pt" for p in random_run.iterdir())
 
 
@@ -92,7 +92,7 @@ def test_paper_probe_learns_above_chance(random_run):
     args = ["probe.protocol=paper", "probe.epochs=8", "probe.progress=false", "probe.lr=0.003"]
     assert main(["probe", str(random_run), *args]) == 0
     paper = json.loads((random_run / "probe.json").read_text())["paper"]
-    assert paper["best_test_acc_selected_on_test"] > 0.4 and paper["test_acc"] > 0.25  # chance is 0.1 (0.6, 0.43)
+    assert paper["best_test_acc_selected_on_test_pct"] > 40 and paper["test_acc_pct"] > 25  # chance is 10 (60, 43)
 
 
 def test_probe_json_keeps_both_protocols_and_per_layer(random_run, capsys):
@@ -100,7 +100,7 @@ def test_probe_json_keeps_both_protocols_and_per_layer(random_run, capsys):
     assert main(["probe", str(random_run), *honest]) == 0
     assert main(["probe", str(random_run), "probe.protocol=paper", "probe.epochs=1", "probe.progress=false"]) == 0
     data = json.loads((random_run / "probe.json").read_text())
-    assert data["test_acc"] == data["honest"]["test_acc"] and data["n_val"] == 40  # top level: honest, as before
+    assert data["test_acc_pct"] == data["honest"]["test_acc_pct"] and data["n_val"] == 40  # top level: honest
     assert data["paper"]["n_val"] == 0 and data["paper"]["checkpoint_epoch"] == data["checkpoint_epoch"]
 
     capsys.readouterr()
@@ -113,7 +113,7 @@ def test_probe_json_keeps_both_protocols_and_per_layer(random_run, capsys):
     dims = [per["results"][k]["feature_dim"] for k in "123456"]
     assert sum(dims) == per["results"]["all"]["feature_dim"] == data["honest"]["feature_dim"]
     # the "all" block is the plain protocol on the same features (same seed, same columns)
-    assert per["results"]["all"]["test_acc"] == pytest.approx(data["honest"]["test_acc"])
+    assert per["results"]["all"]["test_acc_pct"] == pytest.approx(data["honest"]["test_acc_pct"])
     assert (random_run / "probe_per_layer_honest.png").stat().st_size > 1000
     assert "paper" in data and "honest" in data  # kept
 
@@ -126,11 +126,13 @@ def test_probe_json_keeps_both_protocols_and_per_layer(random_run, capsys):
 
 
 def test_store_result_reads_old_files_and_drops_other_checkpoints(tmp_path):
+    # a file from before the protocol keys and the unit in the key names: fractions, read as percent
     (tmp_path / "probe.json").write_text(json.dumps({"test_acc": 0.5, "val_acc": 0.4, "checkpoint_epoch": 3}))
-    out = store_result(tmp_path, {"protocol": "paper", "test_acc": 0.6, "checkpoint_epoch": 3})
-    assert out["test_acc"] == 0.5 and out["honest"]["val_acc"] == 0.4 and out["paper"]["test_acc"] == 0.6
-    out = store_result(tmp_path, {"protocol": "paper", "test_acc": 0.7, "checkpoint_epoch": 4})
-    assert out == {"paper": {"protocol": "paper", "test_acc": 0.7, "checkpoint_epoch": 4}}  # epoch 3's are stale
+    out = store_result(tmp_path, {"protocol": "paper", "test_acc_pct": 60.0, "checkpoint_epoch": 3})
+    assert out["test_acc_pct"] == 50.0 and out["honest"]["val_acc_pct"] == 40.0 and out["paper"]["test_acc_pct"] == 60
+    assert "test_acc" not in out and "test_acc" not in out["honest"]  # one unit in the file: percent
+    out = store_result(tmp_path, {"protocol": "paper", "test_acc_pct": 70.0, "checkpoint_epoch": 4})
+    assert out == {"paper": {"protocol": "paper", "test_acc_pct": 70.0, "checkpoint_epoch": 4}}  # epoch 3's: stale
 
 
 def test_unknown_protocol_is_refused():

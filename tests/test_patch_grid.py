@@ -71,5 +71,5 @@ def test_stl10_code_path(tmp_path) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["train_images"] == 16 and summary["global_step"] == 2  # unlabeled only (the paper), batch 8
     result = probe(run)
-    assert result["n_test"] == 10 and 0.0 <= result["test_acc"] <= 1.0
+    assert result["n_test"] == 10 and 0.0 <= result["test_acc_pct"] <= 100.0
     assert result["feature_dim"] == 32  # layer 6 of VGG-6 at width 1/32, averaged over the grid

@@ -212,7 +212,7 @@ def test_a_probe_that_cannot_write_keeps_its_accuracy(cifar_root, tmp_path, caps
     assert cli.main(["probe", str(run), "probe.train_subset=60"]) == 1
     captured = capsys.readouterr().err
     line = next(x for x in captured.splitlines() if x.startswith("localssl:"))
-    assert "could not write" in line and '"test_acc"' in line
+    assert "could not write" in line and '"test_acc_pct"' in line
 
 
 def test_probe_refuses_a_checkpoint_from_another_run(cifar_root, tmp_path, capsys):
@@ -250,10 +250,10 @@ def test_resume_and_probe_refuse_other_data_but_accept_a_copy(cifar_root, tmp_pa
     run = pretrain(_cfg(cifar_root, tmp_path / "runs", "train.max_steps_per_epoch=2"))
     assert json.loads((run / "dataset.json").read_text())["name"] == "cifar10"
     other = _other_cifar(cifar_root, tmp_path / "other", flip_label=False)
-    assert cli.main(["pretrain", "--resume", str(run), "train.epochs=2", f"data.root={other}"]) == 1
+    assert cli.main(["pretrain", "--resume", str(run), "train.epochs=2", f"data.root={other}"]) == 2
     line = _one_line_error(capsys)
     assert "is not the data recorded for run" in line
-    assert cli.main(["probe", str(run), f"data.root={other}"]) == 1
+    assert cli.main(["probe", str(run), f"data.root={other}"]) == 2
     assert "split 'train'" in capsys.readouterr().err
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1  # nothing was trained on the other data
     copy = tmp_path / "copy"

@@ -195,8 +195,8 @@ def test_a_record_shaped_run_uses_its_threads_and_decays_to_its_end(tmp_path, mo
     card = json.loads(files["tiny_record"].with_suffix(".json").read_text())
     cell = json.loads((tmp_path / "runs" / "clapp++-w0.0625-lr1x-s0" / "at-3min" / "cell.json").read_text())
     rand = json.loads((tmp_path / "runs" / "random-w0.0625-lr1x-s0" / "at-0min" / "cell.json").read_text())
-    assert card["probe"]["test_acc_percent"] == pytest.approx(cell["test_acc"])
-    assert card["random_init"]["test_acc_percent"] == pytest.approx(rand["test_acc"])
+    assert card["probe"]["test_acc_pct"] == pytest.approx(cell["test_acc"])
+    assert card["random_init"]["test_acc_pct"] == pytest.approx(rand["test_acc"])
     assert card["made_by"] == "localssl reproduce speedrun --scale smoke --seeds 1 --jobs 1"
     assert card["training"]["steps"] == total and card["training"]["wall_s"] == pytest.approx(
         cell["train_wall_s"], abs=0.1

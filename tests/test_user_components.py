@@ -89,7 +89,7 @@ def test_user_objective_run_is_resumed_and_probed_from_the_cli(tmp_path, tiny_ru
     probed = _cli("probe", str(run), "--import", "user_objectives", **cli)
     assert probed.returncode == 0, probed.stderr
     result = json.loads(probed.stdout)
-    assert result["checkpoint_epoch"] == 2 and 0 <= result["test_acc"] <= 1
+    assert result["checkpoint_epoch"] == 2 and 0 <= result["test_acc_pct"] <= 100
 
 
 def test_an_installed_entry_point_needs_no_import(tmp_path):

@@ -8,11 +8,13 @@ alphabetical order is the official one). Each image is decoded only by the decod
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from localssl.data.base import DatasetError, ImageData
 from localssl.data.images import image_format, read_image
@@ -49,13 +51,20 @@ def read_image_folder(source: Path, split: str, size: int | None = None, channel
     return _assemble(entries, lambda m: Path(m).read_bytes(), size, channels, str(root), "")
 
 
+SAY_DECODE_FROM = 2000  # images: a decode this long (CIFAR-10's 50 000 take 10-60 s) is said, not silent
+
+
 def _assemble(entries, read, size, channels, where, prefix) -> ImageData:
-    """Decode ``(class, member)`` entries (``prefix + member`` names a file in messages) into one ImageData."""
+    """Decode ``(class, member)`` entries (``prefix + member`` names a file in messages) into one ImageData.
+    A long decode says so in one line on stderr (and shows a progress bar on a terminal)."""
     entries.sort()
     classes = sorted({c for c, _ in entries})
     index = {c: i for i, c in enumerate(classes)}
     arrays, labels = [], []
-    for cls, member in entries:
+    long = len(entries) >= SAY_DECODE_FROM
+    if long:
+        print(f"decoding {len(entries)} images of {where} (once: kept decoded for later runs)", file=sys.stderr)
+    for cls, member in tqdm(entries, desc="decoding", unit="img", file=sys.stderr, disable=None if long else True):
         try:
             arrays.append(read_image(read(member), prefix + member, size, channels))
         except DatasetError:

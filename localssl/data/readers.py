@@ -25,11 +25,11 @@ STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monk
 
 
 def _missing(name: str, root: Path, looked: list[Path]) -> DatasetError:
-    where = "\n  ".join(str(p) for p in looked)
+    where = ", ".join(str(p.relative_to(root)) if p.is_relative_to(root) else str(p) for p in looked)
     return DatasetError(
-        f"{name} not found under data root {root}. Looked for:\n  {where}\n"
-        f"Fix: `localssl data download {name} --root {root}` (prints the URL when offline), "
-        f"or point data.root / $LOCALSSL_DATA at the folder that holds it."
+        f"{name} not found under data root {root} (looked for {where}); "
+        f"fix: `localssl data download {name} --root {root}` (prints the URL when offline), "
+        f"or point data.root / $LOCALSSL_DATA at the folder that holds it"
     )
 
 

@@ -20,7 +20,7 @@ _NOT_IN_COMMAND = ("out_dir", "data.root", "train.progress", "train.device", "tr
 
 def probe_accuracy(result: dict[str, Any], kind: str) -> float | None:
     """``kind`` (``'test'`` or ``'val'``) accuracy in percent from a probe result, whichever way it is stored:
-    a key named in percent (``test_acc_percent``, ``test_acc_pct``, ...) as it is, ``test_acc`` (a fraction,
+    a key named in percent (``test_acc_pct``, ``test_acc_percent``, ...) as it is, ``test_acc`` (a fraction,
     as probe.json has written it) times 100."""
     for key, value in result.items():
         if key.startswith(f"{kind}_acc") and ("percent" in key or "pct" in key) and _number(value):
@@ -73,8 +73,8 @@ def probe_summary(run_dir: Path, position: dict[str, Any]) -> dict[str, Any] | N
         return {
             "protocol": protocol,
             "description": describe_protocol(protocol, settings, result.get("n_val")),
-            "test_acc_percent": round(probe_accuracy(result, "test"), 4),
-            "val_acc_percent": _round(probe_accuracy(result, "val")),
+            "test_acc_pct": round(probe_accuracy(result, "test"), 4),
+            "val_acc_pct": _round(probe_accuracy(result, "val")),
             "settings": settings,
             "n_train": result.get("n_train"),
             "n_val": result.get("n_val"),
@@ -181,8 +181,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         ("data", f"{card['data']['name']}; fingerprint " + (", ".join(f"{s} `{v}`" for s, v in fp.items()) or "–")),
         ("training", f"{t['epochs']} epoch(s), {t['steps']:,} steps; wall {wall}, CPU {cpu} ({t['source']})"),
         ("machine", f"{t.get('machine') or 'not recorded by the run'} ({t.get('device')})"),
-        ("probe test accuracy", f"{_pct(probe['test_acc_percent'])} ({probe['description']})" if probe else "–"),
-        ("random init, same network", f"{_pct(rnd['test_acc_percent'])} (run {rnd['run']})" if rnd else "not given"),
+        ("probe test accuracy", f"{_pct(probe['test_acc_pct'])} ({probe['description']})" if probe else "–"),
+        ("random init, same network", f"{_pct(rnd['test_acc_pct'])} (run {rnd['run']})" if rnd else "not given"),
         ("reproduce", f"`{card['made_by'] or card['command']}`"),
         ("licence", card["licence"]),
         ("exported", f"{card['exported']['date']} by {card['exported']['by']}"),

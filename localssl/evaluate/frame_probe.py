@@ -23,6 +23,7 @@ from localssl.config import RunConfig
 from localssl.data import dataset_info, load_split
 from localssl.evaluate.features import FeatureSet, parse_layers
 from localssl.evaluate.frozen import encoder_state
+from localssl.linear_probe import say_capped
 from localssl.views.time_shift import WaveNormalize
 
 
@@ -77,6 +78,7 @@ def compute_frame_features(cfg: RunConfig, run_dir: Path, device: torch.device, 
     g = torch.Generator().manual_seed(cfg.probe.seed)
     perm = torch.randperm(len(train), generator=g)
     n_val = min(cfg.probe.val_size, len(train) // 5)
+    say_capped("probe: validation set", n_val, cfg.probe.val_size, len(train), "probe.val_size")
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     if cfg.probe.train_subset is not None:
         train_idx = train_idx[: cfg.probe.train_subset]

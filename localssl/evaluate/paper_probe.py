@@ -16,8 +16,8 @@ What that script does, and what this module does the same way:
   ``Resize(105)`` (``int(96 + 0.1 * 96)``) then ``CenterCrop(96)``;
 - with ``--validate`` the script's "validation" loader is its **test** loader: the test accuracy is taken
   after every epoch, "Validation top1" is the best of them (selected on the test set) and "Test top1" the
-  accuracy after the last epoch. Both are reported here, as ``test_acc`` (last epoch, "Test top1") and
-  ``best_test_acc_selected_on_test`` with ``best_epoch_selected_on_test`` ("Validation top1").
+  accuracy after the last epoch. Both are reported here in percent, as ``test_acc_pct`` (last epoch, "Test top1") and
+  ``best_test_acc_selected_on_test_pct`` with ``best_epoch_selected_on_test`` ("Validation top1").
 
 Differences, stated: accuracy is correct / total over the test images (the script averages per-batch
 accuracies, which weighs its smaller last batch more: at most 0.16 points on 10 000 test images); crops
@@ -95,8 +95,8 @@ def train_paper_probe(
     block of the features (``blocks``, e.g. one per layer and ``"all"``; default: all columns), trained
     side by side on the same crops: per epoch, a seeded permutation of the train images in batches of
     ``probe.batch_size``, each batch's loss the mean cross-entropy, one Adam step per batch and classifier.
-    The test accuracy is taken after every epoch; returns per block the last epoch's (``test_acc``) and,
-    labelled as such, the best epoch's (``best_test_acc_selected_on_test``)."""
+    The test accuracy is taken after every epoch; returns per block the last epoch's (``test_acc_pct``) and,
+    labelled as such, the best epoch's (``best_test_acc_selected_on_test_pct``)."""
     torch.manual_seed(cfg.seed)  # the crops (kornia draws from torch's generator)
     order = torch.Generator().manual_seed(cfg.seed)
     d = test_features.shape[1]
@@ -144,18 +144,20 @@ def train_paper_probe(
                 {
                     "epoch": epoch + 1,
                     "train_loss": float(loss_sum[name]) / n,
-                    "train_acc_on_crops": int(correct[name]) / n,  # the script's "Overall accuracy for this epoch"
-                    "test_acc": hits / len(test_y),
+                    "train_acc_on_crops_pct": 100.0
+                    * int(correct[name])
+                    / n,  # the script's "Overall accuracy for this epoch"
+                    "test_acc_pct": 100.0 * hits / len(test_y),
                 }
             )
         if "all" in history:
-            bar.set_postfix(test_acc=f"{history['all'][-1]['test_acc']:.3f}")
+            bar.set_postfix(test_acc=f"{history['all'][-1]['test_acc_pct']:.1f}%")
     out = {}
     for name, hist in history.items():
-        best = max(hist, key=lambda row: row["test_acc"])  # the first of equal ones
+        best = max(hist, key=lambda row: row["test_acc_pct"])  # the first of equal ones
         out[name] = {
-            "test_acc": hist[-1]["test_acc"],
-            "best_test_acc_selected_on_test": best["test_acc"],
+            "test_acc_pct": hist[-1]["test_acc_pct"],
+            "best_test_acc_selected_on_test_pct": best["test_acc_pct"],
             "best_epoch_selected_on_test": best["epoch"],
             "feature_dim": blocks[name].stop - blocks[name].start,
             "history": hist,

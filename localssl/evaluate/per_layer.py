@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from localssl.utils import save_figure
+
 
 def per_layer_table(result: dict[str, Any]) -> str:
     """Markdown table, one row per layer and one for all layers together: feature width and test
@@ -19,10 +21,10 @@ def per_layer_table(result: dict[str, Any]) -> str:
     for name, r in result["results"].items():
         label = "all" if name == "all" else f"layer {name}"
         if paper:
-            extra = f"{100 * r['best_test_acc_selected_on_test']:.2f} (epoch {r['best_epoch_selected_on_test']})"
+            extra = f"{r['best_test_acc_selected_on_test_pct']:.2f} (epoch {r['best_epoch_selected_on_test']})"
         else:
-            extra = f"{100 * r['val_acc']:.2f} | {r['best_epoch']}"
-        lines.append(f"| {label} | {r['feature_dim']} | {100 * r['test_acc']:.2f} | {extra} |")
+            extra = f"{r['val_acc_pct']:.2f} | {r['best_epoch']}"
+        lines.append(f"| {label} | {r['feature_dim']} | {r['test_acc_pct']:.2f} | {extra} |")
     return "\n".join(lines)
 
 
@@ -34,12 +36,12 @@ def plot_per_layer(result: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     names = list(result["results"])
-    acc = [100 * result["results"][n]["test_acc"] for n in names]
+    acc = [result["results"][n]["test_acc_pct"] for n in names]
     fig, ax = plt.subplots(figsize=(1.0 + 0.7 * len(names), 3.2))
     xs = range(len(names))
     ax.bar(xs, acc, color=["C0"] * (len(names) - 1) + ["C1"])
     if result["protocol"] == "paper":
-        best = [100 * result["results"][n]["best_test_acc_selected_on_test"] for n in names]
+        best = [result["results"][n]["best_test_acc_selected_on_test_pct"] for n in names]
         ax.scatter(xs, best, marker="_", s=300, color="k", label="best epoch (selected on test)", zorder=3)
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xticks(list(xs), ["all" if n == "all" else n for n in names])
@@ -49,7 +51,5 @@ def plot_per_layer(result: dict[str, Any], path: Path) -> Path:
     ax.set_title(f"linear probe per layer ({result['protocol']} protocol, checkpoint epoch {epoch})", fontsize=9)
     for x, a in zip(xs, acc):
         ax.text(x, a, f"{a:.1f}", ha="center", va="bottom", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
     return path

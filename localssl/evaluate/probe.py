@@ -38,7 +38,7 @@ from localssl.evaluate.frame_probe import compute_frame_features
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.paper_probe import layer_blocks, paper_probe
 from localssl.evaluate.pretrained import is_exported, read_exported, resolve
-from localssl.linear_probe import FeatureSet, columns, feature_dtype, train_linear_probe
+from localssl.linear_probe import FeatureSet, columns, feature_dtype, say_capped, train_linear_probe
 from localssl.utils import atomic_torch_save, atomic_write_json
 
 PROBE_OVERRIDABLE_PREFIXES = ("probe.", "data.root", "train.device")
@@ -90,17 +90,19 @@ def compute_features(
     ckpt_path = weights if weights is not None else run_dir / meta["checkpoint"]
     key = _feature_key(cfg, ckpt_path, [i - 1 for i in meta["layers"]])
     cache = run_dir / f"features-{key}.pt"
-    meta["cache"] = cache.name
     train = load_split(cfg.data.name, info.probe_train_split, cfg.data.root, info)
     meta["layer_dims"] = extractor.layer_dims(train.images[:2].to(device))
     if cache.exists():
         try:
-            return FeatureSet(**load_checkpoint(cache)), meta
+            fs = FeatureSet(**load_checkpoint(cache))
+            meta["cache"] = cache.name  # named only when the file is there
+            return fs, meta
         except CorruptCheckpointError:
             pass  # a cache cut short by a crash is recomputed (an unsafe one is refused above)
 
     test = load_split(cfg.data.name, info.test_split, cfg.data.root, info)
     val_idx, train_idx = split_train_val(len(train), cfg.probe)
+    say_capped("probe: validation set", len(val_idx), cfg.probe.val_size, len(train), "probe.val_size")
     if cfg.probe.train_subset is not None:
         train_idx = train_idx[: cfg.probe.train_subset]
     dtype = feature_dtype(sum(meta["layer_dims"]))
@@ -129,12 +131,32 @@ def compute_features(
     if cache_features:
         try:
             atomic_torch_save(dataclasses.asdict(fs), cache)
+            meta["cache"] = cache.name
         except OSError:
-            pass  # a full disk only costs the cache
+            pass  # a full disk only costs the cache (and probe.json names none)
     return fs, meta
 
 
 SECTIONS = ("honest", "paper", "per_layer")
+_FRACTION_KEYS = ("test_acc", "val_acc", "train_acc", "best_test_acc_selected_on_test", "train_acc_on_crops")
+
+
+def in_percent(result: dict[str, Any]) -> dict[str, Any]:
+    """A probe result with its accuracies in percent under ``*_pct`` keys, the unit of every file a user reads.
+    A ``probe.json`` written before the unit was in the key names holds fractions (``test_acc`` = 0.42): those
+    are converted here (recursively: protocol sections, per-layer results, histories); a current one is
+    returned as it is."""
+    out: dict[str, Any] = {}
+    for key, value in result.items():
+        if key in _FRACTION_KEYS and isinstance(value, (int, float)) and f"{key}_pct" not in result:
+            out[f"{key}_pct"] = 100.0 * value
+        elif isinstance(value, dict):
+            out[key] = in_percent(value)
+        elif isinstance(value, list):
+            out[key] = [in_percent(v) if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+    return out
 
 
 def store_result(run_dir: Path, result: dict[str, Any], per_layer: bool = False) -> dict[str, Any]:
@@ -150,8 +172,9 @@ def store_result(run_dir: Path, result: dict[str, Any], per_layer: bool = False)
         except (OSError, ValueError):
             old = {}
         if isinstance(old, dict):
+            old = in_percent(old)
             sections = {k: old[k] for k in SECTIONS if isinstance(old.get(k), dict)}
-            if "honest" not in sections and "test_acc" in old:  # a file from before the keys: the honest result
+            if "honest" not in sections and "test_acc_pct" in old:  # a file from before the keys: the honest result
                 sections["honest"] = {k: v for k, v in old.items() if k not in SECTIONS}
 
     def same_checkpoint(r: dict[str, Any]) -> bool:
@@ -173,7 +196,7 @@ def store_result(run_dir: Path, result: dict[str, Any], per_layer: bool = False)
     try:
         atomic_write_json(out, path)
     except OSError as exc:  # the accuracy was computed: never lose it with the file
-        shown = {k: result[k] for k in ("protocol", "test_acc", "val_acc", "checkpoint_epoch") if k in result}
+        shown = {k: result[k] for k in ("protocol", "test_acc_pct", "val_acc_pct", "checkpoint_epoch") if k in result}
         raise ProbeWriteError(
             f"could not write {path} ({exc.strerror or exc}); the probe's result was {json.dumps(shown)} "
             "(the full result is printed above). Free space or fix the folder's permissions, then probe again."

@@ -75,7 +75,7 @@ def probe_accuracy(
     empty = f_train.new_zeros((0, f_train.shape[1]))
     fs = FeatureSet([f_train], y_train, empty, y_train.new_zeros(0), f_test, y_test)
     out = train_linear_probe(fs, cfg, num_classes, cfg.standardize)
-    return {"test_acc": out["test_acc"], "train_acc": out["train_acc"]}
+    return {"test_acc": out["test_acc_pct"] / 100, "train_acc": out["train_acc_pct"] / 100}  # fractions, as readouts
 
 
 @torch.no_grad()

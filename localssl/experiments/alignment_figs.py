@@ -32,6 +32,7 @@ from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs
 from localssl.experiments.theory_common import Claim, finish, mnist_images, single_thread, summarize
 from localssl.registry import ConfigError
+from localssl.utils import save_figure
 
 # ------------------------------------------------------------------------------ training loop
 
@@ -125,9 +126,7 @@ def plot_training(path: Path, rows: list[dict], group: str, groups: list[str], n
         ax.set_ylim(-0.1, 1.05)
         ax.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def final_table(rows: list[dict], group: str, groups: list[str], n_layers: int) -> str:

@@ -118,8 +118,8 @@ def train_epochs(preset: str, seed: int, budget: Budget, runs: Path) -> list[dic
             "preset": preset,
             "seed": seed,
             "epoch": epoch,
-            "test_acc": round(100 * res["test_acc"], 4),
-            "val_acc": round(100 * res["val_acc"], 4),
+            "test_acc": round(res["test_acc_pct"], 4),
+            "val_acc": round(res["val_acc_pct"], 4),
             "train_images_per_s": summary.get("images_per_s"),
         }
         done.write_text(json.dumps(row))

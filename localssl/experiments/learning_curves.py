@@ -20,7 +20,7 @@ from pathlib import Path
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs
 from localssl.registry import ConfigError
-from localssl.utils import machine_name
+from localssl.utils import machine_name, save_figure
 
 PRESETS = ("clapp++", "clapp++both", "bp-clapp++", "clapp++nospatial", "random")
 
@@ -83,10 +83,17 @@ def train(preset: str, budget: Budget, runs: Path) -> str:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's CSV file; online-probe columns from before the unit was in their names
+    (``probe_acc_l1``, percent then as now) under their names of now (``probe_acc_pct_l1``)."""
     if not path.exists():
         return []
     with path.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+        return [{_pct_name(k): v for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _pct_name(key: str) -> str:
+    old = "probe_acc_"
+    return "probe_acc_pct_" + key[len(old) :] if key.startswith(old) and not key.startswith("probe_acc_pct_") else key
 
 
 def collect(runs: Path, batch: int) -> list[dict[str, object]]:
@@ -96,11 +103,11 @@ def collect(runs: Path, batch: int) -> list[dict[str, object]]:
     out: list[dict[str, object]] = []
     for preset in PRESETS:
         run = runs / preset
-        scored = [r for r in _rows(run / "steps.csv") if r.get("probe_acc_all")]
-        scored += [r for r in _rows(run / "metrics.csv") if r.get("probe_acc_all")]
+        scored = [r for r in _rows(run / "steps.csv") if r.get("probe_acc_pct_all")]
+        scored += [r for r in _rows(run / "metrics.csv") if r.get("probe_acc_pct_all")]
         by_step = {int(r["step"]): r for r in reversed(scored)}  # the steps.csv row where both have one
         for step, r in sorted(by_step.items()):
-            accs = {k: float(v) for k, v in r.items() if k.startswith("probe_acc_")}
+            accs = {k: float(v) for k, v in r.items() if k.startswith("probe_acc_pct_")}
             out.append({"preset": preset, "epoch": int(r["epoch"]), "step": step, "images_seen": step * batch, **accs})
     return out
 
@@ -125,7 +132,7 @@ def plot(rows: list[dict[str, object]], path: Path, title: str, batch: int) -> N
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    layers = sorted({k for r in rows for k in r if str(k).startswith("probe_acc_l")}, key=lambda k: int(k[11:]))
+    layers = sorted({k for r in rows for k in r if str(k).startswith("probe_acc_pct_l")}, key=lambda k: int(k[15:]))
     step = common_step(rows)
     trained = [int(r["step"]) for r in rows if r["preset"] != "random"]
     xmax = 1.05 * max(trained or [step]) * batch / 1000
@@ -137,7 +144,7 @@ def plot(rows: list[dict[str, object]], path: Path, title: str, batch: int) -> N
         style = {"color": "0.4", "ls": "--"} if preset == "random" else {"color": f"C{i}"}
         label = "random init (frozen encoder)" if preset == "random" else preset
         xs = [r["images_seen"] / 1000 for r in mine]
-        axes[0].plot(xs, [r["probe_acc_all"] for r in mine], marker=".", label=label, **style)
+        axes[0].plot(xs, [r["probe_acc_pct_all"] for r in mine], marker=".", label=label, **style)
         at = at_step(rows, preset, step)
         if at is not None:
             axes[1].plot(range(1, len(layers) + 1), [at[k] for k in layers], marker="o", label=label, **style)
@@ -150,9 +157,7 @@ def plot(rows: list[dict[str, object]], path: Path, title: str, batch: int) -> N
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def report(out: Path, scale: str, budget: Budget) -> None:
@@ -187,10 +192,9 @@ def report(out: Path, scale: str, budget: Budget) -> None:
         at = at_step(rows, preset, step)
         if mine and at is not None:
             last = mine[-1]
-            per = " / ".join(f"{at[f'probe_acc_l{i}']:.1f}" for i in range(1, 7) if f"probe_acc_l{i}" in at)
-            lines.append(
-                f"| {preset} | {at['probe_acc_all']:.1f} | {per} | {last['step']} | {last['probe_acc_all']:.1f} |"
-            )
+            per = " / ".join(f"{at[f'probe_acc_pct_l{i}']:.1f}" for i in range(1, 7) if f"probe_acc_pct_l{i}" in at)
+            now, end = at["probe_acc_pct_all"], last["probe_acc_pct_all"]
+            lines.append(f"| {preset} | {now:.1f} | {per} | {last['step']} | {end:.1f} |")
     lines += ["", "![curves](curves.png)", "", "Every scoring: `curves.csv`."]
     (out / "results.md").write_text("\n".join(lines) + "\n")
 

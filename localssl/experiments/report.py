@@ -23,6 +23,7 @@ from pathlib import Path
 from localssl.experiments.docs import render_docs
 from localssl.experiments.grid import DATASET_LABELS, GridResult, Row, format_mean_std, mean_std
 from localssl.registry import ConfigError
+from localssl.utils import save_figure
 
 
 def _version() -> str:
@@ -306,9 +307,7 @@ def plot(result: GridResult, path: Path) -> None:
     ]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(result.table.title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110, rect=(0, 0.05, 1, 1))
 
 
 # --------------------------------------------------------------------------------------- all reports

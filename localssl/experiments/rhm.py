@@ -40,7 +40,7 @@ from localssl.evaluate.rhm import feature_correlation, probe_accuracy, readout_a
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs as run_in_processes
 from localssl.experiments.rhm_loop import DEFAULT_PROBE, Recipe, build_recipe, rhm_data, train_rhm
-from localssl.utils import atomic_write_json
+from localssl.utils import atomic_write_json, save_figure
 
 THRESHOLD = 0.95
 
@@ -345,9 +345,7 @@ def plot(out: Path, scale: Scale, rows: list[dict[str, Any]], sens: list[dict], 
     ax.set_ylabel("test accuracy")
     ax.set_title(f"RHM v={p.v} n_c={p.n_c} m={p.m} s={p.s} L={p.L}")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_P.png", dpi=120)
-    plt.close(fig)
+    save_figure(fig, out / "accuracy_vs_P.png", dpi=120)
 
     per_layer_figure(out / "sensitivity.png", p, rules, sens, "sensitivity", "synonymic sensitivity")
     per_layer_figure(out / "correlation.png", p, rules, corr, "eta2", "η² with the layer's own level")
@@ -371,9 +369,7 @@ def per_layer_figure(path: Path, p: RHMParams, rules: list[str], rows: list[dict
         ax.set_xlabel("P / P*")
     axes[0].set_ylabel(ylabel)
     axes[-1].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 INT_KEYS, FLOAT_KEYS = ("P", "seed", "layer", "level"), ("P_over_Pstar", "test_acc", "sensitivity", "eta2")

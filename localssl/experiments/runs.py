@@ -175,10 +175,12 @@ def probe_overrides(cfg: RunConfig) -> list[str]:
 
 def _reusable_probe(cfg: RunConfig, run_dir: Path, epochs: int | None) -> dict | None:
     """``run_dir/probe.json``'s result if written with ``cfg.probe`` at checkpoint ``epochs``, else ``None``."""
+    from localssl.evaluate.probe import in_percent
+
     path = run_dir / "probe.json"
     if not path.exists():
         return None
-    old = json.loads(path.read_text())
+    old = in_percent(json.loads(path.read_text()))  # a file from before the unit was in the key names
     old = old.get(cfg.probe.protocol) or old  # probe.json keeps each protocol's result under its name
     same = _probe_signature(old.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
     return old if same and old.get("checkpoint_epoch") == epochs else None

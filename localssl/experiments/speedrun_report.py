@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from localssl.experiments.grid import format_mean_std
+from localssl.utils import save_figure
 
 FIELDS = (
     "rule",
@@ -200,6 +201,4 @@ def plot(
     ax.set_title(f"Time to accuracy on CIFAR-10 (speedrun, scale {scale})")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)

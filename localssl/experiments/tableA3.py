@@ -30,6 +30,7 @@ from typing import Any
 
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs as run_in_processes
+from localssl.utils import save_figure
 
 GRID_T = (1, 9, 17)
 GRID_ALPHA = (0.01, 0.1, 0.5)
@@ -212,8 +213,8 @@ def run_job(job: Job, runs_dir: Path, threads: int | None = None) -> dict[str, A
         final = json.loads((run_dir / "summary.json").read_text()).get("final", {})
         top_loss = [v for k, v in final.items() if k.startswith("loss_l")]
         result.update(
-            test_acc=100 * res["test_acc"],
-            val_acc=100 * res["val_acc"],
+            test_acc=res["test_acc_pct"],
+            val_acc=res["val_acc_pct"],
             final_loss=top_loss[0] if top_loss else None,  # last epoch's mean top-objective loss (forward pass)
             probe_s=time.perf_counter() - t1,
         )
@@ -371,9 +372,7 @@ def plot(path: Path, scale: str, protocol: Protocol, results: list[dict[str, Any
     axes[0].set_ylabel("top-layer linear probe, test %")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"CLAPP++ Table A3 on CIFAR-10, scale '{scale}'", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 @experiment(

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from localssl.utils import save_figure
+
 
 @contextlib.contextmanager
 def single_thread() -> Iterator[None]:
@@ -91,9 +93,7 @@ def plot_layers(
     ax.set_ylim(*ylim)
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 @dataclasses.dataclass

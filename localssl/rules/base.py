@@ -142,4 +142,7 @@ class Rule(nn.Module):
     def record(metrics: Metrics, layer: int, out: LossOut) -> None:
         metrics[f"loss_l{layer}"] = out.loss.detach()
         for key, value in out.metrics.items():
-            metrics[f"{key}_l{layer}"] = value
+            if key == "acc":  # a fraction from the objective; percent in every file a user reads, as named
+                metrics[f"acc_pct_l{layer}"] = 100 * value
+            else:
+                metrics[f"{key}_l{layer}"] = value

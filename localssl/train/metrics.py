@@ -111,6 +111,6 @@ def online_probe_due(every: int, done: int, k_steps: int) -> bool:
 def epoch_line(epoch: int, epochs: int, row: dict[str, Any]) -> str:
     """The line printed at an epoch's end: its losses, images/s and the online probe's accuracy."""
     shown = " ".join(
-        f"{k}={v:.4g}" for k, v in row.items() if k.startswith("loss") or k in ("images_per_s", "probe_acc_all")
+        f"{k}={v:.4g}" for k, v in row.items() if k.startswith("loss") or k in ("images_per_s", "probe_acc_pct_all")
     )
     return f"epoch {epoch}/{epochs}: {shown}"

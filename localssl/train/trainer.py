@@ -269,7 +269,7 @@ class Trainer:
         if self.online_probe is not None:  # every row has the columns (csv header); scored every N steps
             scored = online_probe_due(self.cfg.train.online_probe_every or 0, self.global_step + 1, k_steps)
             acc = self.online_probe_accuracy(self.global_step + 1) if scored else {}
-            row.update({f"probe_acc_{n}": acc.get(f"probe_acc_{n}", "") for n in self.online_probe.names})
+            row.update({f"probe_acc_pct_{n}": acc.get(f"probe_acc_pct_{n}", "") for n in self.online_probe.names})
         self.divergence.observe(row)
         if self.world.is_main:
             append_csv(self.run_dir / "steps.csv", row)
@@ -393,8 +393,8 @@ class Trainer:
 def _postfix(row: dict[str, Any]) -> dict[str, str]:
     """The progress bar's loss (and the online probe's accuracy when the row scored it)."""
     postfix = {}
-    if row.get("probe_acc_all", "") != "":
-        postfix["probe"] = f"{row['probe_acc_all']:.1f}%"
+    if row.get("probe_acc_pct_all", "") != "":
+        postfix["probe"] = f"{row['probe_acc_pct_all']:.1f}%"
     losses = [v for k, v in row.items() if k.startswith("loss")]
     if losses:
         postfix["loss"] = f"{sum(losses):.4f}"
