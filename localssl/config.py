@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from localssl.registry import MODELS, OBJECTIVES, RULES, VIEWS, ConfigError, build_dataclass
+from localssl.safe_files import read_text
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -426,7 +427,7 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     ``components:`` record says to import."""
     path = Path(run_dir) / "config.yaml"
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(read_text(path))  # a regular file only, read to a bound (safe_files)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"{path} is not valid YAML ({str(exc).splitlines()[0]}); the run's checkpoints are untouched. "

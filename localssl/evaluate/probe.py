@@ -38,6 +38,7 @@ from localssl.evaluate.frame_probe import compute_frame_features
 from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.paper_probe import layer_blocks, paper_probe
 from localssl.linear_probe import FeatureSet, columns, feature_dtype, train_linear_probe
+from localssl.safe_files import UnsafeFileError, check_file, read_text, remove_dead_temporaries
 from localssl.utils import atomic_torch_save, atomic_write_json
 
 PROBE_OVERRIDABLE_PREFIXES = ("probe.", "data.root", "train.device")
@@ -120,6 +121,7 @@ def compute_features(
         test_y=test.labels,
     )
     if cache_features:
+        remove_dead_temporaries(run_dir, ".features-*.tmp")  # left by a probe killed while writing its cache
         try:
             atomic_torch_save(dataclasses.asdict(fs), cache)
         except OSError:
@@ -137,9 +139,11 @@ def store_result(run_dir: Path, result: dict[str, Any], per_layer: bool = False)
     protocol's result, so readers of the file from before the keys existed read what they read then."""
     path = run_dir / "probe.json"
     sections: dict[str, Any] = {}
-    if path.exists():
+    if check_file(path):  # a link or special file is refused by name (UnsafeFileError)
         try:
-            old = json.loads(path.read_text())
+            old = json.loads(read_text(path))
+        except UnsafeFileError:
+            raise
         except (OSError, ValueError):
             old = {}
         if isinstance(old, dict):
@@ -195,6 +199,7 @@ def probe(
         if not item.split("=", 1)[0].startswith(PROBE_OVERRIDABLE_PREFIXES):
             raise ValueError(f"probe overrides must be probe.*, data.root or train.device; got '{item}'")
     cfg = read_run_config(run_dir, overrides)
+    check_file(run_dir / "probe.json")  # refuse a planted link or special file before the probe's work, not after
     check_run_data(run_dir, cfg.data, probe_splits(cfg.data), "probed: its probe splits were recorded at pretraining")
     device = resolve_device(cfg.train.device)
     if cache_features is None:

@@ -44,8 +44,11 @@ holds ``images_per_s`` (rank 0's clock, fill and drain included), ``stages`` and
 
 **Failures.** Every wait for another stage is bounded by ``train.stage_timeout`` seconds: a stage that dies
 (its connection closes: at once) or hangs (after the timeout) stops the others with a :class:`StageLostError`
-that names the stage, the last checkpoint and the ``--resume`` command. A stop signal to stage 0 (SIGTERM,
-SIGUSR1: :mod:`localssl.train.stop`) marks the batch it is computing: every stage checkpoints after it and stops.
+that names the stage, the last checkpoint and the ``--resume`` command. A stop signal (SIGTERM, SIGUSR1:
+:mod:`localssl.train.stop`) to any stage stops the whole group at one step with one checkpoint: stage 0 marks the
+batch it is computing when the signal reaches it, or when another stage reports its own with its next logged row
+(at most ``train.log_every`` steps and the pipeline's lag later); every stage checkpoints after that batch and
+stops. At an epoch's end the stages agree on it as data-parallel ranks do (any stage's signal stops them all).
 """
 
 from __future__ import annotations
@@ -123,6 +126,7 @@ class PipelineTrainer(Trainer):
         self._window = DeviceSums()
         self._checked_draws = False
         self._stages_rng: list[dict[str, torch.Tensor]] | None = None  # a resumed mid-epoch checkpoint's
+        self._peer_stop = False  # stage 0: another stage reported a stop signal with a logged row
         # a stage may lag stage 0 by its queue, the batch it computes and the one it prefetches, per stage
         self.lag = (self.n_stages - 1) * (t.stage_queue + 2)
 
@@ -229,7 +233,14 @@ class PipelineTrainer(Trainer):
         if self.stage == 0:
             self._rows.append(_Row(self.epoch + 1, self.global_step, where, sums, k_steps))
             return
-        self.links.send_object({"kind": "row", "step": self.global_step, "sums": {k: v.cpu() for k, v in sums.items()}})
+        self.links.send_object(
+            {
+                "kind": "row",
+                "step": self.global_step,
+                "sums": {k: v.cpu() for k, v in sums.items()},
+                "stop": self.stop.requested,  # a stop signal to this stage: stage 0 stops the group
+            }
+        )
 
     def _collect_rows(self, upto: int | None = None) -> None:
         """Rank 0: write the queued rows of global step ``<= upto`` (all with ``None``) once every stage's
@@ -242,6 +253,7 @@ class PipelineTrainer(Trainer):
                 if msg["kind"] != "row" or msg["step"] != row.step:
                     raise RuntimeError(f"stage {src} sent {msg['kind']} of step {msg['step']}, expected row {row.step}")
                 sums.update(msg["sums"])
+                self._peer_stop = self._peer_stop or bool(msg.get("stop"))
             if self._carry:  # the first row of a resumed epoch also covers the steps before the checkpoint
                 sums = {k: v + self._carry[k].to(v.device) if k in self._carry else v for k, v in sums.items()}
                 self._carry = {}
@@ -398,7 +410,8 @@ class PipelineTrainer(Trainer):
             self.global_step += 1
             if first and self.mid_epoch_checkpoint_due(step + 1, n_steps):
                 flags |= CHECKPOINT_AFTER
-            if first and step + 1 < n_steps and self.stop.requested:  # the epoch's end: fit() stops after it
+            stop = self.stop.requested or self._peer_stop
+            if first and step + 1 < n_steps and stop:  # the epoch's end: fit() stops after it (stop_agreed)
                 flags |= CHECKPOINT_AFTER | STOP_AFTER
             if not last:
                 self.links.send_batch(self.global_step - 1, flags, h, views)
