@@ -206,7 +206,7 @@ def test_file_digests_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     _bmp(changed, 7)
     os.utime(changed, ns=(1, 1))
     assert dataset_manifest(_folder(root)) != first
-    assert read == [changed.resolve()]  # only the changed file
+    assert read == [changed]  # only the changed file
     for cache in (tmp_path / "cache" / "file-digests-v1").glob("*.json"):
         cache.write_text("{not json")  # a broken cache costs a re-hash, never a wrong answer
     read.clear()

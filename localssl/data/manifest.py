@@ -80,15 +80,15 @@ def _digest_file(path: Path) -> str:
 
 
 def file_digests(paths: list[Path]) -> dict[Path, str]:
-    """The sha256 of each file's bytes, cached by (resolved path, size, modification time in ns) in
+    """The sha256 of each file's bytes, cached by (absolute path, size, modification time in ns) in
     ``cache_dir()/file-digests-v1/`` (one JSON file per folder): an unchanged file is not read again; a file
     whose size or modification time changed is. The cache is only a shortcut: a missing, unreadable or
     unwritable cache costs a re-hash, never a wrong answer for a file whose size or mtime changed."""
     if not paths:
         return {}
-    folder = paths[0].parent.resolve()
-    common = Path(os.path.commonpath([str(p.resolve().parent) for p in paths])) if len(paths) > 1 else folder
-    cache = cache_dir() / DIGEST_CACHE / f"{hashlib.sha1(str(common).encode()).hexdigest()[:16]}.json"
+    names = [os.path.abspath(p) for p in paths]  # as listed (a link's target is read, and stat'ed, through it)
+    common = os.path.commonpath([os.path.dirname(n) for n in names])
+    cache = cache_dir() / DIGEST_CACHE / f"{hashlib.sha1(common.encode()).hexdigest()[:16]}.json"
     known: dict[str, Any] = {}
     try:
         if check_file(cache):
@@ -98,16 +98,15 @@ def file_digests(paths: list[Path]) -> dict[Path, str]:
     if not isinstance(known, dict):
         known = {}
     out, fresh, changed = {}, {}, False
-    for path in paths:
-        real = path.resolve()
-        st = real.stat()
-        entry = known.get(str(real))
+    for path, name in zip(paths, names):
+        st = os.stat(name)
+        entry = known.get(name)
         if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [st.st_size, st.st_mtime_ns]:
             out[path] = str(entry[2])
         else:
-            out[path] = _digest_file(real)
+            out[path] = _digest_file(path)
             changed = True
-        fresh[str(real)] = [st.st_size, st.st_mtime_ns, out[path]]
+        fresh[name] = [st.st_size, st.st_mtime_ns, out[path]]
     if changed or fresh.keys() != known.keys():
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
