@@ -122,7 +122,6 @@ class PipelineTrainer(Trainer):
         self._n_images = len(self.images)
         self._rows: collections.deque[_Row] = collections.deque()
         self._epoch_sums = DeviceSums()
-        self._carry: dict[str, torch.Tensor] = {}  # a resumed epoch's window, added to its first row
         self._window = DeviceSums()
         self._checked_draws = False
         self._stages_rng: list[dict[str, torch.Tensor]] | None = None  # a resumed mid-epoch checkpoint's
@@ -198,6 +197,13 @@ class PipelineTrainer(Trainer):
             return self.stage == 0
         return int(key[len(prefix) :].split(".", 1)[0]) - offset in self.layers
 
+    def _owns_metric(self, key: str) -> bool:
+        """Whether this stage logs metric ``key`` (``loss_l3``: layer 3's, 1-based; a key of no layer: stage 0)."""
+        _, sep, layer = key.rpartition("_l")
+        if not (sep and layer.isdigit()):
+            return self.stage == 0
+        return int(layer) - 1 in self.layers
+
     def _drop_others(self) -> None:
         """Free the layers and objectives of the other stages (their parameters become meta tensors)."""
         for i, layer in enumerate(self.comp.encoder.layers):
@@ -254,9 +260,6 @@ class PipelineTrainer(Trainer):
                     raise RuntimeError(f"stage {src} sent {msg['kind']} of step {msg['step']}, expected row {row.step}")
                 sums.update(msg["sums"])
                 self._peer_stop = self._peer_stop or bool(msg.get("stop"))
-            if self._carry:  # the first row of a resumed epoch also covers the steps before the checkpoint
-                sums = {k: v + self._carry[k].to(v.device) if k in self._carry else v for k, v in sums.items()}
-                self._carry = {}
             self._write_row(row, sums)
 
     def _write_row(self, row: _Row, sums: dict[str, torch.Tensor]) -> None:
@@ -306,7 +309,7 @@ class PipelineTrainer(Trainer):
             per_layer = {k: v for p in parts for k, v in p["optimizer"].items()}
             state["optimizer"] = {"per_layer": {k: per_layer[k] for k in sorted(per_layer, key=int)}}
             if position is not None:  # rank 0's position: the whole network's metric sums, stage 0's generators
-                window = dict(self._carry)
+                window: dict[str, torch.Tensor] = {}
                 for p in parts:
                     window.update({k: v + window[k] if k in window else v for k, v in p["window"].items()})
                 check_finite(window, self._where(position), self._kept())  # a checkpoint is always a good one
@@ -337,10 +340,12 @@ class PipelineTrainer(Trainer):
             torch.set_rng_state(rng["cpu"].cpu())
             if self.device.type == "cuda" and "cuda" in rng:
                 torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        # every stage continues its own layers' window (the steps since the last logged row), so that each sum
+        # is added in the uninterrupted run's order (the first row after the checkpoint is then its bitwise)
+        self._window.add({k: v.to(self.device) for k, v in position.window.items() if self._owns_metric(k)})
         if self.stage != 0:  # another number of stages: the epoch's seed (only drawing objectives notice)
             return position.step, position.seconds, 0
         self._epoch_sums.add(position.sums)
-        self._carry = dict(position.window)
         in_window = position.window_steps
         if in_window is None:
             in_window = position.step % self.cfg.train.log_every
