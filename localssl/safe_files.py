@@ -81,6 +81,24 @@ def check_file(path: Path) -> bool:
     return True
 
 
+def check_folder(path: Path) -> bool:
+    """Whether ``path`` exists as a folder (``False``: absent); a symbolic link or anything else there is refused
+    with :class:`UnsafeFileError` (a run's own subfolders, e.g. ``tensorboard/``, are never written through a link)."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISDIR(st.st_mode):
+        return True
+    if stat.S_ISLNK(st.st_mode):
+        check_file(path)  # names the link and its target
+    raise UnsafeFileError(
+        f"{path} is {_kind(st.st_mode)}, not a folder that localssl made; refusing to write into it. Fix: move it "
+        "aside, then run the command again"
+    )
+
+
 def open_fd(path: Path, flags: int = os.O_RDONLY, mode: int = 0o666) -> int:
     """``os.open(path, flags | O_NOFOLLOW | O_NONBLOCK)`` refusing anything but a regular file (the check is made
     on the opened descriptor: nothing can be swapped in between); the descriptor is blocking again."""

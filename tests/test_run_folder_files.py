@@ -17,7 +17,7 @@ from conftest import TINY
 
 from localssl import cli
 from localssl.config import load_config
-from localssl.safe_files import UnsafeFileError, append_text, check_file, read_bytes
+from localssl.safe_files import UnsafeFileError, append_text, check_file, check_folder, read_bytes
 from localssl.train import pretrain
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -111,6 +111,11 @@ def test_the_safe_open_refuses_every_kind_of_file_but_a_regular_one(tmp_path):
             with pytest.raises(UnsafeFileError, match="not a regular file"):
                 append_text(tmp_path / name, "row\n")
     assert not (tmp_path / "nowhere").exists()  # appending did not create the dangling link's target
+    assert check_folder(tmp_path / "folder") and not check_folder(tmp_path / "absent")
+    (tmp_path / "folder-link").symlink_to(tmp_path / "folder")  # e.g. RUN/tensorboard as a link elsewhere
+    for name in ("folder-link", "regular", "fifo"):
+        with pytest.raises(UnsafeFileError):
+            check_folder(tmp_path / name)
     assert regular.read_text() == "a"
     append_text(regular, "b")
     assert regular.read_text() == "ab"
