@@ -44,11 +44,9 @@ holds ``images_per_s`` (rank 0's clock, fill and drain included), ``stages`` and
 
 **Failures.** Every wait for another stage is bounded by ``train.stage_timeout`` seconds: a stage that dies
 (its connection closes: at once) or hangs (after the timeout) stops the others with a :class:`StageLostError`
-that names the stage, the last checkpoint and the ``--resume`` command. A stop signal (SIGTERM, SIGUSR1:
-:mod:`localssl.train.stop`) to any stage stops the whole group at one step with one checkpoint: stage 0 marks the
-batch it is computing when the signal reaches it, or when another stage reports its own with its next logged row
-(at most ``train.log_every`` steps and the pipeline's lag later); every stage checkpoints after that batch and
-stops. At an epoch's end the stages agree on it as data-parallel ranks do (any stage's signal stops them all).
+that names the stage, the last checkpoint and the ``--resume`` command. A stop signal (:mod:`localssl.train.stop`)
+to any stage stops the group at one step: stage 0 marks its batch when the signal reaches it or when another stage
+reports its own with a logged row; every stage checkpoints after that batch and stops.
 """
 
 from __future__ import annotations
@@ -79,6 +77,7 @@ from localssl.train.stages import (
     StageLostError,
     balanced_cuts,
     describe_stages,
+    metric_stage,
     peak_memory_mb,
 )
 from localssl.train.trainer import Trainer
@@ -197,13 +196,6 @@ class PipelineTrainer(Trainer):
             return self.stage == 0
         return int(key[len(prefix) :].split(".", 1)[0]) - offset in self.layers
 
-    def _owns_metric(self, key: str) -> bool:
-        """Whether this stage logs metric ``key`` (``loss_l3``: layer 3's, 1-based; a key of no layer: stage 0)."""
-        _, sep, layer = key.rpartition("_l")
-        if not (sep and layer.isdigit()):
-            return self.stage == 0
-        return int(layer) - 1 in self.layers
-
     def _drop_others(self) -> None:
         """Free the layers and objectives of the other stages (their parameters become meta tensors)."""
         for i, layer in enumerate(self.comp.encoder.layers):
@@ -239,14 +231,8 @@ class PipelineTrainer(Trainer):
         if self.stage == 0:
             self._rows.append(_Row(self.epoch + 1, self.global_step, where, sums, k_steps))
             return
-        self.links.send_object(
-            {
-                "kind": "row",
-                "step": self.global_step,
-                "sums": {k: v.cpu() for k, v in sums.items()},
-                "stop": self.stop.requested,  # a stop signal to this stage: stage 0 stops the group
-            }
-        )
+        row = {"kind": "row", "step": self.global_step, "sums": {k: v.cpu() for k, v in sums.items()}}
+        self.links.send_object({**row, "stop": self.stop.requested})  # a stop signal here: stage 0 stops the group
 
     def _collect_rows(self, upto: int | None = None) -> None:
         """Rank 0: write the queued rows of global step ``<= upto`` (all with ``None``) once every stage's
@@ -342,7 +328,8 @@ class PipelineTrainer(Trainer):
                 torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
         # every stage continues its own layers' window (the steps since the last logged row), so that each sum
         # is added in the uninterrupted run's order (the first row after the checkpoint is then its bitwise)
-        self._window.add({k: v.to(self.device) for k, v in position.window.items() if self._owns_metric(k)})
+        own = {k: v for k, v in position.window.items() if metric_stage(k, self.bounds) == self.stage}
+        self._window.add({k: v.to(self.device) for k, v in own.items()})
         if self.stage != 0:  # another number of stages: the epoch's seed (only drawing objectives notice)
             return position.step, position.seconds, 0
         self._epoch_sums.add(position.sums)
