@@ -69,7 +69,7 @@ from localssl.distributed import SINGLE
 from localssl.rules.base import Metrics, StepContext
 from localssl.train.metrics import DeviceSums, check_finite
 from localssl.train.optimizers import StepOptimizers
-from localssl.train.setup import RunSetup
+from localssl.train.setup import RunSetup, check_batch_fits
 from localssl.train.stages import (
     CHECKPOINT_AFTER,
     STOP_AFTER,
@@ -206,12 +206,8 @@ class PipelineTrainer(Trainer):
                 objective.to("meta")
 
     def steps_per_epoch(self) -> int:
-        bs, n = self.cfg.train.batch_size, self._n_images // self.cfg.train.batch_size
-        if n == 0:
-            raise ValueError(
-                f"{self._n_images} training images are fewer than one batch of train.batch_size={bs}; "
-                "lower train.batch_size or raise data.train_subset"
-            )
+        check_batch_fits(self.cfg, self._n_images, self.world)  # the stages share one batch
+        n = self._n_images // self.cfg.train.batch_size
         cap = self.cfg.train.max_steps_per_epoch
         return min(n, cap) if cap else n
 

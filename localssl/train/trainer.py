@@ -39,7 +39,7 @@ from localssl.tensorboard_log import TensorBoardLog
 from localssl.train.fast_path import autocast_for, compile_step, memory_format_for
 from localssl.train.metrics import DeviceSums, DivergenceWatch, check_finite, epoch_line, online_probe_due
 from localssl.train.optimizers import ONE, StepOptimizers
-from localssl.train.setup import RunSetup
+from localssl.train.setup import RunSetup, check_batch_fits
 from localssl.train.stages import EpochPeak, peak_memory_mb
 from localssl.train.stop import StopRequested, StopSignals
 from localssl.utils import append_csv, atomic_write_json, epoch_seed
@@ -248,14 +248,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
-        global_batch = self.cfg.train.batch_size * self.world.size
-        n = len(self.images) // global_batch
-        if n == 0:
-            raise ValueError(
-                f"{len(self.images)} training images are fewer than one global batch of {global_batch} "
-                f"({self.world.size} rank(s) × train.batch_size={self.cfg.train.batch_size}); "
-                "lower train.batch_size or raise data.train_subset"
-            )
+        check_batch_fits(self.cfg, len(self.images), self.world)
+        n = len(self.images) // (self.cfg.train.batch_size * self.world.size)
         cap = self.cfg.train.max_steps_per_epoch
         return min(n, cap) if cap else n
 
