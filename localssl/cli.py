@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         import_components(getattr(args, "imports", []))  # components of the user's own, asked for by name
         return args.fn(args)
     except KeyboardInterrupt as err:  # a training run's says where its last checkpoint is (RunInterrupted)
-        print(f"localssl: {err or 'interrupted (Ctrl-C); nothing half-written was left behind'}", file=sys.stderr)
+        print(f"localssl: {str(err) or 'interrupted (Ctrl-C); nothing half-written was left behind'}", file=sys.stderr)
         return 130
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as err:
         return _error(err, 2)

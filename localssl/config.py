@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from localssl.registry import MODELS, OBJECTIVES, RULES, VIEWS, ConfigError, build_dataclass
+from localssl.safe_files import read_text
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -430,7 +431,7 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
         what = "does not exist" if not Path(run_dir).exists() else "is not a run folder (it has no config.yaml)"
         raise ConfigError(f"{run_dir} {what}; give a run folder, as printed by `localssl pretrain`")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(read_text(path))  # a regular file only, read to a bound (safe_files)
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(
             f"{path} is not valid YAML ({str(exc).splitlines()[0]}); the run's checkpoints are untouched. "

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from localssl.experiments.jobs import run_jobs
+from localssl.safe_files import read_text
 from localssl.utils import save_figure
 
 CHANCE = {"speech": 100 / 8, "cifar": 10.0}
@@ -131,7 +132,7 @@ def _run_job(job: Job) -> dict:
     cfg = load_config(job.method.preset, [*job.overrides, *job.method.overrides])
     run = pretrain(cfg, Path(job.run_dir))
     t1 = time.perf_counter()
-    steps = json.loads((run / "summary.json").read_text())["global_step"] if cfg.train.epochs else 0
+    steps = json.loads(read_text(run / "summary.json"))["global_step"] if cfg.train.epochs else 0
     res = probe(run)
     return {
         "task": job.task,

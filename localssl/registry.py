@@ -156,13 +156,15 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 number = float(value)
             except ValueError:
                 raise ConfigError(f"{key} expects a number, got '{value}'") from None
-            return int(number) if int in allowed and float not in allowed and number.is_integer() else number
-        if bool in allowed and value.lower() in ("true", "false"):
+            value = number
+        elif bool in allowed and value.lower() in ("true", "false"):
             return value.lower() == "true"
-    if isinstance(value, float) and allowed == {int} and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) and allowed <= {int, float}:
+    if isinstance(value, bool) and allowed <= {int, float, type(None)}:
         raise ConfigError(f"{key} expects a number, got {value}")
+    if isinstance(value, float) and int in allowed and float not in allowed:  # a count: 1.5 epochs is no setting
+        if not value.is_integer():
+            raise ConfigError(f"{key}={value:g} is invalid: it must be a whole number (e.g. {key}={round(value)})")
+        return int(value)
     return value
 
 

@@ -3,7 +3,9 @@
 ``run_dir/.lock`` is locked with ``fcntl.flock`` (the kernel releases it when its holder exits, however
 it exits) and holds the holder's pid, host, start time and command line, so a refusal can name it. A
 lock file left by a dead process is therefore not locked, and the next writer takes it over. Under
-``torchrun`` rank 0 takes the lock for the whole group before any rank writes."""
+``torchrun`` rank 0 takes the lock for the whole group before any rank writes. A ``.lock`` that is a
+symbolic link or a special file (someone else's) is refused by name and left as it is
+(:mod:`localssl.safe_files`): locking never empties a file outside the run."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+
+from localssl.safe_files import open_fd, read_text
 
 try:
     import fcntl
@@ -36,7 +40,7 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = open_fd(self.path, os.O_RDWR | os.O_CREAT)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,7 +78,7 @@ class RunLock:
 def _describe(path: Path) -> str:
     """The holder named by the lock file ("process 123 on host, since ..., running ...")."""
     try:
-        info = json.loads(path.read_text() or "{}")
+        info = json.loads(read_text(path, 1 << 16) or "{}")
     except (OSError, ValueError):
         info = {}
     if not info:

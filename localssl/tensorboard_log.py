@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from localssl.registry import ConfigError
+from localssl.safe_files import check_folder
 
 _MISSING = (
     "train.tensorboard=true needs the tensorboard package, which is not installed; "
@@ -33,6 +34,7 @@ class TensorBoardLog:
         require_tensorboard()
         from torch.utils.tensorboard import SummaryWriter
 
+        check_folder(Path(run_dir) / "tensorboard")  # a planted link is refused, never written through
         self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
 
     def scalars(self, group: str, row: dict[str, Any], step: int) -> None:

@@ -8,20 +8,13 @@ import io
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def umask_mode(mode: int = 0o666) -> int:
-    """``mode`` with the process's umask applied: the permissions ``open()`` would give a new file
-    (``tempfile.mkstemp`` creates owner-only files; every file of a run follows the umask instead)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mode & ~mask
+from localssl.safe_files import append_text, check_file, read_text, temporary_beside, umask_mode
 
 
 def fsync_dir(folder: Path) -> None:
@@ -45,7 +38,7 @@ def atomic_write_bytes(path: Path, write) -> None:
     write removes its temporary file. The file gets the umask's permissions, like any other."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_beside(path)  # a new file: renamed over ``path``, it replaces a link, never its target
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
@@ -67,23 +60,27 @@ def atomic_write_json(obj: Any, path: Path) -> None:
 
 
 def append_csv(path: Path, row: dict[str, Any]) -> None:
-    """Append one row; write the header when the file is new (columns fixed by the first row)."""
-    new = not Path(path).exists()
-    with open(path, "a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
+    """Append one row; write the header when the file is new (columns fixed by the first row). Only a regular
+    file is appended to: a link or special file at ``path`` is refused by name (:mod:`localssl.safe_files`)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(row), extrasaction="ignore")
+    if not check_file(path):
+        writer.writeheader()
+    writer.writerow(row)
+    append_text(path, buf.getvalue())
+
+
+CSV_LIMIT = 1 << 30  # a run's CSV logs: about 100 bytes a row, so a billion bytes is ten million rows
 
 
 def trim_csv(path: Path, last_step: int) -> None:
     """Drop the rows of a log whose ``step`` column is past ``last_step`` (atomically): the rows a resumed
     run will log again, so that a crash never leaves a duplicated row."""
     path = Path(path)
-    if not path.exists():
+    if not check_file(path):
         return
     try:
-        text = path.read_text()
+        text = read_text(path, CSV_LIMIT)
         rows = list(csv.reader(io.StringIO(text)))
     except (csv.Error, UnicodeDecodeError) as exc:
         raise ValueError(

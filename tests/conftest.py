@@ -127,10 +127,11 @@ def gloo_threads():
 """
 
 # The ``localssl`` command in a process with torchrun's environment (:func:`start_ranks`).
-# LOCALSSL_TEST_FAULT="RANK:STEP:die|hang|term" makes that rank die (os._exit), hang, or receive SIGTERM as
-# it starts global step STEP (1-based). A run that finished (exit 0) must leave no gloo thread: a process
-# group still alive after ``destroy_process_group`` keeps its worker threads past the interpreter's exit,
-# where they may abort it (SIGABRT, "terminate called without an active exception"; localssl/distributed.py).
+# LOCALSSL_TEST_FAULT="RANK:STEP:die|kill|hang|term|usr1" makes that rank die (os._exit), be killed (SIGKILL),
+# hang, or receive SIGTERM (SIGUSR1) as it starts global step STEP (1-based). A run that finished (exit 0) must
+# leave no gloo thread: a process group still alive after ``destroy_process_group`` keeps its worker threads past
+# the interpreter's exit, where they may abort it (SIGABRT, "terminate called without an active exception";
+# localssl/distributed.py).
 CLI_WORKER = (
     """
 import os, signal, sys, time
@@ -143,8 +144,10 @@ if fault:
         if self.world.rank == int(rank) and self.global_step + 1 == int(step):
             if how == "die":
                 os._exit(9)
-            elif how == "term":
-                os.kill(os.getpid(), signal.SIGTERM)
+            elif how == "kill":
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif how in ("term", "usr1"):
+                os.kill(os.getpid(), signal.SIGTERM if how == "term" else signal.SIGUSR1)
             else:
                 time.sleep(3600)
         schedule(self, steps_per_epoch)
@@ -185,11 +188,11 @@ def rank_environ(rank: int, world_size: int, port: int) -> dict[str, str]:
 
 def start_ranks(n: int, argv: list[str], cwd: Path, fault: str | None = None) -> list[subprocess.Popen]:
     """``torchrun --nproc_per_node=n -m localssl ARGV`` as ``n`` processes (one thread each) of
-    :data:`CLI_WORKER`, started and not waited for."""
+    :data:`CLI_WORKER`, started and not waited for; ``n=0``: one ``localssl ARGV`` process without torchrun."""
     port = free_port()
     procs = []
-    for rank in range(n):
-        env = rank_environ(rank, n, port)
+    for rank in range(max(n, 1)):
+        env = rank_environ(rank, n, port) if n else dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
         if fault:
             env["LOCALSSL_TEST_FAULT"] = fault
         procs.append(

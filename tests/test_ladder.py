@@ -26,6 +26,7 @@ RUNGS: dict[str, int] = {
     "memory": 0,
     "schedule": 0,
     "runlock": 0,
+    "safe_files": 0,
     # 1: configs, and the helpers that read them (checkpoint fingerprints, the TensorBoard writer)
     "config": 1,
     "checkpoint": 1,

@@ -206,9 +206,17 @@ def test_a_malformed_steps_csv_is_one_line(cifar_root, tmp_path, capsys):
     assert str(run / "steps.csv") in line and "Move the file aside" in line
 
 
-def test_a_probe_that_cannot_write_keeps_its_accuracy(cifar_root, tmp_path, capsys):
+def test_a_probe_that_cannot_write_keeps_its_accuracy(cifar_root, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from localssl.evaluate import probe as probe_module
+
     run = pretrain(_cfg(cifar_root, tmp_path, "train.max_steps_per_epoch=2"))
-    (run / "probe.json").mkdir()  # the result file cannot be written
+
+    def full_disk(obj, path):  # the result file cannot be written (a planted folder is refused up front)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(probe_module, "atomic_write_json", full_disk)
     assert cli.main(["probe", str(run), "probe.train_subset=60"]) == 1
     captured = capsys.readouterr().err
     line = next(x for x in captured.splitlines() if x.startswith("localssl:"))

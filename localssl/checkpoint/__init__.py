@@ -11,11 +11,14 @@ from localssl.checkpoint.position import EpochPosition, rng_states
 from localssl.checkpoint.read import checkpoint_meta, checkpoint_position, read_run_checkpoint
 from localssl.checkpoint.store import (
     CHECKPOINT,
+    CHECKPOINT_FORMAT,
     PREVIOUS,
     RUN_FILES,
+    CheckpointFormatError,
     CheckpointWriteError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
+    check_format,
     is_verified,
     latest_path,
     load_checkpoint,
@@ -26,15 +29,18 @@ from localssl.checkpoint.store import (
 
 __all__ = [
     "CHECKPOINT",
+    "CHECKPOINT_FORMAT",
     "NETWORK_SECTIONS",
     "PREVIOUS",
     "RESUME_OVERRIDABLE",
     "RUN_FILES",
+    "CheckpointFormatError",
     "CheckpointWriteError",
     "CorruptCheckpointError",
     "EpochPosition",
     "UnsafeCheckpointError",
     "check_config_unchanged",
+    "check_format",
     "checkpoint_meta",
     "checkpoint_position",
     "config_fingerprint",

@@ -6,7 +6,9 @@ moment, and the epoch's partial metric sums (up to the last logged row, and the 
 
 Under ``torchrun`` every process draws from its own generators (data-parallel: its slice's augmentation;
 layer-parallel: its stage's objectives): ``ranks_rng`` holds every process's, in rank order, and ``rng``
-rank 0's (the one-process format, which a resume on one process reads)."""
+rank 0's (the one-process format, which a resume on one process reads). Data-parallel ranks also sum their own
+slice's metrics (averaged over ranks only when a row or the epoch's row is written): ``ranks_sums`` and
+``ranks_window`` hold every rank's, so that the resumed epoch's ``metrics.csv`` row is the uninterrupted one's."""
 
 from __future__ import annotations
 
@@ -36,6 +38,8 @@ class EpochPosition:
     window: dict[str, torch.Tensor]  # the steps since
     window_steps: int | None = None  # how many steps ``window`` sums (None: written before it was stored)
     ranks_rng: list[dict[str, torch.Tensor]] | None = None  # every process's generators (under torchrun)
+    ranks_sums: list[dict[str, torch.Tensor]] | None = None  # every data-parallel rank's own ``sums``
+    ranks_window: list[dict[str, torch.Tensor]] | None = None  # and ``window``
 
     def to_state(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -50,7 +54,9 @@ class EpochPosition:
             sums=dict(state.get("sums", {})),
             window=dict(state.get("window", {})),
             window_steps=int(state["window_steps"]) if state.get("window_steps") is not None else None,
-            ranks_rng=[dict(r) for r in state["ranks_rng"]] if state.get("ranks_rng") is not None else None,
+            ranks_rng=_per_rank(state, "ranks_rng"),
+            ranks_sums=_per_rank(state, "ranks_sums"),
+            ranks_window=_per_rank(state, "ranks_window"),
         )
 
     def check_fits(self, epoch: int, n_steps: int) -> None:
@@ -69,6 +75,13 @@ class EpochPosition:
             return self.ranks_rng[rank]
         return self.rng if rank == 0 else None
 
+    def rank_sums(self, rank: int = 0, size: int = 1) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The metric sums and window process ``rank`` of ``size`` continues from: its own when the checkpoint
+        holds every rank's (written by as many data-parallel ranks), else ``sums`` and ``window``."""
+        if self.ranks_sums is not None and self.ranks_window is not None and len(self.ranks_sums) == size:
+            return self.ranks_sums[rank], self.ranks_window[rank]
+        return self.sums, self.window
+
     def restore_rng(self, device: torch.device, rank: int = 0, size: int = 1) -> None:
         rng = self.rank_rng(rank, size)
         if rng is None:
@@ -78,3 +91,7 @@ class EpochPosition:
             if "cuda" not in rng:
                 raise ValueError("this mid-epoch checkpoint was written on the CPU: resume it with train.device=cpu")
             torch.cuda.set_rng_state(rng["cuda"].cpu(), device)
+
+
+def _per_rank(state: dict[str, Any], key: str) -> list[dict[str, torch.Tensor]] | None:
+    return [dict(r) for r in state[key]] if state.get(key) is not None else None

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from localssl.checkpoint.fingerprint import NETWORK_SECTIONS, check_config_unchanged
-from localssl.checkpoint.store import load_latest
+from localssl.checkpoint.store import check_format, load_latest
 from localssl.config import RunConfig
 
 
@@ -17,8 +17,10 @@ def read_run_checkpoint(
 ) -> tuple[dict[str, Any], Path]:
     """The run's newest verified checkpoint (``checkpoint.pt``, else ``checkpoint.prev.pt``: a save in
     progress never hides it) and its path, checked against the run's ``config.yaml``: a checkpoint whose
-    network settings differ (copied from another run) is refused by name."""
+    network settings differ (copied from another run), or that is not in a format this version reads
+    (:func:`~localssl.checkpoint.store.check_format`), is refused by name."""
     ckpt, path = load_latest(Path(run_dir), map_location)
+    check_format(ckpt, path)
     check_config_unchanged(ckpt, cfg, Path(run_dir), only=NETWORK_SECTIONS, path=path)
     return ckpt, path
 

@@ -28,7 +28,6 @@ import io
 import os
 import pickle
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from torch.torch_version import TorchVersion
 
+from localssl.safe_files import UnsafeFileError, open_read, temporary_beside
 from localssl.utils import fsync_dir, umask_mode
 
 CHECKPOINT = "checkpoint.pt"
@@ -50,6 +50,48 @@ class UnsafeCheckpointError(RuntimeError):
 
 class CorruptCheckpointError(RuntimeError):
     """The file is truncated, empty or not a torch checkpoint at all."""
+
+
+class CheckpointFormatError(ValueError):
+    """The file is a readable torch file but not a checkpoint this version of localssl wrote (a newer format,
+    or a field missing or of the wrong kind: edited by hand, or another program's file)."""
+
+
+CHECKPOINT_FORMAT = 1  # the "format" field of every checkpoint; bumped when the layout of the state changes
+_FIELDS: dict[str, tuple[type, ...]] = {"encoder": (dict,), "rule": (dict,), "optimizer": (dict,), "epoch": (int,)}
+_FIELDS["global_step"] = (int,)
+
+
+def check_format(ckpt: Any, path: Path) -> None:
+    """Refuse (:class:`CheckpointFormatError`, naming the file, the field and the fix) a loaded checkpoint that is
+    not one of this version's: a ``format`` newer than :data:`CHECKPOINT_FORMAT`, or a field a resume or a reader
+    needs that is missing or of the wrong kind. A checkpoint written before the ``format`` field existed (format
+    0) is read when its fields are right."""
+    fix = "Restore the file the run wrote (or delete it: the readers then use checkpoint.prev.pt)"
+    if not isinstance(ckpt, dict):
+        raise CheckpointFormatError(f"{path} holds a {type(ckpt).__name__}, not a localssl checkpoint. {fix}")
+    version = ckpt.get("format", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise CheckpointFormatError(f"{path} has format {version!r}, not a checkpoint format number. {fix}")
+    if version > CHECKPOINT_FORMAT:
+        raise CheckpointFormatError(
+            f"{path} has checkpoint format {version}, newer than this localssl reads ({CHECKPOINT_FORMAT}): "
+            "upgrade localssl to read it"
+        )
+    for key, kinds in _FIELDS.items():
+        value = ckpt.get(key)
+        if key not in ckpt or isinstance(value, bool) or not isinstance(value, kinds):
+            what = "is missing" if key not in ckpt else f"is {value!r} ({type(value).__name__})"
+            raise CheckpointFormatError(f"{path}: the field '{key}' {what}, not a {kinds[0].__name__}. {fix}")
+        if isinstance(value, int) and value < 0:
+            raise CheckpointFormatError(f"{path}: the field '{key}' is {value}, a negative count. {fix}")
+    position = ckpt.get("position")
+    if position is not None:
+        step = position.get("step") if isinstance(position, dict) else None
+        if isinstance(step, bool) or not isinstance(step, int) or step <= 0 or position.get("epoch") != ckpt["epoch"]:
+            raise CheckpointFormatError(
+                f"{path}: the field 'position' (where a mid-epoch checkpoint stopped) is not one localssl wrote. {fix}"
+            )
 
 
 class CheckpointWriteError(OSError):
@@ -85,7 +127,7 @@ def is_verified(path: Path) -> bool:
         return True
     try:
         load_checkpoint(path)
-    except (CorruptCheckpointError, UnsafeCheckpointError):
+    except (CorruptCheckpointError, UnsafeCheckpointError, UnsafeFileError):
         return False
     return True
 
@@ -94,10 +136,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any
     """``torch.load(path, weights_only=True)`` with errors that name the file and the cause."""
     path = Path(path)
     try:
-        with torch.serialization.safe_globals([TorchVersion]):  # older runs stored torch.__version__ as is
-            state = torch.load(path, map_location=map_location, weights_only=True)
-    except (FileNotFoundError, PermissionError, IsADirectoryError):
-        raise
+        with open_read(path) as fh, torch.serialization.safe_globals([TorchVersion]):  # older runs: torch.__version__
+            state = torch.load(fh, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, PermissionError, IsADirectoryError, UnsafeFileError):
+        raise  # UnsafeFileError: a link or special file (a FIFO would block, a device never ends) is refused
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
         # (torch's zip reader raises OSError EINVAL on some truncations)
         if _unsafe(exc):
@@ -124,8 +166,7 @@ def _write_temporary(state: dict[str, Any], run_dir: Path) -> Path:
     limit) is then an ``OSError`` of the write, not an error inside torch's zip writer."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    fd, name = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
-    tmp = Path(name)
+    fd, tmp = temporary_beside(run_dir / CHECKPOINT)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.getbuffer())
@@ -140,10 +181,9 @@ def _write_temporary(state: dict[str, Any], run_dir: Path) -> Path:
 
 def _copy_over(src: Path, dst: Path) -> None:
     """Replace ``dst`` by a complete copy of ``src``, atomically (copied to a temporary, fsynced, renamed)."""
-    fd, name = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.", suffix=".tmp")
-    tmp = Path(name)
+    fd, tmp = temporary_beside(dst)
     try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
+        with open_read(src) as fin, os.fdopen(fd, "wb") as fout:
             while chunk := fin.read(1 << 22):
                 fout.write(chunk)
             fout.flush()
@@ -180,7 +220,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: Path) -> Path:
     except OSError as exc:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        kept = latest_path(run_dir)
+        kept = next((p for p in (current, previous) if is_verified(p)), None)  # a complete one, never a corrupt one
         why = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "the file-size limit was reached"}
         raise CheckpointWriteError(
             exc.errno,
@@ -219,7 +259,8 @@ def latest_path(run_dir: Path) -> Path | None:
 
 
 def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
-    """The newest readable checkpoint of a run and its path: what resume, probe, align and plot read.
+    """The newest readable checkpoint of a run and its path: what resume, probe, align and plot read (they then
+    check its format and fields with :func:`check_format`).
 
     A corrupt or missing ``checkpoint.pt`` is reported on stderr naming the predecessor used instead; an
     unsafe file is never skipped silently (it is refused, whichever of the two it is)."""

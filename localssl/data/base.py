@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from localssl.safe_files import check_file, open_read, remove_dead_temporaries, temporary_beside, umask_mode
 
 
 class DatasetError(RuntimeError):
@@ -108,26 +109,36 @@ def manifest_key(source: Path, split: str) -> str:
 def cached_decode(source: Path, split: str, decode: Callable[[], ImageData]) -> ImageData:
     """Decode once, then reuse ``.npz`` in :func:`cache_dir` keyed by :func:`manifest_key`.
 
-    The cache is written atomically (temporary file, then rename) and read with
-    ``np.load(allow_pickle=False)``, so loading it never executes code.
+    The cache is written atomically (a temporary file of this process, then rename; the file gets the umask's
+    permissions) and read with ``np.load(allow_pickle=False)``, so loading it never executes code; only a regular
+    file is read (:mod:`localssl.safe_files`: a link or special file there is refused by name). A temporary left
+    by a killed process, or by a full disk, is removed by the next decode.
     """
     key = manifest_key(source, split)
     path = cache_dir() / f"{source.name}-{split}-{key}.npz"
-    if path.exists():
+    if path.parent.is_dir():
+        remove_dead_temporaries(path.parent, ".*.tmp")
+    if check_file(path):
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open_read(path) as fh, np.load(fh, allow_pickle=False) as z:
                 return ImageData(
                     torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]), [str(c) for c in z["classes"]]
                 )
         except Exception:  # noqa: BLE001 - a broken cache file is rebuilt below
             path.unlink(missing_ok=True)
     data = decode()
+    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+        fd, tmp = temporary_beside(path)
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, images=data.images.numpy(), labels=data.labels.numpy(), classes=np.array(data.classes))
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
+        tmp = None
     except OSError:
-        pass  # a read-only home: decoding again next time is fine
+        pass  # a read-only home or a full disk: decoding again next time is fine
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
     return data

@@ -3,13 +3,17 @@
 :func:`dataset_manifest` describes the splits a run reads (pretraining, probe training, test): their
 number of images, the class names and a content fingerprint of each split:
 
-- ``data.name=folder``: a hash over the sorted relative paths and byte sizes of the image files (the
-  listing the reader reads, symbolic links followed). Nothing is decoded, and modification times are
-  left out, so a copied or moved data folder keeps its fingerprint; an added, removed, renamed or
-  re-encoded image changes it. An edit that keeps a file's path and exact size (possible for
-  uncompressed formats such as BMP) is not seen here (the decode cache still sees it, by mtime).
-- every other dataset: a hash of the decoded arrays (images and labels) of each split, so it does not
-  matter which on-disk copy (pickles or a JPEG folder) was read, only what was read.
+- ``data.name=folder``: a hash over the sorted (relative path, label, sha256 of the file's bytes) of the
+  image files the reader reads (symbolic links followed): what the run read, not only its listing. Other
+  pixels under the same names and sizes, or two class folders swapped, change it; a copied or moved folder
+  keeps it (modification times are left out of the hash). The per-file hashes are cached by (path, size,
+  modification time) in :func:`~localssl.data.base.cache_dir` (:func:`file_digests`), so a resume or a probe
+  of an unchanged folder reads no image again; the first hash of a folder reads every byte once
+  (docs/usage.md states the cost).
+- every other dataset, and every source added to the catalog later (:data:`~localssl.data.catalog.DATASETS`):
+  a hash of the decoded arrays (images and labels) of each split as :func:`~localssl.data.catalog.load_split`
+  returns them, so it does not matter which on-disk copy (pickles or a JPEG folder) was read, only what was
+  read. :func:`split_fingerprint` is the one place every source is fingerprinted.
 
 :func:`check_manifest` compares a recorded manifest with the current one and raises a
 :class:`~localssl.data.base.DatasetError` naming every difference and the fix. (Not to be confused with
@@ -20,17 +24,20 @@ covers modification times and the folder's location.)
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from localssl.data.base import DatasetError
+from localssl.data.base import DatasetError, cache_dir
 from localssl.data.catalog import FOLDER, DataOptions, dataset_info, load_split
 from localssl.data.user_folder import check_root, folder_classes, folder_pretrain_split, list_split
+from localssl.safe_files import check_file, read_text, remove_dead_temporaries, temporary_beside, umask_mode
 
 MANIFEST_VERSION = 1
-FOLDER_FINGERPRINT = "sha256 of sorted (relative path, size) of the image files"
+FOLDER_FINGERPRINT = "sha256 of sorted (relative path, label, sha256 of the bytes) of the image files"
 ARRAY_FINGERPRINT = "blake2b-128 of the decoded images and labels"
 SHIPPED_FINGERPRINT = "sha256 of the data set's own file hashes (its manifest)"
 
@@ -55,10 +62,72 @@ def run_splits(data: RunDataOptions) -> list[str]:
 
 def _folder_split(root: Path, split: str) -> dict[str, Any]:
     _, files = list_split(root, split)
+    digests = file_digests([path for path, _ in files])
     digest = hashlib.sha256()
-    for path, _ in files:
-        digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+    for path, label in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\t{label}\t{digests[path]}\n".encode())
     return {"images": len(files), "fingerprint": digest.hexdigest()}
+
+
+DIGEST_CACHE = "file-digests-v1"
+
+
+def _digest_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:  # an image the reader reads (walk_files: regular files, links followed)
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digests(paths: list[Path]) -> dict[Path, str]:
+    """The sha256 of each file's bytes, cached by (absolute path, size, modification time in ns) in
+    ``cache_dir()/file-digests-v1/`` (one JSON file per folder): an unchanged file is not read again; a file
+    whose size or modification time changed is. The cache is only a shortcut: a missing, unreadable or
+    unwritable cache costs a re-hash, never a wrong answer for a file whose size or mtime changed."""
+    if not paths:
+        return {}
+    names = [os.path.abspath(p) for p in paths]  # as listed (a link's target is read, and stat'ed, through it)
+    common = os.path.commonpath([os.path.dirname(n) for n in names])
+    cache = cache_dir() / DIGEST_CACHE / f"{hashlib.sha1(common.encode()).hexdigest()[:16]}.json"
+    known: dict[str, Any] = {}
+    try:
+        if check_file(cache):
+            known = json.loads(read_text(cache, 1 << 30))
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    out, fresh, changed = {}, {}, False
+    for path, name in zip(paths, names):
+        st = os.stat(name)
+        entry = known.get(name)
+        if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [st.st_size, st.st_mtime_ns]:
+            out[path] = str(entry[2])
+        else:
+            out[path] = _digest_file(path)
+            changed = True
+        fresh[name] = [st.st_size, st.st_mtime_ns, out[path]]
+    if changed or fresh.keys() != known.keys():
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            remove_dead_temporaries(cache.parent, ".*.tmp")
+            _write_atomic(cache, json.dumps(fresh).encode())
+        except OSError:
+            pass  # a read-only or full cache folder: hashed again next time
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = temporary_beside(path)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, umask_mode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _array_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
@@ -70,32 +139,39 @@ def _array_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+def split_fingerprint(data: RunDataOptions, split: str) -> tuple[dict[str, Any], list[str]]:
+    """The identity of one split of any source: ``({"images", "fingerprint"}, class names)``. Image folders hash
+    each file's bytes and label (:func:`file_digests`); a source that ships its own hashes
+    (``DatasetInfo.fingerprint``: the eSpeak corpus manifest) gives those; every other source, built in or added
+    to the catalog later, the decoded arrays :func:`~localssl.data.catalog.load_split` returns."""
+    if data.name == FOLDER:
+        root = check_root(data.root)
+        return _folder_split(root, split), folder_classes(root)
+    info = dataset_info(data.name)
+    if info.fingerprint is not None:  # hashes the data set ships (the eSpeak corpus manifest): no re-hashing
+        from localssl.config import default_data_root
+
+        root = Path(data.root).expanduser() if data.root else default_data_root()
+        identity = dict(info.fingerprint(root, split))
+        return identity, [str(c) for c in identity.pop("classes", [])]
+    loaded = load_split(data.name, split, data.root)
+    identity = {"images": len(loaded), "fingerprint": _array_fingerprint(loaded.images, loaded.labels)}
+    return identity, [str(c) for c in loaded.classes]
+
+
 def dataset_manifest(data: RunDataOptions, splits: list[str] | None = None) -> dict[str, Any]:
     """JSON-serialisable identity of the data a run with this ``data`` config reads (``splits``: these
     single splits instead of :func:`run_splits`): ``{"manifest_version", "name", "classes",
     "fingerprint_method", "splits": {split: {"images", "fingerprint"}}}``."""
     names = splits if splits is not None else run_splits(data)
+    per_split, classes = {}, []
+    for s in names:
+        per_split[s], classes = split_fingerprint(data, s)
     if data.name == FOLDER:
-        root = check_root(data.root)
-        classes = folder_classes(root)
-        per_split = {s: _folder_split(root, s) for s in names}
         method = FOLDER_FINGERPRINT
-    elif dataset_info(data.name).fingerprint is not None:  # hashes the data set ships (eSpeak corpus manifest)
-        info = dataset_info(data.name)
-        from localssl.config import default_data_root
-
-        root = Path(data.root).expanduser() if data.root else default_data_root()
-        per_split = {s: info.fingerprint(root, s) for s in names}  # type: ignore[misc]
-        classes = next((p.pop("classes") for p in per_split.values()), [])
-        for p in per_split.values():
-            p.pop("classes", None)
+    elif dataset_info(data.name).fingerprint is not None:
         method = SHIPPED_FINGERPRINT
     else:
-        per_split, classes = {}, []
-        for s in names:
-            loaded = load_split(data.name, s, data.root)
-            classes = list(loaded.classes)
-            per_split[s] = {"images": len(loaded), "fingerprint": _array_fingerprint(loaded.images, loaded.labels)}
         method = ARRAY_FINGERPRINT
     return {
         "manifest_version": MANIFEST_VERSION,

@@ -15,6 +15,7 @@ from localssl.data.base import DatasetError
 from localssl.data.catalog import FOLDER, dataset_info
 from localssl.data.manifest import RunDataOptions, check_manifest, dataset_manifest
 from localssl.data.user_folder import check_root, folder_pretrain_split
+from localssl.safe_files import UnsafeFileError, check_file, read_text
 
 DATASET_FILE = "dataset.json"
 
@@ -30,10 +31,12 @@ def check_run_data(run_dir: Path, data: RunDataOptions, splits: list[str], purpo
     """Refuse (:class:`DatasetError`) data whose ``splits`` differ from what ``run_dir`` recorded. A run
     made before runs recorded their data (no ``dataset.json``) is not checked."""
     path = Path(run_dir) / DATASET_FILE
-    if not path.exists():
+    if not check_file(path):  # a link or special file is refused by name (UnsafeFileError)
         return
     try:
-        recorded = json.loads(path.read_text())
+        recorded = json.loads(read_text(path))
+    except UnsafeFileError:
+        raise
     except (OSError, ValueError) as exc:
         raise DatasetError(
             f"{path} is not readable ({exc}); it records the data the run was made with. Restore it, or delete it "

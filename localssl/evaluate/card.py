@@ -5,6 +5,7 @@ reproduces the run, and the card for people (Markdown)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -13,6 +14,8 @@ from typing import Any
 import yaml
 
 from localssl.config import RunConfig, load_config
+from localssl.safe_files import read_text
+from localssl.utils import CSV_LIMIT
 
 # settings that change nothing a run learns, or that the machine resolves: left out of the reproducing command
 _NOT_IN_COMMAND = ("out_dir", "data.root", "train.progress", "train.device", "train.log_every")
@@ -58,7 +61,7 @@ def probe_summary(run_dir: Path, position: dict[str, Any]) -> dict[str, Any] | N
     not probed, or probed at another checkpoint (then the result is not this encoder's)."""
     path = Path(run_dir) / "probe.json"
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_text(path))  # a regular file only, read to a bound (safe_files)
     except (OSError, ValueError):
         return None
     if not isinstance(raw, dict):
@@ -101,8 +104,8 @@ def training_time(run_dir: Path) -> dict[str, Any]:
         }
     wall = None
     try:
-        with open(run_dir / "metrics.csv") as fh:
-            wall = round(sum(float(row["seconds"]) for row in csv.DictReader(fh) if row.get("seconds")), 1)
+        rows = csv.DictReader(io.StringIO(read_text(run_dir / "metrics.csv", CSV_LIMIT), newline=""))
+        wall = round(sum(float(row["seconds"]) for row in rows if row.get("seconds")), 1)
     except (OSError, ValueError, KeyError):
         pass
     harness = read_json(run_dir / "harness.json")
@@ -114,7 +117,7 @@ def training_time(run_dir: Path) -> dict[str, Any]:
 def read_json(path: Path) -> dict[str, Any] | None:
     """A run's JSON record as a dict, or ``None`` when it is missing, unreadable or not an object."""
     try:
-        value = json.loads(path.read_text())
+        value = json.loads(read_text(path))
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None

@@ -31,6 +31,10 @@ from typing import Any
 
 import torch
 
+from localssl.safe_files import read_bytes, read_text
+
+WEIGHTS_LIMIT = 16 << 30  # an exported encoder: MB at CPU scale, a few GB at paper scale
+
 FORMAT = "localssl-encoder/1"
 METADATA_KEY = "localssl"
 HASH_CHARS = 12  # hex digits of the sha256 in the file name (torch.hub checks any prefix of 8 or more)
@@ -122,7 +126,7 @@ def read_exported(path: str | os.PathLike) -> Exported:
             f"{path.name} is not named NAME-<sha256 prefix>{SUFFIX} as `localssl export` names it, so its content "
             "cannot be checked; rename it back to the name it was exported with"
         )
-    data = path.read_bytes()
+    data = read_bytes(path, WEIGHTS_LIMIT)  # a regular file only (no link to a device or a pipe), bounded
     digest = hashlib.sha256(data).hexdigest()
     if not digest.startswith(match["hash"]):
         raise WeightsError(
@@ -133,7 +137,7 @@ def read_exported(path: str | os.PathLike) -> Exported:
     card = None
     if card_json.is_file():
         try:
-            card = json.loads(card_json.read_text())
+            card = json.loads(read_text(card_json))
         except (OSError, UnicodeDecodeError, ValueError):
             raise WeightsError(f"{card_json} is not readable JSON; restore the model card or remove it") from None
         if not isinstance(card, dict) or card.get("sha256") != digest:
@@ -166,7 +170,7 @@ def shipped() -> dict[str, Path]:
     out: dict[str, Path] = {}
     for card_file in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            card = json.loads(card_file.read_text())
+            card = json.loads(read_text(card_file))
         except (OSError, UnicodeDecodeError, ValueError):
             continue  # read_exported names a broken card when its encoder is loaded
         if not isinstance(card, dict) or card.get("format") != FORMAT:

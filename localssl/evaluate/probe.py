@@ -39,6 +39,7 @@ from localssl.evaluate.frozen import frozen_extractor
 from localssl.evaluate.paper_probe import layer_blocks, paper_probe
 from localssl.evaluate.pretrained import is_exported, read_exported, resolve
 from localssl.linear_probe import FeatureSet, columns, feature_dtype, say_capped, train_linear_probe
+from localssl.safe_files import UnsafeFileError, check_file, read_text, remove_dead_temporaries
 from localssl.utils import atomic_torch_save, atomic_write_json
 
 PROBE_OVERRIDABLE_PREFIXES = ("probe.", "data.root", "train.device")
@@ -129,6 +130,7 @@ def compute_features(
         test_y=test.labels,
     )
     if cache_features:
+        remove_dead_temporaries(run_dir, ".features-*.tmp")  # left by a probe killed while writing its cache
         try:
             atomic_torch_save(dataclasses.asdict(fs), cache)
             meta["cache"] = cache.name
@@ -166,9 +168,11 @@ def store_result(run_dir: Path, result: dict[str, Any], per_layer: bool = False)
     protocol's result, so readers of the file from before the keys existed read what they read then."""
     path = run_dir / "probe.json"
     sections: dict[str, Any] = {}
-    if path.exists():
+    if check_file(path):  # a link or special file is refused by name (UnsafeFileError)
         try:
-            old = json.loads(path.read_text())
+            old = json.loads(read_text(path))
+        except UnsafeFileError:
+            raise
         except (OSError, ValueError):
             old = {}
         if isinstance(old, dict):
@@ -255,6 +259,7 @@ def probe(
             raise ValueError("--out is for exported weights (FILE.safetensors); a run's probe.json goes into the run")
         run_dir = Path(run_dir)
         cfg = read_run_config(run_dir, overrides)
+        check_file(run_dir / "probe.json")  # refuse a planted link or special file before the probe's work, not after
         purpose = "probed: its probe splits were recorded at pretraining"
         check_run_data(run_dir, cfg.data, probe_splits(cfg.data), purpose)
     device = resolve_device(cfg.train.device)

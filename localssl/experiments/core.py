@@ -31,6 +31,7 @@ from localssl.experiments import experiment, worker_count
 from localssl.experiments.jobs import run_jobs
 from localssl.experiments.report import code_version
 from localssl.registry import ConfigError
+from localssl.safe_files import read_text
 from localssl.utils import machine_name
 
 PRESETS = (
@@ -105,7 +106,7 @@ def train_epochs(preset: str, seed: int, budget: Budget, runs: Path) -> list[dic
     for epoch in range(1, budget.epochs + 1) if preset != "random" else [0]:
         done = run_dir / f"probe_epoch{epoch}.json"
         if done.exists():
-            rows.append(json.loads(done.read_text()))
+            rows.append(json.loads(read_text(done)))
             continue
         ckpt = run_dir / "checkpoint.pt"
         if not ckpt.exists():
@@ -113,7 +114,7 @@ def train_epochs(preset: str, seed: int, budget: Budget, runs: Path) -> list[dic
         elif load_checkpoint(ckpt)["epoch"] < epoch:
             resume(run_dir, [f"train.epochs={epoch}"])
         res = probe(run_dir)
-        summary = json.loads((run_dir / "summary.json").read_text())
+        summary = json.loads(read_text(run_dir / "summary.json"))
         row = {
             "preset": preset,
             "seed": seed,
@@ -130,7 +131,7 @@ def train_epochs(preset: str, seed: int, budget: Budget, runs: Path) -> list[dic
 
 def finished(runs: Path) -> list[dict[str, Any]]:
     """Every probed epoch under ``runs``."""
-    return [json.loads(f.read_text()) for f in sorted(runs.glob("*/probe_epoch*.json"))]
+    return [json.loads(read_text(f)) for f in sorted(runs.glob("*/probe_epoch*.json"))]
 
 
 def mean_text(values: list[float]) -> str:
@@ -143,7 +144,7 @@ def run_precision(run_dir: Path) -> str:
     """How a run computed, as its ``config.yaml`` recorded it (``train.precision=auto`` is resolved before
     the run starts): e.g. ``bf16 + channels_last`` or ``fp32``; ``unknown`` without a config."""
     try:
-        train = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
+        train = yaml.safe_load(read_text(run_dir / "config.yaml"))["train"]
     except (OSError, KeyError, TypeError, yaml.YAMLError):
         return "unknown"
     return str(train.get("precision", "unknown")) + (" + channels_last" if train.get("channels_last") is True else "")
@@ -224,7 +225,7 @@ def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> Non
 
     run_jobs(job, todo, worker_count(1), names=[f"{p} seed {s}" for p, s in todo], on_result=report)
     report()
-    print((out / "results.md").read_text())
+    print(read_text(out / "results.md"))
 
 
 def _job(item: tuple[str, int], budget: Budget, runs: Path) -> list[dict[str, Any]]:

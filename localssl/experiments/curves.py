@@ -15,6 +15,7 @@ visible, and a run with a single logged row is still a point.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ from typing import Any
 import yaml
 
 from localssl.config import ConfigError, load_config
+from localssl.safe_files import UnsafeFileError, read_text
 from localssl.train import resolve_config
-from localssl.utils import save_figure
+from localssl.utils import CSV_LIMIT, save_figure
 
 # settings that only say where or how visibly a run ran, not what it learned
 _UNINFORMATIVE = {"out_dir", "data.root", "train.progress", "train.device"}
@@ -54,7 +56,14 @@ def user_settings(run_dir: Path) -> tuple[str, dict[str, Any]]:
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} has no config.yaml; pass run directories made by `localssl pretrain`")
-    saved = yaml.safe_load(path.read_text()) or {}
+    try:
+        saved = yaml.safe_load(read_text(path)) or {}  # a regular file only, read to a bound (safe_files)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"{path} is not valid YAML ({str(exc).splitlines()[0]}); restore the file the run wrote"
+        ) from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} does not hold a run's settings (a YAML mapping); restore the file the run wrote")
     preset = str(saved.get("name", "run"))
     try:
         written = load_config(preset)
@@ -97,14 +106,21 @@ def run_labels(run_dirs: list[Path]) -> tuple[list[str], str]:
 
 def _read_csv(path: Path, wanted: tuple[str, ...]) -> Curves:
     curves: Curves = {}
-    with path.open(newline="") as fh:
-        for row in csv.DictReader(fh):
+    try:
+        for row in csv.DictReader(io.StringIO(read_text(path, CSV_LIMIT), newline="")):
             step = float(row["step"])
             for key, text in row.items():
                 if key and key.startswith(wanted) and text not in (None, ""):
                     xs, ys = curves.setdefault(key, ([], []))
                     xs.append(step)
                     ys.append(float(text))
+    except (csv.Error, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, UnsafeFileError):
+            raise
+        raise ValueError(
+            f"{path} is not a CSV log localssl wrote (no step column, or a value that is not a number: {exc}); "
+            "restore the file the run wrote, or leave this run out of the plot"
+        ) from None
     return curves
 
 

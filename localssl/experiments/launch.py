@@ -51,7 +51,8 @@ from localssl.config import RunConfig
 from localssl.experiments.runs import find_run_dir, finished_epochs, probe_done, run_key
 from localssl.experiments.slurm_jobs import CellJob, PretrainJob, Requeueable
 from localssl.registry import ConfigError
-from localssl.utils import atomic_write_json
+from localssl.safe_files import open_fd, read_text
+from localssl.utils import CSV_LIMIT, atomic_write_json
 
 LAUNCHERS = ("local", "slurm")
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
@@ -222,7 +223,7 @@ def _last_step(run_dir: Path) -> str:
     path = run_dir / "steps.csv"
     if not path.exists():
         return ""
-    lines = path.read_text().splitlines()
+    lines = read_text(path, CSV_LIMIT).splitlines()
     if len(lines) < 2:
         return ""
     header = lines[0].split(",")
@@ -234,7 +235,7 @@ def _state_dir(out: Path) -> Path:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(read_text(path)) if path.exists() else {}
 
 
 def grid_status(cells: Sequence[PlannedCell], runs_dir: Path, out: Path) -> list[CellStatus]:
@@ -302,7 +303,7 @@ def _submission_lock(folder: Path) -> Iterator[None]:
     import fcntl
 
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".submit.lock", "w") as fh:
+    with os.fdopen(open_fd(folder / ".submit.lock", os.O_WRONLY | os.O_CREAT), "w") as fh:  # no planted link
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

@@ -24,6 +24,7 @@ from typing import Any
 from localssl.config import ProbeConfig, RunConfig, read_run_config
 from localssl.experiments.report import code_version
 from localssl.registry import ConfigError
+from localssl.safe_files import read_text
 from localssl.utils import atomic_write_json
 
 # Bump when a code change makes earlier runs invalid: every run is then retrained. 2 (2026-12-01): the
@@ -99,11 +100,11 @@ def finished_epochs(run_dir: Path) -> int | None:
     summary = run_dir / "summary.json"
     if not (summary.exists() and (run_dir / "checkpoint.pt").exists()):
         return None
-    return int(json.loads(summary.read_text()).get("epochs", -1))
+    return int(json.loads(read_text(summary)).get("epochs", -1))
 
 
 def finished_steps(run_dir: Path) -> int:
-    return int(json.loads((run_dir / "summary.json").read_text()).get("global_step", 0))
+    return int(json.loads(read_text(run_dir / "summary.json")).get("global_step", 0))
 
 
 def run_or_reuse(cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
@@ -150,7 +151,7 @@ def _write_provenance(cfg: RunConfig, run_dir: Path) -> None:
 
 def read_provenance(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "harness.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(read_text(path)) if path.exists() else {}
 
 
 def _record(run_dir: Path, **seconds: float) -> None:
@@ -180,7 +181,7 @@ def _reusable_probe(cfg: RunConfig, run_dir: Path, epochs: int | None) -> dict |
     path = run_dir / "probe.json"
     if not path.exists():
         return None
-    old = in_percent(json.loads(path.read_text()))  # a file from before the unit was in the key names
+    old = in_percent(json.loads(read_text(path)))  # a file from before the unit was in the key names
     old = old.get(cfg.probe.protocol) or old  # probe.json keeps each protocol's result under its name
     same = _probe_signature(old.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
     return old if same and old.get("checkpoint_epoch") == epochs else None
@@ -225,7 +226,7 @@ class RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             try:
-                self.holder = self.path.read_text().strip()
+                self.holder = read_text(self.path).strip()
             except FileNotFoundError:  # released meanwhile
                 return self._try()
             host, _, pid = self.holder.partition(" ")

@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 from localssl.config import RunConfig
 from localssl.experiments.runs import RunLock, find_run_dir, finished_epochs, probe_or_reuse, run_key, run_or_reuse
+from localssl.safe_files import read_text
 from localssl.utils import atomic_write_json
 
 
@@ -81,7 +82,7 @@ def cpus_of_task() -> None:
 
 def write_state(path: Path, state: str, **info: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(path.read_text()) if path.exists() else {}
+    old = json.loads(read_text(path)) if path.exists() else {}
     atomic_write_json({**old, **info, "state": state, "at": time.strftime("%F %T")}, path)
 
 

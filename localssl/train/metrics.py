@@ -68,8 +68,9 @@ def check_finite(metrics: dict[str, torch.Tensor], where: str, kept: str) -> Non
 
 class DivergenceWatch:
     """Warn (once per run) when the summed magnitude of a logged row's losses grows by two orders of
-    magnitude over its running median: the run is diverging (e.g. ``train.lr`` too high) even though
-    the losses are still finite. Uses the values already logged, so it adds no device sync."""
+    magnitude over its running median (over the smallest row logged, before five rows are): the run is
+    diverging (e.g. ``train.lr`` too high) even though the losses are still finite. Uses the values already
+    logged, so it adds no device sync."""
 
     FACTOR = 100.0  # warn when the logged loss exceeds this many times its running median
     WINDOW = 20  # logged rows the running median is taken over (at least 5 before any warning)
@@ -82,14 +83,17 @@ class DivergenceWatch:
         total = sum(abs(v) for k, v in row.items() if k.startswith("loss"))
         recent = self.history[-self.WINDOW :]
         self.history.append(total)
-        if self.warned or len(recent) < 5:
+        if self.warned or not recent:
             return
-        median = sorted(recent)[len(recent) // 2]
+        # the running median once 5 rows are logged; before, the smallest row so far (a loss that blows up within
+        # a run's first rows is a divergence too, and a falling loss never exceeds its own minimum 100-fold)
+        median = sorted(recent)[len(recent) // 2] if len(recent) >= 5 else min(recent)
         if median > 0 and total > self.FACTOR * median:
             self.warned = True
+            what = "running median" if len(recent) >= 5 else "smallest logged value"
             print(
                 f"warning: the loss ({total:.3g}) at epoch {row['epoch']}, step {row['step']} is "
-                f"{total / median:.0f}x its running median ({median:.3g}): the run is diverging. "
+                f"{total / median:.3g}x its {what} ({median:.3g}): the run is diverging. "
                 "Fix: lower train.lr (or use train.schedule=cosine with warmup) and start again.",
                 file=sys.stderr,
             )

@@ -44,8 +44,9 @@ holds ``images_per_s`` (rank 0's clock, fill and drain included), ``stages`` and
 
 **Failures.** Every wait for another stage is bounded by ``train.stage_timeout`` seconds: a stage that dies
 (its connection closes: at once) or hangs (after the timeout) stops the others with a :class:`StageLostError`
-that names the stage, the last checkpoint and the ``--resume`` command. A stop signal to stage 0 (SIGTERM,
-SIGUSR1: :mod:`localssl.train.stop`) marks the batch it is computing: every stage checkpoints after it and stops.
+that names the stage, the last checkpoint and the ``--resume`` command. A stop signal (:mod:`localssl.train.stop`)
+to any stage stops the group at one step: stage 0 marks its batch when the signal reaches it or when another stage
+reports its own with a logged row; every stage checkpoints after that batch and stops.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ from localssl.distributed import SINGLE
 from localssl.rules.base import Metrics, StepContext
 from localssl.train.metrics import DeviceSums, check_finite
 from localssl.train.optimizers import StepOptimizers
-from localssl.train.setup import RunSetup
+from localssl.train.setup import RunSetup, check_batch_fits
 from localssl.train.stages import (
     CHECKPOINT_AFTER,
     STOP_AFTER,
@@ -76,6 +77,7 @@ from localssl.train.stages import (
     StageLostError,
     balanced_cuts,
     describe_stages,
+    metric_stage,
     peak_memory_mb,
 )
 from localssl.train.trainer import Trainer
@@ -119,10 +121,10 @@ class PipelineTrainer(Trainer):
         self._n_images = len(self.images)
         self._rows: collections.deque[_Row] = collections.deque()
         self._epoch_sums = DeviceSums()
-        self._carry: dict[str, torch.Tensor] = {}  # a resumed epoch's window, added to its first row
         self._window = DeviceSums()
         self._checked_draws = False
         self._stages_rng: list[dict[str, torch.Tensor]] | None = None  # a resumed mid-epoch checkpoint's
+        self._peer_stop = False  # stage 0: another stage reported a stop signal with a logged row
         # a stage may lag stage 0 by its queue, the batch it computes and the one it prefetches, per stage
         self.lag = (self.n_stages - 1) * (t.stage_queue + 2)
 
@@ -204,12 +206,8 @@ class PipelineTrainer(Trainer):
                 objective.to("meta")
 
     def steps_per_epoch(self) -> int:
-        bs, n = self.cfg.train.batch_size, self._n_images // self.cfg.train.batch_size
-        if n == 0:
-            raise ValueError(
-                f"{self._n_images} training images are fewer than one batch of train.batch_size={bs}; "
-                "lower train.batch_size or raise data.train_subset"
-            )
+        check_batch_fits(self.cfg, self._n_images, self.world)  # the stages share one batch
+        n = self._n_images // self.cfg.train.batch_size
         cap = self.cfg.train.max_steps_per_epoch
         return min(n, cap) if cap else n
 
@@ -229,7 +227,8 @@ class PipelineTrainer(Trainer):
         if self.stage == 0:
             self._rows.append(_Row(self.epoch + 1, self.global_step, where, sums, k_steps))
             return
-        self.links.send_object({"kind": "row", "step": self.global_step, "sums": {k: v.cpu() for k, v in sums.items()}})
+        row = {"kind": "row", "step": self.global_step, "sums": {k: v.cpu() for k, v in sums.items()}}
+        self.links.send_object({**row, "stop": self.stop.requested})  # a stop signal here: stage 0 stops the group
 
     def _collect_rows(self, upto: int | None = None) -> None:
         """Rank 0: write the queued rows of global step ``<= upto`` (all with ``None``) once every stage's
@@ -242,9 +241,7 @@ class PipelineTrainer(Trainer):
                 if msg["kind"] != "row" or msg["step"] != row.step:
                     raise RuntimeError(f"stage {src} sent {msg['kind']} of step {msg['step']}, expected row {row.step}")
                 sums.update(msg["sums"])
-            if self._carry:  # the first row of a resumed epoch also covers the steps before the checkpoint
-                sums = {k: v + self._carry[k].to(v.device) if k in self._carry else v for k, v in sums.items()}
-                self._carry = {}
+                self._peer_stop = self._peer_stop or bool(msg.get("stop"))
             self._write_row(row, sums)
 
     def _write_row(self, row: _Row, sums: dict[str, torch.Tensor]) -> None:
@@ -294,7 +291,7 @@ class PipelineTrainer(Trainer):
             per_layer = {k: v for p in parts for k, v in p["optimizer"].items()}
             state["optimizer"] = {"per_layer": {k: per_layer[k] for k in sorted(per_layer, key=int)}}
             if position is not None:  # rank 0's position: the whole network's metric sums, stage 0's generators
-                window = dict(self._carry)
+                window: dict[str, torch.Tensor] = {}
                 for p in parts:
                     window.update({k: v + window[k] if k in window else v for k, v in p["window"].items()})
                 check_finite(window, self._where(position), self._kept())  # a checkpoint is always a good one
@@ -325,10 +322,13 @@ class PipelineTrainer(Trainer):
             torch.set_rng_state(rng["cpu"].cpu())
             if self.device.type == "cuda" and "cuda" in rng:
                 torch.cuda.set_rng_state(rng["cuda"].cpu(), self.device)
+        # every stage continues its own layers' window (the steps since the last logged row), so that each sum
+        # is added in the uninterrupted run's order (the first row after the checkpoint is then its bitwise)
+        own = {k: v for k, v in position.window.items() if metric_stage(k, self.bounds) == self.stage}
+        self._window.add({k: v.to(self.device) for k, v in own.items()})
         if self.stage != 0:  # another number of stages: the epoch's seed (only drawing objectives notice)
             return position.step, position.seconds, 0
         self._epoch_sums.add(position.sums)
-        self._carry = dict(position.window)
         in_window = position.window_steps
         if in_window is None:
             in_window = position.step % self.cfg.train.log_every
@@ -398,7 +398,8 @@ class PipelineTrainer(Trainer):
             self.global_step += 1
             if first and self.mid_epoch_checkpoint_due(step + 1, n_steps):
                 flags |= CHECKPOINT_AFTER
-            if first and step + 1 < n_steps and self.stop.requested:  # the epoch's end: fit() stops after it
+            stop = self.stop.requested or self._peer_stop
+            if first and step + 1 < n_steps and stop:  # the epoch's end: fit() stops after it (stop_agreed)
                 flags |= CHECKPOINT_AFTER | STOP_AFTER
             if not last:
                 self.links.send_batch(self.global_step - 1, flags, h, views)

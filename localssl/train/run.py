@@ -12,7 +12,13 @@ import torch
 
 from localssl import distributed
 from localssl.build import resolve_device
-from localssl.checkpoint import RESUME_OVERRIDABLE, check_config_unchanged, load_latest, remove_partial_writes
+from localssl.checkpoint import (
+    RESUME_OVERRIDABLE,
+    check_config_unchanged,
+    check_format,
+    load_latest,
+    remove_partial_writes,
+)
 from localssl.config import RunConfig, read_run_config, save_config
 from localssl.data.run_data import check_run_data, pretrain_splits, record_run_data
 from localssl.distributed import World
@@ -104,14 +110,21 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
 
         def prepare() -> str:
             nonlocal lock
+            fresh = run_dir is None or not Path(run_dir).exists()
             path = Path(run_dir) if run_dir is not None else new_run_dir(setup.cfg)
             path.mkdir(parents=True, exist_ok=True)
-            lock = RunLock(path).acquire()
-            if (path / "checkpoint.pt").exists() or (path / "checkpoint.prev.pt").exists():
-                raise FileExistsError(f"{path} already holds a run; use `localssl pretrain --resume {path}`")
-            remove_partial_writes(path)
-            save_config(setup.cfg, path / "config.yaml")
-            record_run_data(path, setup.cfg.data, atomic_write_json)  # checked by --resume and probe
+            try:
+                lock = RunLock(path).acquire()
+                if (path / "checkpoint.pt").exists() or (path / "checkpoint.prev.pt").exists():
+                    raise FileExistsError(f"{path} already holds a run; use `localssl pretrain --resume {path}`")
+                remove_partial_writes(path)
+                save_config(setup.cfg, path / "config.yaml")
+                record_run_data(path, setup.cfg.data, atomic_write_json)  # checked by --resume and probe
+            except BaseException:
+                if fresh:  # refused before training: leave no run folder behind
+                    _remove_new_run(path, lock)
+                    lock = None
+                raise
             return str(path)
 
         path = Path(_on_main_then_share(world, prepare))
@@ -122,6 +135,19 @@ def pretrain(cfg: RunConfig, run_dir: Path | None = None) -> Path:
         if started:
             distributed.shutdown()
     return path
+
+
+def _remove_new_run(path: Path, lock: RunLock | None) -> None:
+    """Remove the run folder this process just created and the files it wrote there (nothing else)."""
+    if lock is not None:
+        lock.release()
+    for name in (".lock", "config.yaml", "dataset.json"):
+        (path / name).unlink(missing_ok=True)
+    remove_partial_writes(path)
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # something else is in it: leave it
 
 
 def check_overrides(overrides: list[str] | None) -> None:
@@ -161,7 +187,8 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
         check_run_data(run_dir, setup.cfg.data, pretrain_splits(setup.cfg.data), "resumed: it pretrained on them")
         trainer = make_trainer(setup, run_dir)
         if has_checkpoint:
-            ckpt, _ = load_latest(run_dir, map_location=trainer.device)
+            ckpt, path = load_latest(run_dir, map_location=trainer.device)
+            check_format(ckpt, path)  # a hand-edited or foreign file: refused by name, not a traceback
             check_config_unchanged(ckpt, trainer.cfg, run_dir)
             trainer.load_state(ckpt)
         elif world.is_main:

@@ -84,6 +84,19 @@ def check_online_probe(cfg: RunConfig, data: ImageData, world: World = SINGLE, i
         raise ValueError(f"train.online_probe=true is not available here: {why}. Set train.online_probe=false.")
 
 
+def check_batch_fits(cfg: RunConfig, n_images: int, world: World = SINGLE) -> None:
+    """Refuse a batch larger than the data, before anything is written: the global batch (every data-parallel
+    rank's ``train.batch_size``; layer-parallel stages share one batch) must fit the training images once."""
+    ranks = world.size if world.distributed and cfg.train.parallel != "layers" else 1
+    global_batch = cfg.train.batch_size * ranks
+    if n_images // global_batch == 0:
+        raise ValueError(
+            f"{n_images} training images are fewer than one global batch of {global_batch} "
+            f"({ranks} rank(s) × train.batch_size={cfg.train.batch_size}); "
+            "lower train.batch_size or raise data.train_subset"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class RunSetup:
     """A run's resolved config, its dataset's settings and its pretraining images, checked once."""
@@ -102,4 +115,5 @@ class RunSetup:
         check_world(cfg, world)
         data = data if data is not None else load_pretrain_data(cfg, info)
         check_online_probe(cfg, data, world, info)
+        check_batch_fits(cfg, len(data.images), world)
         return cls(cfg, info, data, world)

@@ -72,6 +72,15 @@ def balanced_cuts(costs: list[float], n_stages: int) -> list[int]:
     return cuts[::-1]
 
 
+def metric_stage(key: str, bounds: list[int]) -> int:
+    """The stage that logs metric ``key`` of a run cut at ``bounds`` (``loss_l3``: layer 3's, 1-based, in the
+    stage whose block holds it; a key of no layer, stage 0's)."""
+    _, sep, layer = key.rpartition("_l")
+    if not (sep and layer.isdigit()):
+        return 0
+    return next((k for k in range(len(bounds) - 1) if bounds[k] < int(layer) <= bounds[k + 1]), 0)
+
+
 def describe_stages(bounds: list[int], costs: list[float] | None, allowed: list[int], backend: str) -> str:
     """The line a layer-parallel run prints at start: each stage's layers (``bounds``: ``[0, cut_1, ...,
     n_layers]``) and, when the cuts were measured, each stage's time per batch (``costs``: seconds per unit

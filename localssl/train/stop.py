@@ -8,13 +8,16 @@ request the training loop reads at the next step boundary: it writes a mid-epoch
 same exact-resume checkpoint as ``train.checkpoint_every``) and raises :class:`StopRequested`; ``localssl
 pretrain --resume RUN`` then continues bit for bit. Who decides: one process at once; data-parallel ranks
 at the next logged row (``train.log_every`` steps at most: the ranks agree there, so that they save the
-same step); layer-parallel stages when stage 0 receives the signal (it marks the batch, every stage saves
-after it). A ``SIGKILL`` that arrives before the save is committed leaves the previous checkpoint, as any
-kill does (the save is atomic). Handlers are installed only in the main thread and restored afterwards.
+same step); layer-parallel stages at the batch stage 0 marks, once the signal reached any stage (stage 0
+itself, or another stage, which reports it to stage 0 with its next logged row): every stage saves after
+that one batch, one checkpoint for the group. A ``SIGKILL`` that arrives before the save is committed leaves
+the previous checkpoint, as any kill does (the save is atomic). Handlers are installed only in the main
+thread and restored afterwards.
 
 **Which signals.** ``SIGTERM``, ``SIGUSR1`` and ``SIGUSR2`` (submitit's and many SLURM sites' warning
 ahead of a time limit or preemption, ``--signal=USR2@90``), or the comma-separated names in
-``$LOCALSSL_STOP_SIGNALS`` (e.g. ``TERM,USR1``), read each time a run starts (:func:`stop_signals`)."""
+``$LOCALSSL_STOP_SIGNALS`` (e.g. ``TERM,USR1``), read each time a run starts (:func:`stop_signals`); a
+caller may pass its own set as ``StopSignals(signals=...)``."""
 
 from __future__ import annotations
 
@@ -53,9 +56,11 @@ class StopRequested(KeyboardInterrupt):
 
 
 class StopSignals:
-    """While entered, the :func:`stop_signals` set :attr:`signum` instead of ending the process."""
+    """While entered, the ``signals`` (default :func:`stop_signals`) set :attr:`signum` instead of ending the
+    process."""
 
-    def __init__(self) -> None:
+    def __init__(self, signals: tuple[int, ...] | None = None) -> None:
+        self.signals = tuple(signals) if signals is not None else stop_signals()
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -72,7 +77,7 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
-            for s in stop_signals():
+            for s in self.signals:
                 self._previous[s] = signal.signal(s, self._handle)
         return self
 

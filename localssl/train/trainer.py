@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from localssl import distributed
 from localssl.build import Components, build, resolve_device
-from localssl.checkpoint import EpochPosition, config_fingerprint, rng_states, save_checkpoint
+from localssl.checkpoint import CHECKPOINT_FORMAT, EpochPosition, config_fingerprint, rng_states, save_checkpoint
 from localssl.config import RunConfig
 from localssl.data import ImageData
 from localssl.distributed import SINGLE, World
@@ -39,7 +39,7 @@ from localssl.tensorboard_log import TensorBoardLog
 from localssl.train.fast_path import autocast_for, compile_step, memory_format_for
 from localssl.train.metrics import DeviceSums, DivergenceWatch, check_finite, epoch_line, online_probe_due
 from localssl.train.optimizers import ONE, StepOptimizers
-from localssl.train.setup import RunSetup
+from localssl.train.setup import RunSetup, check_batch_fits
 from localssl.train.stages import EpochPeak, peak_memory_mb
 from localssl.train.stop import StopRequested, StopSignals
 from localssl.utils import append_csv, atomic_write_json, epoch_seed, machine_name
@@ -118,6 +118,7 @@ class Trainer:
             "optimizer": self.opt.state(),
             "epoch": self.epoch,
             "global_step": self.global_step,
+            "format": CHECKPOINT_FORMAT,  # checked by every reader (localssl.checkpoint.check_format)
             "torch_version": str(torch.__version__),
             "config": config_fingerprint(self.cfg),
             **({"online_probe": self.online_probe.state()} if self.online_probe is not None else {}),
@@ -176,12 +177,10 @@ class Trainer:
         return self.stop_agreed()
 
     def stop_agreed(self) -> bool:
-        """At an epoch's end: whether a stop signal came (one process), came to any rank (data-parallel), or
-        came to rank 0 (layer-parallel, where stage 0 decides), the same answer on every rank."""
+        """At an epoch's end: whether a stop signal came (one process) or came to any rank (data-parallel ranks,
+        layer-parallel stages), the same answer on every rank."""
         if not self.world.distributed:
             return self.stop.requested
-        if self.cfg.train.parallel == "layers":
-            return bool(distributed.broadcast_object(self.stop.requested))
         return any(distributed.all_objects(self.stop.requested))
 
     def stopped(self) -> StopRequested:
@@ -204,8 +203,9 @@ class Trainer:
                 f"this mid-epoch checkpoint was written by {n_rngs} process(es): resume it with as many "
                 f"(now {self.world.size}), or resume from the end-of-epoch checkpoint of another run"
             )
-        sums.add(position.sums)
-        window.add(position.window)
+        own_sums, own_window = position.rank_sums(self.world.rank, self.world.size)
+        sums.add(own_sums)
+        window.add(own_window)
         position.restore_rng(self.device, self.world.rank, self.world.size)
         in_window = position.window_steps
         if in_window is None:  # a checkpoint from before the count was stored: its run's log_every
@@ -248,14 +248,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def steps_per_epoch(self) -> int:
-        global_batch = self.cfg.train.batch_size * self.world.size
-        n = len(self.images) // global_batch
-        if n == 0:
-            raise ValueError(
-                f"{len(self.images)} training images are fewer than one global batch of {global_batch} "
-                f"({self.world.size} rank(s) × train.batch_size={self.cfg.train.batch_size}); "
-                "lower train.batch_size or raise data.train_subset"
-            )
+        check_batch_fits(self.cfg, len(self.images), self.world)
+        n = len(self.images) // (self.cfg.train.batch_size * self.world.size)
         cap = self.cfg.train.max_steps_per_epoch
         return min(n, cap) if cap else n
 
@@ -320,10 +314,15 @@ class Trainer:
                 check_finite(window.as_dict(), f"epoch {self.epoch + 1}, step {step + 1}", self._kept())
                 seconds = time.perf_counter() - t0 + seconds_before
                 rng = rng_states(self.device)
-                ranks_rng = distributed.all_objects(rng) if self.world.distributed else None
                 position = EpochPosition(
-                    self.epoch, step + 1, seconds, rng, sums.as_dict(), window.as_dict(), in_window, ranks_rng
+                    self.epoch, step + 1, seconds, rng, sums.as_dict(), window.as_dict(), in_window
                 )
+                if self.world.distributed:  # every rank's generators and own metric sums (averaged only when written)
+                    own = (rng, _on_cpu(position.sums), _on_cpu(position.window))
+                    ranks = distributed.all_objects(own)
+                    position.ranks_rng = [r[0] for r in ranks]
+                    position.ranks_sums = [r[1] for r in ranks]
+                    position.ranks_window = [r[2] for r in ranks]
                 self.save_checkpoint(position)
             if stop:
                 raise self.stopped()
@@ -388,6 +387,10 @@ class Trainer:
         the last epoch's training peak RSS, and the peak CUDA allocation on CUDA), in rank order, for
         summary.json; a collective on every rank."""
         return distributed.all_objects(peak_memory_mb(self.device, getattr(self, "epoch_peak", None)))
+
+
+def _on_cpu(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in values.items()}
 
 
 def _postfix(row: dict[str, Any]) -> dict[str, str]:
