@@ -170,7 +170,8 @@ def temporary_beside(path: Path) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -187,7 +188,7 @@ def remove_dead_temporaries(folder: Path, pattern: str) -> list[Path]:
     removed = []
     for tmp in Path(folder).glob(pattern):
         parts = tmp.name.rsplit(".", 3)  # .NAME . PID . XXXX . tmp
-        if len(parts) != 4 or not parts[1].isdigit() or _alive(int(parts[1])):
+        if len(parts) != 4 or not parts[1].isdigit() or process_alive(int(parts[1])):
             continue
         try:
             tmp.unlink()

@@ -5,8 +5,10 @@ once, with the numbers of a sequential run; and the ``gpu`` scale of table2."""
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -38,6 +40,18 @@ def _slow_square(x: int) -> int:
     return x * x
 
 
+def _ends_last(x: int, folder: str) -> int:
+    """Job 0 ends only after jobs 1-3 have ended (each leaves a file), however slowly the pool starts."""
+    if x == 0:
+        deadline = time.monotonic() + 120
+        while len(list(Path(folder).glob("done-*"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # their results reach the parent before this one
+    else:
+        (Path(folder) / f"done-{x}").touch()
+    return x * x
+
+
 def _fails_on_two(x: int) -> int:
     if x == 2:
         raise ValueError(f"no {x}")
@@ -49,9 +63,10 @@ def _pid_and_threads(_: int) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
-def test_results_come_back_in_job_order(jobs):
+def test_results_come_back_in_job_order(jobs, tmp_path):
     ended = []
-    out = run_jobs(_slow_square, [0, 1, 2, 3], jobs, on_result=lambda i, r: ended.append((i, r)))
+    job = functools.partial(_ends_last, folder=str(tmp_path)) if jobs == 2 else _slow_square
+    out = run_jobs(job, [0, 1, 2, 3], jobs, on_result=lambda i, r: ended.append((i, r)))
     assert out == [0, 1, 4, 9]
     assert sorted(ended) == [(0, 0), (1, 1), (2, 4), (3, 9)]  # each result reported once, as it ends
     if jobs == 2:

@@ -24,7 +24,7 @@ from typing import Any
 from localssl.config import ProbeConfig, RunConfig, read_run_config
 from localssl.experiments.report import code_version
 from localssl.registry import ConfigError
-from localssl.safe_files import read_text
+from localssl.safe_files import process_alive, read_text
 from localssl.utils import atomic_write_json
 
 # Bump when a code change makes earlier runs invalid: every run is then retrained. 2 (2026-12-01): the
@@ -230,7 +230,7 @@ class RunLock:
             except FileNotFoundError:  # released meanwhile
                 return self._try()
             host, _, pid = self.holder.partition(" ")
-            if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+            if host == socket.gethostname() and pid.isdigit() and not process_alive(int(pid)):
                 self.path.unlink(missing_ok=True)  # stale: its process died
                 return self._try()
             self.holder = f"process {pid} on {host}"
@@ -253,12 +253,3 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
