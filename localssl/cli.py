@@ -3,77 +3,19 @@
 
 Options and ``key=value`` overrides may come in any order (``localssl bench P --out f.json k=v``): tokens
 that argparse leaves over and that look like ``key=value`` are added to the subcommand's ``overrides``.
-To add an option to a subcommand, add it to that subcommand's block in :func:`build_parser`.
+To add an option to a subcommand, add it to that subcommand's block in :func:`build_parser`; what the
+subcommand does is in :mod:`localssl.commands`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
+from localssl import commands
 from localssl.experiments.options import launcher_options
 from localssl.registry import ConfigError, import_components
 from localssl.utils import describe_os_error
-
-
-def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from localssl.config import load_config
-    from localssl.distributed import world_from_env
-    from localssl.train import pretrain, resume
-
-    if args.launcher == "slurm":
-        from localssl.experiments.launch import pretrain_from_cli
-
-        return pretrain_from_cli(args)
-    if args.resume:
-        if args.preset and "=" not in args.preset:
-            raise ConfigError(
-                f"--resume continues {args.resume} with the preset and settings it was made with; drop "
-                f"'{args.preset}' (after --resume RUN give only key=value settings, e.g. train.epochs=N)"
-            )
-        if args.preset:
-            args.overrides.insert(0, args.preset)
-        run_dir = resume(Path(args.resume), args.overrides)
-    else:
-        if not args.preset:
-            raise ConfigError("give a preset name or YAML file, or --resume RUN_DIR")
-        run_dir = pretrain(load_config(args.preset, args.overrides))
-    if world_from_env().is_main:  # under torchrun only rank 0 prints
-        print(run_dir)
-    return 0
-
-
-def _cmd_probe(args: argparse.Namespace) -> int:
-    from localssl.evaluate.probe import probe
-
-    result = probe(args.run_dir, args.overrides, per_layer=args.per_layer, out_dir=args.out)
-    if args.per_layer:
-        from localssl.evaluate.per_layer import per_layer_table, plot_per_layer
-        from localssl.evaluate.probe import probe_folder
-
-        folder = probe_folder(args.run_dir, args.out)
-        print(per_layer_table(result))
-        print(plot_per_layer(result, folder / f"probe_per_layer_{result['protocol']}.png"))
-        return 0
-    if result["protocol"] == "paper":
-        keys = ("test_acc_pct", "best_test_acc_selected_on_test_pct", "best_epoch_selected_on_test")
-    else:
-        keys = ("test_acc_pct", "val_acc_pct", "best_epoch")
-    keys = ("protocol", *keys, "feature_dim", "n_train", "n_val", "n_test", "checkpoint_epoch")
-    print(json.dumps({k: result[k] for k in keys}, indent=2))
-    return 0
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from localssl.evaluate.export import export_run
-    from localssl.experiments.report import code_version
-
-    done = export_run(args.run_dir, args.name, args.dtype, args.out, args.ship, args.baseline, code=code_version())
-    print(done.describe(), file=sys.stderr)
-    print(done.path)
-    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -81,192 +23,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
     return value
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from localssl.demo import DEFAULT_BUDGET, run_demo
-
-    budget = dataclasses.replace(DEFAULT_BUDGET, seeds=args.seeds)
-    run_demo(data_dir=args.data_dir, out_dir=Path(args.out), budget=budget, workers=args.workers)
-    if args.docs:  # the README's demo numbers and figure are these files
-        from localssl.experiments.report import write_docs
-
-        write_docs(copy={Path(args.out) / "demo.json": "docs/demo.json", Path(args.out) / "demo.png": "docs/demo.png"})
-    return 0
-
-
-def _cmd_data(args: argparse.Namespace) -> int:
-    from localssl.config import default_data_root
-    from localssl.data.download import download
-
-    root = Path(args.root) if args.root else default_data_root()
-    print(download(args.name, root))  # raises DownloadNotDone (exit 1) when nothing was downloaded
-    return 0
-
-
-def _cmd_data_make(args: argparse.Namespace) -> int:
-    from localssl.config import default_data_root
-    from localssl.data.espeak import SCALES, corpus_dir, espeak_available, make_corpus
-
-    scale = args.name.removeprefix("espeak-")
-    if not espeak_available():
-        from localssl.data.espeak import EXTRA_MISSING
-
-        print(f"localssl data make: {EXTRA_MISSING}", file=sys.stderr)
-        return 1
-    root = Path(args.root) if args.root else default_data_root()
-    spec = SCALES[scale]
-    hours = spec["hours"] if args.hours is None else args.hours
-    speakers = int(spec["speakers"]) if args.speakers is None else args.speakers
-    out = corpus_dir(root, scale)
-
-    def progress(done: int, total: int) -> None:
-        print(f"\r{out}: {done}/{total} utterances", end="", file=sys.stderr, flush=True)
-
-    manifest = make_corpus(out, hours, speakers, args.seed, not args.clean, progress, args.workers)
-    speed = json.loads((out / "generation.json").read_text())
-    print(
-        f"\n{out}: {manifest['splits']['train']['utterances']} train / {manifest['splits']['test']['utterances']} test "
-        f"utterances of 2 s, {speakers} speakers, {len(manifest['classes'])} phone classes; "
-        f"{speed['audio_hours_per_cpu_minute']} h of audio per CPU minute"
-    )
-    return 0
-
-
-def _cmd_config(args: argparse.Namespace) -> int:
-    from localssl.config import describe_config, load_config
-
-    print(describe_config(load_config(args.preset, args.overrides)))
-    return 0
-
-
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.docs:
-        from localssl.experiments.report import write_docs
-
-        write_docs()
-        return 0
-    if args.name is None:
-        raise ConfigError("name an experiment (listed by `localssl reproduce --help`), or give --docs")
-    from localssl.experiments import load_all
-
-    experiments = load_all()
-    if args.name not in experiments:
-        names = ", ".join(sorted(experiments)) or "(none registered)"
-        raise ConfigError(f"unknown experiment '{args.name}'; available: {names}")
-    if args.scale not in experiments[args.name].scales:
-        raise ConfigError(
-            f"experiment '{args.name}' has no scale '{args.scale}'; scales: {', '.join(experiments[args.name].scales)}"
-        )
-    kwargs = {}
-    if args.steps is not None:
-        import inspect
-
-        if "steps" not in inspect.signature(experiments[args.name].run).parameters:
-            raise ConfigError(f"experiment '{args.name}' takes no --steps budget")
-        kwargs["steps"] = args.steps
-    if args.only:
-        import inspect
-
-        if "only" not in inspect.signature(experiments[args.name].run).parameters:
-            raise ConfigError(f"experiment '{args.name}' cannot re-run single rows (--only); run it whole")
-        kwargs["only"] = args.only
-    if args.jobs is not None:
-        if args.jobs < 1:
-            raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
-        import os
-
-        os.environ["LOCALSSL_WORKERS"] = str(args.jobs)  # read by every experiment that runs jobs in parallel
-    out = Path(args.out) if args.out else Path("results") / args.name / args.scale
-    if args.launcher == "slurm" or args.status:
-        from localssl.experiments.launch import use_from_cli
-
-        use_from_cli(args, experiments, out)
-    out.mkdir(parents=True, exist_ok=True)
-    experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
-    print(out)
-    return 0
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = Path(args.results) if args.results else None
-    if args.suite:
-        return _bench_suite(args, results)
-    if not args.preset:
-        raise ConfigError("give a preset to compare with its counterpart, or --suite NAME")
-    if args.presets:
-        raise ConfigError("--presets is for suites (--suite NAME); give one preset, and --vs for the other")
-    from localssl.bench import main as bench
-
-    bench(
-        args.preset,
-        args.vs,
-        args.overrides,
-        Path(args.out) if args.out else None,
-        results,
-        rounds=args.rounds,
-        steps=args.steps,
-        warmup=args.warmup,
-        memory_repeats=args.memory_repeats,
-        note=args.note,
-        own=args.own,
-    )
-    return 0
-
-
-def _bench_suite(args: argparse.Namespace, results: Path | None) -> int:
-    """``localssl bench --suite NAME``: a named speed study (:mod:`localssl.bench_suites`)."""
-    from localssl.bench_suites import Options, run_suite
-
-    if args.preset and "=" not in args.preset:
-        raise ConfigError(f"--suite {args.suite} runs its own presets; give '{args.preset}' with --presets")
-    # argparse takes `--suite S k=v` 's first key=value for the preset, and `--presets a b k=v` 's for a preset
-    overrides = [*([args.preset] if args.preset else []), *args.overrides]
-    overrides += [t for t in args.presets or [] if "=" in t]
-    presets = [t for t in args.presets or [] if "=" not in t]
-    if args.vs or args.own or args.note:
-        raise ConfigError("--vs, --own and --note are for a preset against its counterpart, not for --suite")
-    options = [f"--rounds {args.rounds}", f"--steps {args.steps}", f"--warmup {args.warmup}"]
-    options += [f"--memory-repeats {args.memory_repeats}", f"--threads {_torch_threads(args)}"]
-    command = " ".join(
-        ["localssl bench --suite", args.suite, *(["--presets", *presets] if presets else []), *overrides, *options]
-    )
-    opts = Options(
-        command,
-        overrides,
-        rounds=args.rounds,
-        steps=args.steps,
-        warmup=args.warmup,
-        memory_repeats=args.memory_repeats,
-        threads=args.threads,
-        presets=presets or None,
-    )
-    out = run_suite(args.suite, opts, results)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
-    return 1 if out.get("failed") else 0
-
-
-def _torch_threads(args: argparse.Namespace) -> int:
-    import torch
-
-    return args.threads or torch.get_num_threads()
-
-
-def _cmd_align(args: argparse.Namespace) -> int:
-    from localssl.evaluate.alignment import align_run
-
-    result = align_run(Path(args.run_dir), args.batches, args.split, args.optimal_steps, args.params)
-    print(result["table"])
-    print(Path(args.run_dir) / "alignment.json")
-    return 0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -336,13 +92,6 @@ def _suites_help() -> str:
     return "suites (--suite NAME):\n" + "\n".join(f"  {n:14s} {suites[n].description}" for n in sorted(suites))
 
 
-def _cmd_plot(args: argparse.Namespace) -> int:
-    from localssl.experiments.curves import plot_runs
-
-    print(plot_runs([Path(d) for d in args.run_dirs], Path(args.out)))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from localssl import __version__
 
@@ -370,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4 model.width=0.25")
     s.add_argument("--resume", metavar="RUN_DIR", help="continue this run exactly")
     launcher_options(s, one_run=True)
-    s.set_defaults(fn=_cmd_pretrain)
+    s.set_defaults(fn=commands.pretrain)
 
     s = add("probe", "linear probe of a run (probe.protocol=honest|paper); writes RUN_DIR/probe.json", imports=True)
     s.add_argument(
@@ -379,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("overrides", nargs="*", help="probe.* overrides, e.g. probe.epochs=50 probe.protocol=paper")
     s.add_argument("--per-layer", action="store_true", help="each layer alone and all together: table and plot")
     s.add_argument("--out", metavar="DIR", help="exported weights only: where probe.json goes (default runs/STEM/)")
-    s.set_defaults(fn=_cmd_probe)
+    s.set_defaults(fn=commands.probe)
 
     s = add("export", "a run's encoder as NAME-<sha256>.safetensors with its model card (.json, .md); prints the file")
     s.add_argument("run_dir", metavar="RUN_DIR")
@@ -388,12 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/export/)")
     s.add_argument("--ship", metavar="NAME", help="into localssl/weights/ as hub entry NAME, replacing its older file")
     s.add_argument("--baseline", metavar="RUN_DIR", help="a probed run of the random preset of the same network")
-    s.set_defaults(fn=_cmd_export)
+    s.set_defaults(fn=commands.export)
 
     s = add("plot", "learning curves (per-layer loss) of several runs on one figure", imports=True)
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     s.add_argument("--out", default="curves.png", help="figure file (default curves.png)")
-    s.set_defaults(fn=_cmd_plot)
+    s.set_defaults(fn=commands.plot)
 
     s = add("demo", "the offline main job: local CLAPP vs backprop vs random init (synthetic speech; CIFAR-10)")
     s.add_argument("--data-dir", help="a data root holding full CIFAR-10 for the CIFAR panel (else the shipped subset)")
@@ -403,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--docs", action="store_true", help="then copy demo.json and demo.png into docs/ and re-render the README"
     )
-    s.set_defaults(fn=_cmd_demo)
+    s.set_defaults(fn=commands.demo)
 
     s = add("reproduce", "run a paper table/figure", _experiments_help, imports=True)
     s.add_argument("name", nargs="?", help="experiment name (listed below)")
@@ -435,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="re-run only this row (repeatable; the table experiments) and keep the other rows from OUT/results.csv",
     )
     launcher_options(s, one_run=False)
-    s.set_defaults(fn=_cmd_reproduce)
+    s.set_defaults(fn=commands.reproduce)
 
     s = add(
         "bench",
@@ -457,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--memory-repeats", type=int, default=1, help="memory measurements per preset (0: none)")
     s.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     s.add_argument("--note", default="", help="a sentence added to the results entry")
-    s.set_defaults(fn=_cmd_bench)
+    s.set_defaults(fn=commands.bench)
 
     s = add("align", "per-layer alignment of a run's rule with backprop; writes RUN_DIR/alignment.json", imports=True)
     s.add_argument("run_dir")
@@ -465,12 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", help="data split the batches come from (default test)")
     s.add_argument("--optimal-steps", type=int, default=0, help="also fit the Def. 3.4 optimal B for N steps")
     s.add_argument("--params", choices=("weight", "all"), default="weight", help="compare weights only or all")
-    s.set_defaults(fn=_cmd_align)
+    s.set_defaults(fn=commands.align)
 
     s = add("config", "print a preset's resolved config, every key with its meaning", _presets_help, imports=True)
     s.add_argument("preset", help="preset name (listed below) or YAML file")
     s.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=4")
-    s.set_defaults(fn=_cmd_config)
+    s.set_defaults(fn=commands.config)
 
     s = add("data", "dataset utilities")
     dsub = s.add_subparsers(dest="data_command", required=True)
@@ -482,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.lazy_epilog = _datasets_help
     d.add_argument("name", help="dataset name (listed below)")
     d.add_argument("--root", help="data root (default $LOCALSSL_DATA or ./data)")
-    d.set_defaults(fn=_cmd_data)
+    d.set_defaults(fn=commands.data)
     d = dsub.add_parser(
         "make",
         help="generate a speech corpus with eSpeak NG (needs pip install 'localssl[speech]')",
@@ -497,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--clean", action="store_true", help="no room response and no background noise")
     d.add_argument("--workers", type=int, help="processes (default: up to 2); the bytes do not depend on it")
-    d.set_defaults(fn=_cmd_data_make)
+    d.set_defaults(fn=commands.data_make)
     return p
 
 

@@ -1,16 +1,13 @@
 """Typed run configuration: YAML presets + ``key=value`` overrides, unknown keys are errors.
 
-A run is ``data × views × model × objective × rule`` plus training and probe settings. The four
-component sections (``views``, ``model``, ``objective``, ``rule``) are typed by the dataclass that the
-named component registered (see :mod:`localssl.registry`), so ``objective.f=softplus`` is checked
-against the objective that is actually used.
+A run is ``data × views × model × objective × rule`` plus training and probe settings. The four component
+sections are typed by the dataclass the named component registered (:mod:`localssl.registry`), so
+``objective.f=softplus`` is checked against the objective actually used. Presets live in
+``localssl/configs/*.yaml`` (``configs/`` at the repository root links there); ``inherit: NAME`` starts
+from another one.
 
-Presets live in ``localssl/configs/*.yaml`` (``configs/`` at the repository root links there). A preset
-may start from another one with ``inherit: NAME``.
-
-A run's ``config.yaml`` also records, under ``components:``, the module each component that is not built
-into localssl came from (``objective: my_pkg.losses``; see :func:`component_sources`). That record is
-only ever read to say what to import when the component is missing; it is never imported from here.
+A run's ``config.yaml`` records, under ``components:``, each non-built-in component's module (``component_sources``),
+read only to say what to import when the component is missing, never imported from here.
 """
 
 from __future__ import annotations

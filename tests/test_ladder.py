@@ -53,6 +53,7 @@ RUNGS: dict[str, int] = {
     "bench": 10,
     "bench_suites": 10,
     "cli": 11,
+    "commands": 11,
     "demo": 11,
     "__main__": 11,
     # the package's public face: names re-exported lazily (module __getattr__) from every rung

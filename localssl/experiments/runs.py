@@ -252,4 +252,3 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         if self.held:
             self.path.unlink(missing_ok=True)
-
