@@ -424,7 +424,7 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     Imports no code: a component of the run that is not registered is an error naming the module its
     ``components:`` record says to import."""
     path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):  # a planted link or special file: safe_files names it
         what = "does not exist" if not Path(run_dir).exists() else "is not a run folder (it has no config.yaml)"
         raise ConfigError(f"{run_dir} {what}; give a run folder, as printed by `localssl pretrain`")
     try:
