@@ -4,11 +4,9 @@ probe runs end to end, and (slow) each preset's frame probe beats random init.""
 from __future__ import annotations
 
 import pytest
-import torch
+from conftest import audio_loss_before_after
 
-from localssl.build import build
 from localssl.config import load_config
-from localssl.data import load_split
 from localssl.evaluate.probe import probe
 from localssl.train import pretrain
 
@@ -18,22 +16,7 @@ TINY = ["data.name=synthetic-speech", "model.width=0.0625", "views.window=3200",
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_audio_preset_loss_decreases(preset: str) -> None:
-    comp = build(load_config(preset, TINY))
-    opt = torch.optim.Adam(list(comp.rule.parameters_to_train(comp.encoder)), lr=3e-3)
-    data = load_split("synthetic-speech", "test")
-
-    def loss(train: bool) -> float:
-        torch.manual_seed(0)  # same windows and negatives every time
-        opt.zero_grad()
-        metrics = comp.rule.step(comp.encoder, comp.views(data.signals[:8], data.labels[:8]))
-        if train:
-            opt.step()
-        return sum(float(v) for k, v in metrics.items() if k.startswith("loss"))
-
-    before = loss(False)
-    for _ in range(10):
-        loss(True)
-    after = loss(False)
+    before, after = audio_loss_before_after(preset, TINY)
     assert after < before - 0.02 * abs(before), (before, after)
 
 

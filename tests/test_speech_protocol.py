@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import audio_loss_before_after
 
 from localssl.build import build
 from localssl.config import load_config
-from localssl.data import load_split
 from localssl.evaluate.probe import probe
 from localssl.models.audio import MFCCConfig, MFCCLayer
 from localssl.train import pretrain
@@ -64,22 +64,8 @@ SUPERVISED = ["data.name=synthetic-speech", "model.width=0.0625", "views.window=
 def test_frame_cross_entropy_preset_loss_decreases(preset: str) -> None:
     """(GIM and hinge-loss CPC on audio are cpc-audio's and clapp-audio's loss and rule, tested in
     test_speech_presets.py; here the new objective.)"""
-    comp = build(load_config(preset, SUPERVISED))
-    opt = torch.optim.Adam(list(comp.rule.parameters_to_train(comp.encoder)), lr=3e-3)
-    data = load_split("synthetic-speech", "test")
-
-    def loss(train: bool) -> float:
-        torch.manual_seed(0)
-        opt.zero_grad()
-        metrics = comp.rule.step(comp.encoder, comp.views(data.signals[:8], data.labels[:8]))
-        if train:
-            opt.step()
-        return sum(float(v) for k, v in metrics.items() if k.startswith("loss"))
-
-    before = loss(False)
-    for _ in range(10):
-        loss(True)
-    assert loss(False) < before - 0.02 * abs(before)
+    before, after = audio_loss_before_after(preset, SUPERVISED)
+    assert after < before - 0.02 * abs(before), (before, after)
 
 
 @pytest.mark.slow
