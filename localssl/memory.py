@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,6 +75,28 @@ def _malloc_trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: freed heap pages may stay resident (peaks underestimated)
         pass
+
+
+# glibc's mallopt parameters (malloc.h) and the values :func:`keep_freed_heap` sets.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * MB  # glibc's ceiling for M_MMAP_THRESHOLD on 64-bit (4 MiB x sizeof(long))
+TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int: about 2 GiB of free heap top kept before trimming
+
+
+def keep_freed_heap() -> bool:
+    """On glibc, keep the memory a training step frees in the process for the next step instead of handing
+    it back to the kernel and faulting it in again: blocks up to 32 MiB come from the heap (a fixed
+    ``M_MMAP_THRESHOLD``, so glibc's sliding threshold no longer ``munmap``s them) and the heap's free top is
+    not trimmed (``M_TRIM_THRESHOLD``). A step's allocations repeat exactly, so the peak resident memory is
+    unchanged (measured: benchmarks/RESULTS.md, "The allocator"); what changes is that freed memory stays
+    resident until the process ends. Off with ``LOCALSSL_MALLOC=system``. Returns whether it was set."""
+    if os.environ.get("LOCALSSL_MALLOC", "") == "system":
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl): its allocator is left alone
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
 
 
 class AllocatorPeak:

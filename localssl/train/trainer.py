@@ -33,6 +33,7 @@ from localssl.config import RunConfig
 from localssl.data import ImageData
 from localssl.distributed import SINGLE, World
 from localssl.linear_probe import FeatureExtractor
+from localssl.memory import keep_freed_heap
 from localssl.online_probe import OnlineProbe
 from localssl.rules.base import Metrics, StepContext
 from localssl.tensorboard_log import TensorBoardLog
@@ -56,6 +57,8 @@ class Trainer:
         self.cfg, self.world, self.data, self.run_dir = setup.cfg, setup.world, setup.data, Path(run_dir)
         t = self.cfg.train
         self.device = distributed.rank_device(resolve_device(t.device), self.world)
+        if self.device.type == "cpu":
+            keep_freed_heap()  # a CPU step's freed blocks stay in the process for the next step
         self.comp: Components = build(self.cfg, self.device)
         distributed.broadcast_module_state([self.comp.encoder, self.comp.rule])
         self.images = self.data.images.to(self.device) if self.cfg.data.on_device else self.data.images
