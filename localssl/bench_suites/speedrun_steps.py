@@ -21,7 +21,7 @@ from typing import Any
 
 from localssl.bench_suites import Options, heading, suite
 from localssl.bench_suites.smoke import smoke_one
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine.local import run_jobs
 from localssl.experiments.speedrun import SCALES
 
 

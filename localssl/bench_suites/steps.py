@@ -14,7 +14,7 @@ from localssl.bench import Runner, Spec, bench_entry, machine_description, run_b
 from localssl.bench_suites import Options, bench_and_emit, heading, suite
 from localssl.config import available_presets, load_config
 from localssl.data import dataset_info
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine.local import run_jobs
 from localssl.train.fast_path import resolve_fast_path
 
 

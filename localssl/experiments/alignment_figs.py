@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from localssl.experiments import experiment, worker_count
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine import Cell, run_cells
 from localssl.experiments.theory_common import Claim, finish, mnist_images, single_thread, summarize
 from localssl.registry import ConfigError
 from localssl.utils import save_figure
@@ -225,7 +225,7 @@ def check_fig3b(rows: list[dict]) -> list[Claim]:
 
 def _fig3b_job(item: tuple[int, dict | None], scale: str, steps: int | None, rules: list[str] | None = None) -> list:
     """One seed of Fig. 3B (``item``: the seed and the objective, ``None`` for the official one), its data
-    loaded here: a job of :func:`~localssl.experiments.jobs.run_jobs` (a process, or a SLURM job)."""
+    loaded here: a cell of the engine (this process, a worker process or a SLURM job)."""
     seed, objective = item
     setting, width = fig3b_setting(scale, steps)
     train = mnist_images("train")
@@ -233,14 +233,13 @@ def _fig3b_job(item: tuple[int, dict | None], scale: str, steps: int | None, rul
     return measure_fig3b(setting, width, [seed], train, test, rules=rules, objective=objective)
 
 
-@experiment(
-    "fig3b", "ReLU MLP trained with local, DFB, fixed B and the Def. 3.4 optimum: alignment with BP", slurm="jobs"
-)
+@experiment("fig3b", "ReLU MLP trained with local, DFB, fixed B and the Def. 3.4 optimum: alignment with BP")
 def run_fig3b(out: Path, scale: str, seeds: int, steps: int | None = None) -> None:
     setting, width = fig3b_setting(scale, steps)
     job = functools.partial(_fig3b_job, scale=scale, steps=steps)
     items = [(seed, None) for seed in range(seeds)]
-    rows = [r for got in run_jobs(job, items, worker_count(1), names=[f"seed {s}" for s, _ in items]) for r in got]
+    cells = [Cell(f"seed{s}", f"seed {s}", job, (s, o)) for s, o in items]
+    rows = [r for got in run_cells("fig3b", cells, worker_count(1)) for r in got]
     groups = list(FIG3B_RULES)
     plot_training(out / "fig3b.png", rows, "rule", groups, 6, f"Fig. 3B ({scale}): 6-layer ReLU MLP, width {width}")
     md = (
@@ -265,7 +264,6 @@ FIG3B_TYPE2 = dict(FIG3B_OBJECTIVE, loss_type=2, margin=0.0)  # softplus(s⁻ �
 @experiment(
     "fig3b-loss",
     "Fig. 3B's local vs DFB with the official type-1 loss and the paper text's type-2 loss",
-    slurm="jobs",
 )
 def run_fig3b_loss(out: Path, scale: str, seeds: int, steps: int | None = None) -> None:
     """Which loss gives the published ordering (DFB above same-layer local)? Fig. 3B's setting, local and DFB
@@ -280,8 +278,11 @@ def run_fig3b_loss(out: Path, scale: str, seeds: int, steps: int | None = None) 
     gaps: dict[str, list[float]] = {label: [] for label in losses}  # DFB − local per seed
     items = [(label, seed) for label in losses for seed in range(seeds)]
     job = functools.partial(_fig3b_job, scale=scale, steps=steps, rules=["local", "dfb"])
-    names = [f"{label}, seed {seed}" for label, seed in items]
-    done = run_jobs(job, [(seed, losses[label]) for label, seed in items], worker_count(1), names=names)
+    cells = [
+        Cell(f"type{1 + i // seeds}-seed{seed}", f"{label}, seed {seed}", job, (seed, losses[label]))
+        for i, (label, seed) in enumerate(items)
+    ]
+    done = run_cells("fig3b-loss", cells, worker_count(1))
     for (label, seed), got in zip(items, done):
         rows += [{"loss": label, **r} for r in got]
         m = {g: mean_below_top(got, "rule", g, 6, setting.steps) for g in ("local", "dfb")}
@@ -381,17 +382,17 @@ def check_fig4c(rows: list[dict]) -> list[Claim]:
 
 
 def _fig4c_job(seed: int, scale: str, steps: int | None) -> tuple[str, list[dict]]:
-    """One seed of Fig. 4C, its data loaded here: a job of :func:`~localssl.experiments.jobs.run_jobs`."""
+    """One seed of Fig. 4C, its data loaded here: a cell of the engine."""
     setting, width = fig4c_setting(scale, steps)
     dataset, train, test = cifar10()
     return dataset, measure_fig4c(setting, width, [seed], dataset, train, test)
 
 
-@experiment("fig4c", "VGG-6: alignment of CLAPP++, CLAPP++DFB and the Def. 3.4 optimum with BP-CLAPP++", slurm="jobs")
+@experiment("fig4c", "VGG-6: alignment of CLAPP++, CLAPP++DFB and the Def. 3.4 optimum with BP-CLAPP++")
 def run_fig4c(out: Path, scale: str, seeds: int, steps: int | None = None) -> None:
     setting, width = fig4c_setting(scale, steps)
     job = functools.partial(_fig4c_job, scale=scale, steps=steps)
-    done = run_jobs(job, list(range(seeds)), worker_count(1), names=[f"seed {s}" for s in range(seeds)])
+    done = run_cells("fig4c", [Cell(f"seed{s}", f"seed {s}", job, s) for s in range(seeds)], worker_count(1))
     dataset = done[0][0] if done else cifar10()[0]
     rows = [r for _, got in done for r in got]
     groups = list(FIG4C_RULES)

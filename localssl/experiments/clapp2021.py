@@ -83,14 +83,11 @@ TABLE5 = Table(
 @experiment(
     "clapp2021-table1",
     "CLAPP 2021 Table 1 (STL-10): random, (greedy) supervised, CPC, GIM, hinge CPC, CLAPP",
-    slurm="cells",
 )
 def run_table1(out: Path, scale: str, seeds: int) -> None:
     run_table(TABLE1, out, scale, seeds)
 
 
-@experiment(
-    "clapp2021-table5", "CLAPP 2021 Table 5 (STL-10): CLAPP loss in 6/4/3/2/1 gradient-isolated modules", slurm="cells"
-)
+@experiment("clapp2021-table5", "CLAPP 2021 Table 5 (STL-10): CLAPP loss in 6/4/3/2/1 gradient-isolated modules")
 def run_table5(out: Path, scale: str, seeds: int) -> None:
     run_table(TABLE5, out, scale, seeds)

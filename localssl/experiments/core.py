@@ -5,7 +5,8 @@ Each preset is pretrained one epoch at a time (``train.epochs=1``, then :func:`l
 and the first epoch at which the preset beats random init (its encoder at initialisation, probed the same
 way). Finished epochs are kept in ``OUT/runs/<preset>-s<seed>/probe_epoch<E>.json`` and reused, so a stopped
 run continues where it stopped and ``--only PRESET`` trains only that preset (the report lists every preset
-with a finished epoch). Presets run ``--jobs`` at a time (:mod:`localssl.experiments.jobs`).
+with a finished epoch). A cell is one preset × seed; the engine runs
+``--jobs`` of them at a time (:mod:`localssl.experiments.engine`).
 
 Writes ``results.csv`` (preset, seed, epoch, test and validation accuracy, training images/s) and
 ``results.md``. Throughput of ``clapp++`` against ``bp-clapp++`` at this width: ``localssl bench clapp++
@@ -21,6 +22,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ import yaml
 
 from localssl.config import load_config
 from localssl.experiments import experiment, worker_count
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine import Cell, run_cells
 from localssl.experiments.report import code_version
 from localssl.registry import ConfigError
 from localssl.safe_files import read_text
@@ -208,7 +210,6 @@ def write_report(out: Path, scale: str, budget: Budget, seeds: int, rows: list[d
     "core-cifar10",
     "core presets on full CIFAR-10 (width 1/4, 3 epochs), probed after every epoch",
     tuple(SCALES),
-    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     budget = SCALES[scale]
@@ -223,7 +224,11 @@ def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> Non
     def report(*_: Any) -> None:  # after every preset, so a stopped run still reports what it has
         write_report(out, scale, budget, seeds, [r for r in finished(runs) if r["seed"] < seeds])
 
-    run_jobs(job, todo, worker_count(1), names=[f"{p} seed {s}" for p, s in todo], on_result=report)
+    cells = [
+        Cell(f"{p}-s{s}", f"{p} seed {s}", job, (p, s), _finished(p, s, budget, runs), runs / f"{p}-s{s}")
+        for p, s in todo
+    ]
+    run_cells("core-cifar10", cells, worker_count(1), on_result=report)
     report()
     print(read_text(out / "results.md"))
 
@@ -231,3 +236,9 @@ def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> Non
 def _job(item: tuple[str, int], budget: Budget, runs: Path) -> list[dict[str, Any]]:
     preset, seed = item
     return train_epochs(preset, seed, budget, runs)
+
+
+def _finished(preset: str, seed: int, budget: Budget, runs: Path) -> Callable[[], bool]:
+    """Whether the chain ``preset`` × ``seed`` has probed its last epoch."""
+    last = runs / f"{preset}-s{seed}" / f"probe_epoch{budget.epochs if preset != 'random' else 0}.json"
+    return last.exists

@@ -361,6 +361,7 @@ def budget_overrides(budget: Budget) -> list[str]:
     "fault-injection",
     "kill -9 a small pretraining at random moments, --resume: same weights as uninterrupted?",
     tuple(SCALES),
+    local=True,
 )
 def run(out: Path, scale: str, seeds: int) -> None:
     budget = SCALES[scale]

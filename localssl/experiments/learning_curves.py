@@ -3,7 +3,7 @@
 CLAPP++ variants vs backprop vs random init on full CIFAR-10: one ``pretrain`` per preset with the online
 probe (``train.online_probe=true``: the offline honest probe's read-outs fitted on pretraining images, their
 held-out accuracy scored at every epoch's end and every ``train.online_probe_every`` steps), the presets
-``--jobs`` at a time (:mod:`localssl.experiments.jobs`), one torch thread each. A run folder
+``--jobs`` at a time (one cell each, :mod:`localssl.experiments.engine`), one torch thread each. A run folder
 ``OUT/runs/<preset>`` that exists is continued (``resume``), so a stopped invocation continues where it
 stopped. The report is rewritten from the runs' ``steps.csv``/``metrics.csv`` whenever a run ends:
 ``curves.csv`` (every scoring), ``curves.png`` and ``results.md``.
@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from localssl.experiments import experiment, worker_count
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine import Cell, run_cells
+from localssl.experiments.runs import finished_epochs
 from localssl.registry import ConfigError
 from localssl.utils import machine_name, save_figure
 
@@ -80,6 +81,10 @@ def train(preset: str, budget: Budget, runs: Path) -> str:
     epochs = budget.random_epochs if preset == "random" else budget.epochs
     pretrain(load_config(preset, [*budget.common, f"train.epochs={epochs}"]), run_dir)
     return "trained"
+
+
+def _finished(run_dir: Path, budget: Budget, preset: str) -> bool:
+    return finished_epochs(run_dir) == (budget.random_epochs if preset == "random" else budget.epochs)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -203,7 +208,6 @@ def report(out: Path, scale: str, budget: Budget) -> None:
     "learning_curves",
     "online-probe learning curves of CLAPP++ variants, backprop, random init",
     tuple(SCALES),
-    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int) -> None:
     if seeds != 1:
@@ -213,6 +217,7 @@ def run(out: Path, scale: str, seeds: int) -> None:
     runs.mkdir(parents=True, exist_ok=True)
     job = functools.partial(train, budget=budget, runs=runs)
     workers = worker_count(len(PRESETS))
-    run_jobs(job, list(PRESETS), workers, threads=1, on_result=lambda *_: report(out, scale, budget))
+    cells = [Cell(p, p, job, p, functools.partial(_finished, runs / p, budget, p), runs / p) for p in PRESETS]
+    run_cells("learning_curves", cells, workers, threads=1, on_result=lambda *_: report(out, scale, budget))
     report(out, scale, budget)
     print((out / "results.md").read_text())

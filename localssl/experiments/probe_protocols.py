@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from localssl.experiments import experiment, worker_count
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine import Cell, run_cells
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,13 +65,14 @@ SCALES = {
     "probe-protocols",
     "the honest linear probe (default) vs the paper's protocol on the same encoders",
     tuple(SCALES),
-    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int) -> None:
     b = SCALES[scale]
     items = [(preset, seed) for seed in range(seeds) for preset in b.presets]
-    job = functools.partial(_job, scale=scale, runs=Path(out) / "runs")
-    done = run_jobs(job, items, worker_count(1), names=[f"{p} seed {s}" for p, s in items])
+    runs = Path(out) / "runs"
+    job = functools.partial(_job, scale=scale, runs=runs)
+    cells = [Cell(f"{p}-s{s}", f"{p} seed {s}", job, (p, s), run_dir=runs / f"{p}-s{s}") for p, s in items]
+    done = run_cells("probe-protocols", cells, worker_count(1))
     results = {f"{preset}-s{seed}": result for (preset, seed), (result, _) in zip(items, done)}
     rows = [row for _, row in done]
     (Path(out) / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
@@ -99,8 +100,8 @@ def run(out: Path, scale: str, seeds: int) -> None:
 
 
 def _job(item: tuple[str, int], scale: str, runs: Path) -> tuple[dict, dict]:
-    """One encoder (``item``: preset, seed): pretrain it unless its checkpoint exists, probe it both ways; a job of
-    :func:`~localssl.experiments.jobs.run_jobs` (this process, a worker process or a SLURM job)."""
+    """One encoder (``item``: preset, seed): pretrain it unless its checkpoint exists, probe it both ways; a cell of
+    the engine (this process, a worker process or a SLURM job), its result held in memory only."""
     from localssl.config import load_config
     from localssl.evaluate.probe import probe
     from localssl.train import pretrain

@@ -38,9 +38,9 @@ import torch
 from localssl.data.rhm import RandomHierarchyModel, RHMParams
 from localssl.evaluate.rhm import feature_correlation, probe_accuracy, readout_accuracy, synonym_sensitivity
 from localssl.experiments import experiment, worker_count
-from localssl.experiments.jobs import run_jobs as run_in_processes
+from localssl.experiments.engine import Cell, run_cells
 from localssl.experiments.rhm_loop import DEFAULT_PROBE, Recipe, build_recipe, rhm_data, train_rhm
-from localssl.utils import atomic_write_json, save_figure
+from localssl.utils import save_figure
 
 THRESHOLD = 0.95
 
@@ -171,13 +171,16 @@ def run_jobs(
     workers: int,
     cache: Path | None = None,
     on_result: Callable[[list[dict[str, Any]]], None] | None = None,
+    study: str = "rhm",
 ) -> list[dict[str, Any]]:
-    """Run jobs in ``workers`` processes (:func:`localssl.experiments.jobs.run_jobs`; results in job order).
+    """Run jobs as cells of the engine, in ``workers`` processes (:func:`~localssl.experiments.engine.run_cells`;
+    results in job order).
 
     Seed 0 first, small ``P`` first within a seed, so an interrupted grid has the low end of every
     curve (where the 95 % thresholds are). With ``cache``, each finished job is stored as
-    ``cache/<rule>-P<P>-s<seed>.json`` and reused by the next call; ``on_result`` is called with the
-    results so far after every job (the experiment re-draws its tables, so a stopped grid still reports)."""
+    ``cache/<rule>-P<P>-s<seed>.json`` (the cell's result file) and reused by the next call; ``on_result`` is
+    called with the results so far after every job (the experiment re-draws its tables, so a stopped grid still
+    reports)."""
     cost = [job.n_train * (2 if job.recipe.evaluation == "probe" else 1) for job in jobs]
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i].seed, cost[i]))
     out: list[dict[str, Any] | None] = [None] * len(jobs)
@@ -187,19 +190,21 @@ def run_jobs(
             f = cache / f"{job_name(job)}.json"
             if f.exists():
                 out[i] = json.loads(f.read_text())
-        order = [i for i in order if out[i] is None]
 
     def finished(k: int, res: dict[str, Any]) -> None:
         i = order[k]
         out[i] = res
         _progress(jobs[i], res)
-        if cache is not None:
-            atomic_write_json(res, cache / f"{job_name(jobs[i])}.json")
         if on_result is not None:
             on_result([o for o in out if o is not None])
 
-    todo = [jobs[i] for i in order]
-    run_in_processes(run_job, todo, workers, names=[job_name(j) for j in todo], on_result=finished)
+    cells = [
+        Cell(job_name(jobs[i]), job_name(jobs[i]), run_job, jobs[i], result=cache / f"{job_name(jobs[i])}.json")
+        if cache is not None
+        else Cell(job_name(jobs[i]), job_name(jobs[i]), run_job, jobs[i])
+        for i in order
+    ]
+    run_cells(study, cells, workers, on_result=finished)
     return [o for o in out if o is not None]
 
 
@@ -399,7 +404,6 @@ def render(out: Path, scale: str) -> None:
 @experiment(
     "rhm",
     "Random Hierarchy Model: BP vs DFA vs layer-wise SSL, test accuracy vs P/P*, synonym sensitivity",
-    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int) -> None:
     sc = SCALES[scale]

@@ -80,14 +80,13 @@ def make_jobs(budget: Budget, seeds: int) -> tuple[list[tuple[str, str, int]], l
     "rhm-settings",
     "RHM: bp, dfa and clapp at 4·P* with one axis changed (depth, m, init, optimiser)",
     ("smoke", "cpu"),
-    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int) -> None:
     budget = SCALES[scale]
     keys, jobs, skipped = make_jobs(budget, seeds)
     workers = worker_count(2)
     print(f"rhm-settings: {len(jobs)} runs on {workers} worker process(es)", file=sys.stderr, flush=True)
-    results = run_jobs(jobs, workers, cache=Path(out) / "jobs")
+    results = run_jobs(jobs, workers, cache=Path(out) / "jobs", study="rhm-settings")
     rows = [
         {"setting": s, "rule": r, "seed": seed, "P": res["result"]["P"], "test_acc": res["result"]["test_acc"]}
         for (s, r, seed), res in zip(keys, results)

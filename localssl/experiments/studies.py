@@ -78,7 +78,6 @@ B_RANK = Table(
     "b-rank",
     "CLAPP++ with a dense vs a factored rank-64 B: linear probe on CIFAR-10 at a CPU budget",
     SCALES,
-    slurm="cells",
 )
 def run_b_rank(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     run_table(B_RANK, out, scale, seeds, only=only)
@@ -128,7 +127,6 @@ PATCH = Table(
     "patch-cifar10",
     "CLAPP 2021, CPC, hinge CPC, GIM vs random init on a CIFAR-10 patch grid (CPU)",
     SCALES,
-    slurm="cells",
 )
 def run_patch(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     run_table(PATCH, out, scale, seeds, only=only)
@@ -190,9 +188,7 @@ SPEECH_TABLE = Table(
 )
 
 
-@experiment(
-    "speech-synthetic", "CPC and CLAPP (BPTT, e-prop) vs random init on synthetic speech (CPU)", SCALES, slurm="cells"
-)
+@experiment("speech-synthetic", "CPC and CLAPP (BPTT, e-prop) vs random init on synthetic speech (CPU)", SCALES)
 def run_speech(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     run_table(SPEECH_TABLE, out, scale, seeds, only=only)
 
@@ -240,9 +236,7 @@ ZOO = Table(
 )
 
 
-@experiment(
-    "zoo-cifar10", "FF, PhyLL, SCFF, LPL, VICReg (and CLAPP++) vs random init on CIFAR-10 (CPU)", SCALES, slurm="cells"
-)
+@experiment("zoo-cifar10", "FF, PhyLL, SCFF, LPL, VICReg (and CLAPP++) vs random init on CIFAR-10 (CPU)", SCALES)
 def run_zoo(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     run_table(ZOO, out, scale, seeds, only=only)
 
@@ -292,7 +286,6 @@ LAYER_PROBE = Table(
     "layer-probe",
     "each layer of clapp++ and lpl probed alone, at init and after 5 epochs (CIFAR-10)",
     SCALES,
-    slurm="cells",
 )
 def run_layer_probe(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     run_table(LAYER_PROBE, out, scale, seeds, only=only)

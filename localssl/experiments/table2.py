@@ -93,7 +93,6 @@ TABLE2 = Table(
     "table2",
     "CLAPP++ Table 2: every implemented rule, linear probe on CIFAR-10 / STL-10 / Tiny ImageNet",
     scales=(*SCALES, "gpu"),
-    slurm="cells",
 )
 def run(out: Path, scale: str, seeds: int, only: list[str] | None = None) -> None:
     run_table(TABLE2, out, scale, seeds, only=only)

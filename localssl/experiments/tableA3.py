@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from localssl.experiments import experiment, worker_count
-from localssl.experiments.jobs import run_jobs as run_in_processes
+from localssl.experiments.engine import Cell, run_cells
 from localssl.utils import save_figure
 
 GRID_T = (1, 9, 17)
@@ -222,13 +222,15 @@ def run_job(job: Job, runs_dir: Path, threads: int | None = None) -> dict[str, A
     return result
 
 
-def run_jobs(jobs: list[Job], runs_dir: Path, workers: int) -> list[dict[str, Any]]:
-    """Every job (its result in job order): ``workers`` at once (at most ``$LOCALSSL_WORKERS``), one torch
-    thread each when more than one."""
+def run_jobs(jobs: list[Job], runs_dir: Path, workers: int, study: str = "tableA3") -> list[dict[str, Any]]:
+    """Every job as a cell of the engine (its result in job order; finished once its ``result.json`` is written):
+    ``workers`` at once (at most ``$LOCALSSL_WORKERS``), one torch thread each when more than one."""
     workers = max(1, min(worker_count(workers), len(jobs)))
-    return run_in_processes(
-        functools.partial(run_job, runs_dir=runs_dir), jobs, workers, names=[j.name for j in jobs], threads=1
-    )
+    fn = functools.partial(run_job, runs_dir=runs_dir)
+    cells = [
+        Cell(j.name, j.name, fn, j, (runs_dir / j.run_name / "result.json").exists, runs_dir / j.run_name) for j in jobs
+    ]
+    return run_cells(study, cells, workers, threads=1)
 
 
 def select(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -378,7 +380,6 @@ def plot(path: Path, scale: str, protocol: Protocol, results: list[dict[str, Any
 @experiment(
     "tableA3",
     "CLAPP++ Table A3: backprop vs predictive coding for cross-entropy, CLAPP and LPL (CIFAR-10)",
-    slurm="jobs",
 )
 def run(out: Path, scale: str, seeds: int) -> None:
     protocol = PROTOCOLS[scale]

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import math
 from pathlib import Path
 
 from localssl.experiments import experiment
+from localssl.experiments.engine import Cell, run_cells
 from localssl.experiments.tableA3 import GRID_ALPHA, GRID_T, OBJECTIVES, Job, run_jobs
 from localssl.registry import ConfigError
 
@@ -72,7 +74,6 @@ BP_SCALES = {
     "tableA3-bp",
     "Table A3's backprop rows vs random init at a CPU budget: does BP learn there?",
     tuple(BP_SCALES),
-    slurm="jobs",
 )
 def run_bp(out: Path, scale: str, seeds: int) -> None:
     budget = BP_SCALES[scale]
@@ -85,7 +86,7 @@ def run_bp(out: Path, scale: str, seeds: int) -> None:
             jobs.append(Job(obj, "BP", None, None, seed, preset, over))
     runs = Path(out) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    results = run_jobs(jobs, runs, workers=1)
+    results = run_jobs(jobs, runs, workers=1, study="tableA3-bp")
     rows = []
     for job, r in zip(jobs, results):
         summary = runs / job.run_name / "summary.json"
@@ -143,6 +144,12 @@ def measure(objective: str, T: int, alpha: float, width: float, n_batches: int) 
     return gradient_alignment(comp.encoder, comp.rule, batches)
 
 
+def _measure(point: tuple[str, int, float], width: float, n_batches: int) -> list:
+    """One grid point of the alignment table: a cell of the engine."""
+    objective, T, alpha = point
+    return measure(objective, T, alpha, width, n_batches)
+
+
 def _cell(value: float, digits: str) -> str:
     return "–" if math.isnan(value) else format(value, digits)
 
@@ -163,25 +170,22 @@ def run_alignment(out: Path, scale: str, seeds: int) -> None:
             "| --- | --- | --- | --- | --- |",
         ],
     )
-    for objective, (_, label) in OBJECTIVES.items():
-        for T in s["grid_T"]:
-            for alpha in s["grid_alpha"]:
-                layers = measure(objective, T, alpha, s["width"], s["batches"])
-                rows += [
-                    {
-                        "objective": objective,
-                        "T": T,
-                        "alpha": alpha,
-                        "layer": i + 1,
-                        "cosine": r.cosine,
-                        "rel_norm": r.rel_norm,
-                    }
-                    for i, r in enumerate(layers)
-                ]
-                cos = " ".join(_cell(r.cosine, "+.3f") for r in layers)
-                rel = " ".join(_cell(r.rel_norm, ".1e") for r in layers)
-                lines.append(f"| {label} | {T} | {alpha:g} | {cos} | {rel} |")
-                print(lines[-1], flush=True)
+    points = [(o, T, a) for o in OBJECTIVES for T in s["grid_T"] for a in s["grid_alpha"]]
+
+    def measured(i: int, layers: list) -> None:  # one line per grid point, as it ends
+        objective, T, alpha = points[i]
+        rows.extend(
+            {"objective": objective, "T": T, "alpha": alpha, "layer": k + 1, "cosine": r.cosine, "rel_norm": r.rel_norm}
+            for k, r in enumerate(layers)
+        )
+        cos = " ".join(_cell(r.cosine, "+.3f") for r in layers)
+        rel = " ".join(_cell(r.rel_norm, ".1e") for r in layers)
+        lines.append(f"| {OBJECTIVES[objective][1]} | {T} | {alpha:g} | {cos} | {rel} |")
+        print(lines[-1], flush=True)
+
+    fn = functools.partial(_measure, width=s["width"], n_batches=s["batches"])
+    cells = [Cell(f"{o}-T{T}-a{a:g}", f"{o}, T={T}, α={a:g}", fn, (o, T, a)) for o, T, a in points]
+    run_cells("tableA3-alignment", cells, on_result=measured)
     with open(Path(out) / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]))
         w.writeheader()

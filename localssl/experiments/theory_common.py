@@ -1,19 +1,40 @@
 """What the theory figures share (CLAPP++ Sec. 3, App. B, D; ``theory_figs.py`` and ``alignment_figs.py``):
-one-thread simulations, the MNIST images, per-layer summaries of the cosines, their tables and plots, and the
-claims each figure checks, written into ``results.md`` beside ``results.csv``.
+one-thread simulations, the MNIST images, a figure's computation as a cell of the engine (:func:`measured`),
+per-layer summaries of the cosines, their tables and plots, and the claims each figure checks, written into
+``results.md`` beside ``results.csv``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from localssl.experiments.engine import Cell, run_cells
 from localssl.utils import save_figure
+
+
+@dataclasses.dataclass(frozen=True)
+class MnistImages:
+    """``mnist_images(split, n)``, loaded where the cell runs (not by ``--status``, not shipped to a job)."""
+
+    split: str
+    n: int | None = None
+
+
+def measured(name: str, label: str, measure: Callable[..., Any], *args: Any) -> Any:
+    """``measure(*args)`` (a :class:`MnistImages` among ``args`` loaded first) as the one cell of figure
+    ``name``: in this process locally, one job on SLURM, listed by ``--status``."""
+    return run_cells(name, [Cell(name, label, _apply, (measure, args))])[0]
+
+
+def _apply(piece: tuple[Callable[..., Any], tuple]) -> Any:
+    measure, args = piece
+    return measure(*(mnist_images(a.split, a.n) if isinstance(a, MnistImages) else a for a in args))
 
 
 @contextlib.contextmanager

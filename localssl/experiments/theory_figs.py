@@ -26,9 +26,10 @@ import torch
 from localssl.experiments import experiment
 from localssl.experiments.theory_common import (
     Claim,
+    MnistImages,
     finish,
     layer_table,
-    mnist_images,
+    measured,
     plot_layers,
     single_thread,
     summarize,
@@ -181,8 +182,8 @@ def check_fig2(summary: dict[tuple, tuple]) -> list[Claim]:
 @experiment("fig2", "Theorem 3.1 and ablations: local vs BP update alignment in 6-layer nets on MNIST patches")
 def run_fig2(out: Path, scale: str, seeds: int) -> None:
     setting = FixedWeightSetting.for_scale(scale)
-    images = mnist_images("train", setting.n_batches * setting.batch_images)
-    rows, solver = measure_fig2(setting, range(seeds), images)
+    images = MnistImages("train", setting.n_batches * setting.batch_images)
+    rows, solver = measured("fig2", f"fig2 ({scale}, {seeds} seed(s))", measure_fig2, setting, range(seeds), images)
     summary = summarize(rows, ("condition",))
     groups = [(c,) for c in FIG2_CONDITIONS]
     plot_layers(out / "fig2.png", summary, groups, 6, f"Fig. 2 ({scale}): local-SSL vs BP-SSL, B at optimum")
@@ -253,8 +254,10 @@ def check_figA1(summary: dict[tuple, tuple], ranks: list[int]) -> list[Claim]:
 def run_figA1(out: Path, scale: str, seeds: int) -> None:
     setting = FixedWeightSetting.for_scale(scale, cpu_batches=4)
     ranks = [r for r in FIGA1_RANKS if r < setting.width]
-    images = mnist_images("train", setting.n_batches * setting.batch_images)
-    rows, solver = measure_figA1(setting, range(seeds), images, ranks)
+    images = MnistImages("train", setting.n_batches * setting.batch_images)
+    rows, solver = measured(
+        "figA1", f"figA1 ({scale}, {seeds} seed(s))", measure_figA1, setting, range(seeds), images, ranks
+    )
     all_ranks = [*ranks, setting.width]
     summary = summarize(rows, ("rank",))
     groups = [(r,) for r in all_ranks]
@@ -322,8 +325,10 @@ def check_fig3a(summary: dict[tuple, tuple], n_layers: int = 6) -> list[Claim]:
 def run_fig3a(out: Path, scale: str, seeds: int) -> None:
     setting = FixedWeightSetting.for_scale(scale)
     widths = FIG3A_WIDTHS if scale != "smoke" else [32, 16, 8, 4]
-    images = mnist_images("train", setting.n_batches * setting.batch_images)
-    rows, solver = measure_fig3a(setting, range(seeds), images, widths)
+    images = MnistImages("train", setting.n_batches * setting.batch_images)
+    rows, solver = measured(
+        "fig3a", f"fig3a ({scale}, {seeds} seed(s))", measure_fig3a, setting, range(seeds), images, widths
+    )
     summary = summarize(rows, ("f", "rule"))
     groups = [(f, r) for f in ("linear", "softplus") for r in ("local", "dfb")]
     n = len(widths)
@@ -390,8 +395,10 @@ def check_fig4b(summary: dict[tuple, tuple]) -> list[Claim]:
 def run_fig4b(out: Path, scale: str, seeds: int) -> None:
     setting = FixedWeightSetting.for_scale(scale, cpu_batches=6)
     channels = 8 if scale == "smoke" else 32
-    images = mnist_images("train", setting.n_batches * setting.batch_images)
-    rows, solver = measure_fig4b(setting, range(seeds), images, channels)
+    images = MnistImages("train", setting.n_batches * setting.batch_images)
+    rows, solver = measured(
+        "fig4b", f"fig4b ({scale}, {seeds} seed(s))", measure_fig4b, setting, range(seeds), images, channels
+    )
     summary = summarize(rows, ("condition",))
     groups = [(c,) for c in FIG4B_CONDITIONS]
     plot_layers(out / "fig4b.png", summary, groups, 4, f"Fig. 4B ({scale}): 4-layer linear convnet")

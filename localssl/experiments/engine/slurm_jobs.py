@@ -1,10 +1,9 @@
-"""The job side of the SLURM launcher (:mod:`localssl.experiments.launch`): what runs inside a submitit job.
+"""The job side of the SLURM launcher (:mod:`localssl.experiments.engine.slurm`): what runs inside a submitit job.
 
-* :class:`CellJob`: one cell of a table: train (or resume, or reuse) and probe its run under the cell's lock,
-  recording its state (running, requeued, failed with its error line, finished) in ``OUT/slurm/cells/<key>.json``;
+* :class:`CellTask`: one cell of any study (:class:`~localssl.experiments.engine.cells.Cell`): its ``fn(item)``,
+  its state (running, requeued, failed with its error line, finished) recorded in ``OUT/slurm/cells/<key>.json``;
 * :class:`PretrainJob`: ``localssl pretrain`` over the job's tasks, each task one rank (``RANK``, ``WORLD_SIZE``,
-  ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` from ``submitit.JobEnvironment``, as ``torchrun`` sets them);
-* :class:`Requeueable`: any ``fn(item)`` of :func:`~localssl.experiments.jobs.run_jobs`.
+  ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` from ``submitit.JobEnvironment``, as ``torchrun`` sets them).
 
 Each has ``checkpoint()`` (the same call again), which submitit calls on the preemption signal before it
 requeues the job. A run inside the job stops on that signal at a step with its exact-resume checkpoint
@@ -12,18 +11,13 @@ requeues the job. A run inside the job stops on that signal at a step with its e
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from localssl.config import RunConfig
-from localssl.experiments.runs import RunLock, find_run_dir, finished_epochs, probe_or_reuse, run_key, run_or_reuse
-from localssl.safe_files import read_text
-from localssl.utils import atomic_write_json
+from localssl.experiments.engine.cells import write_state
 
 
 def _stop_signal_of(err: BaseException) -> int | None:
@@ -80,25 +74,23 @@ def cpus_of_task() -> None:
         torch.set_num_threads(int(cpus))
 
 
-def write_state(path: Path, state: str, **info: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old = json.loads(read_text(path)) if path.exists() else {}
-    atomic_write_json({**old, **info, "state": state, "at": time.strftime("%F %T")}, path)
+class CellTask:
+    """Any cell's work as a SLURM job: ``fn(item)``, its state recorded in ``state_dir/<key>.json`` (running
+    with its job id and restart count, requeued, failed with its error line, finished). ``checkpoint()``
+    (called by submitit on the preemption signal) resubmits the same call: a run inside ``fn`` stops at a step
+    with its checkpoint and resumes from it; work without checkpoints is done again from its start."""
 
+    def __init__(self, fn: Any, state_dir: Path) -> None:
+        self.fn = fn
+        self.state_dir = Path(state_dir)
 
-class CellJob:
-    """One cell of a grid as a SLURM job: train (or resume, or reuse) and probe its run, record its state.
-    ``checkpoint()`` (called by submitit on the preemption signal) resubmits the same call."""
-
-    def __call__(self, cfg: RunConfig, runs_dir: Path, state_dir: Path, keep_features: bool = False) -> str:
+    def __call__(self, item: Any, key: str, run_dir: Path | None = None) -> Any:
         cpus_of_task()
         job, restarts = job_ids()
-        record = Path(state_dir) / f"{run_key(cfg)}.json"
-        write_state(record, "running", job_id=job, restarts=restarts, run_dir=str(find_run_dir(cfg, runs_dir)))
+        record = self.state_dir / f"{key}.json"
+        write_state(record, "running", job_id=job, restarts=restarts, run_dir=str(run_dir or ""))
         try:
-            with RunLock(runs_dir, run_key(cfg), wait=True):
-                run_dir, trained = run_or_reuse(cfg, runs_dir)
-                _, probed = probe_or_reuse(cfg, run_dir, finished_epochs(run_dir), keep_features)
+            result = self.fn(item)
         except KeyboardInterrupt as err:
             hand_over(err, record, restarts)
         except Exception as err:
@@ -106,8 +98,8 @@ class CellJob:
             write_state(record, "failed", error=line)
             print(f"localssl: error: {line}", file=sys.stderr, flush=True)
             raise
-        write_state(record, "finished", trained=trained, probed=probed)
-        return str(run_dir)
+        write_state(record, "finished")
+        return result
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """The same call again: the requeued job resumes the run from the checkpoint it wrote."""
@@ -157,25 +149,3 @@ def rendezvous_port(job: str, restarts: int) -> int:
     """A port for the job's process group, the same on every task: from the job id and its restart count."""
     digits = int("".join(c for c in job if c.isdigit()) or "0")
     return 20000 + (digits * 7 + restarts * 131) % 20000
-
-
-# --------------------------------------------------------------------------------------- any study's jobs
-class Requeueable:
-    """``fn(item)`` as a SLURM job that checkpoints and requeues on the preemption signal: a run inside it stops
-    at a step with its checkpoint (the studies' jobs resume their runs when called again); work without
-    checkpoints is done again from its start."""
-
-    def __init__(self, fn: Any) -> None:
-        self.fn = fn
-
-    def __call__(self, item: Any) -> Any:
-        cpus_of_task()
-        try:
-            return self.fn(item)
-        except KeyboardInterrupt as err:
-            hand_over(err)
-
-    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
-        from submitit.helpers import DelayedSubmission
-
-        return DelayedSubmission(self, *args, **kwargs)

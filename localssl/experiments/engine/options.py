@@ -1,4 +1,4 @@
-"""The command-line options of the SLURM launcher (:mod:`localssl.experiments.launch`), kept apart from it so
+"""The command-line options of the engine's launcher (:mod:`localssl.experiments.engine.run`), kept apart from it so
 that building the ``localssl`` parser imports nothing heavy."""
 
 from __future__ import annotations
