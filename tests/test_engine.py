@@ -105,6 +105,7 @@ def test_status_lists_the_cells_of_a_study_that_is_no_table_and_runs_nothing(nam
     assert lines[1].startswith(first) and "not submitted" in lines[1], lines[1]
     assert lines[-2] == f"{cells} not submitted" and lines[-1] == str(out), lines[-2:]
     assert not (out / "results.csv").exists() and not (out / "results.md").exists()
+    assert engine.current() == engine.Launcher()  # the command's launcher ended with it
 
 
 def test_status_of_an_rhm_point_whose_result_is_on_disk_says_finished(capsys, tmp_path):

@@ -138,7 +138,7 @@ def table2_flops(opts: Options) -> dict[str, Any]:
     and extrapolated with ``a·w² + b·w`` (a convolution grows with ``c_in·c_out``, i.e. ``w²``, the first
     layer's with ``w``; the ``B`` maps with ``w²``). The total of one CIFAR-10 epoch (50 000 images) of every
     row sizes ``localssl reproduce table2 --scale gpu``."""
-    from localssl.experiments.table2 import TABLE2
+    from localssl.experiments.clapp_pp.table2 import TABLE2
 
     widths = (0.0625, 0.125)
     presets = set(available_presets())

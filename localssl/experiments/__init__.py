@@ -5,10 +5,12 @@ An experiment is a function ``run(out: Path, scale: str, seeds: int) -> None`` t
 :func:`experiment` in a module of this package; :func:`load_all` imports every module, so the CLI finds it.
 Every study declares its work as cells that one engine runs or reuses, locally or on SLURM, and lists
 (``--status``): :mod:`localssl.experiments.engine`. Paper tables are declared as data for the harness
-(``grid.py``, ``harness.py``; e.g. ``table2.py``), whose cells are train + probe runs; the other studies
-declare their own cells (an RHM point, a speedrun budget chain, a theory figure's computation). The accuracy
-studies that were benchmark scripts are experiments too (``benchmarks/README.md`` maps each old script to its
-command).
+(``grid.py``, ``harness.py``, ``runs.py``, ``report.py``; e.g. ``clapp_pp/table2.py``), whose cells are train +
+probe runs; the other studies declare their own cells (an RHM point, a speedrun budget chain, a theory figure's
+computation). The studies sit beside the engine, one package per paper: ``clapp_pp/`` (CLAPP++), ``clapp2021/``
+(CLAPP 2021; its speech column is ``speech.py``), ``rhm/`` (the Random Hierarchy Model), and ``library/`` for
+this library's own studies (the accuracy studies that were benchmark scripts: ``benchmarks/README.md`` maps
+each old script to its command).
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ def experiment(
 
 
 def load_all() -> dict[str, Experiment]:
-    """Import every module of this package (each registers its experiments)."""
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    """Import every module of this package and its subpackages (each registers its experiments)."""
+    for mod in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+        importlib.import_module(mod.name)
     return EXPERIMENTS

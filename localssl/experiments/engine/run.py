@@ -14,6 +14,11 @@ decides what happens to them:
   and :class:`StatusListed` ends the study there.
 
 Each cell's work reuses what is on disk (a finished run, a result file), so running a study again continues it.
+
+The local backend is :func:`~localssl.experiments.engine.local.run_jobs`, not submitit's local executor: that one
+starts every job as a subprocess of its own at once (no bound like ``--jobs N``, no threads per worker), has no
+in-process mode (``--jobs 1`` runs the cells in this process, with its thread setting and no start-up cost), and
+hands results back through pickles on disk that would have to be polled for ``on_result``.
 """
 
 from __future__ import annotations

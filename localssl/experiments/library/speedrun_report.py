@@ -1,4 +1,4 @@
-"""The speedrun's report (:mod:`localssl.experiments.speedrun`): ``results.csv``, ``results.md`` and
+"""The speedrun's report (:mod:`localssl.experiments.library.speedrun`): ``results.csv``, ``results.md`` and
 ``results.png`` (linear-probe test accuracy against the budget's minutes) from the probed budgets on disk."""
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ from localssl.data.rhm import RandomHierarchyModel, RHMParams
 from localssl.evaluate.rhm import feature_correlation, probe_accuracy, readout_accuracy, synonym_sensitivity
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.engine import Cell, run_cells
-from localssl.experiments.rhm_loop import DEFAULT_PROBE, Recipe, build_recipe, rhm_data, train_rhm
+from localssl.experiments.rhm.loop import DEFAULT_PROBE, Recipe, build_recipe, rhm_data, train_rhm
 from localssl.utils import save_figure
 
 THRESHOLD = 0.95

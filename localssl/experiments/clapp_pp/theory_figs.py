@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from localssl.experiments import experiment
-from localssl.experiments.theory_common import (
+from localssl.experiments.clapp_pp.theory_common import (
     Claim,
     MnistImages,
     finish,

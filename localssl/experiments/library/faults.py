@@ -40,7 +40,7 @@ from typing import Any
 
 from localssl.experiments import experiment
 
-REPO = Path(__file__).resolve().parents[2]  # the folder holding this localssl package
+REPO = Path(__file__).resolve().parents[3]  # the folder holding this localssl package
 TIMING = {"seconds", "images_per_s"}
 
 

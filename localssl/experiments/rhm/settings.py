@@ -3,10 +3,11 @@ direct feedback fails)?
 
 One axis at a time away from the ``rhm`` experiment's cpu-scale setting (v=8, n_c=8, m=4, s=2, L=3; width 128,
 Adam, default init): depth L, multiplicity m, initial weight scale, optimiser. For each setting, the recipes
-``bp``, ``dfa`` and ``clapp`` of :mod:`localssl.experiments.rhm` are trained at P = 4·P* (one seed per
-``--seeds``) and tested on held-out inputs (bp/dfa: their read-out; clapp: linear probe on all frozen
-layers). Runs go through :func:`localssl.experiments.rhm.run_jobs` (``--jobs`` processes; each finished run is
-kept in ``OUT/jobs`` and reused). Writes ``results.csv`` and ``results.md``.
+``bp``, ``dfa`` and ``clapp`` of :mod:`localssl.experiments.rhm.sample_complexity` are trained at P = 4·P* (one
+seed per ``--seeds``) and tested on held-out inputs (bp/dfa: their read-out; clapp: linear probe on all frozen
+layers). Runs go through :func:`localssl.experiments.rhm.sample_complexity.run_jobs` (cells of the engine,
+``--jobs`` processes; each finished run is kept in ``OUT/jobs`` and reused). Writes ``results.csv`` and
+``results.md``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from localssl.data.rhm import RHMParams
 from localssl.experiments import experiment, worker_count
-from localssl.experiments.rhm import RECIPES, Job, run_jobs
+from localssl.experiments.rhm.sample_complexity import RECIPES, Job, run_jobs
 
 BASE = RHMParams(v=8, n_c=8, m=4, s=2, L=3)
 SMALL = RHMParams(v=8, n_c=4, m=2, s=2, L=3)

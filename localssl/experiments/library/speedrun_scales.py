@@ -1,4 +1,4 @@
-"""The scales of ``localssl reproduce speedrun`` (:mod:`localssl.experiments.speedrun`): the steps one core (or
+"""The scales of ``localssl reproduce speedrun`` (:mod:`localssl.experiments.library.speedrun`): the steps one core (or
 the whole machine, for the record) makes in a minute of each rule at each width, and each scale's protocol,
 candidates, budgets and rules."""
 

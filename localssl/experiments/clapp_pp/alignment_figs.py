@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from localssl.experiments import experiment, worker_count
+from localssl.experiments.clapp_pp.theory_common import Claim, finish, mnist_images, single_thread, summarize
 from localssl.experiments.engine import Cell, run_cells
-from localssl.experiments.theory_common import Claim, finish, mnist_images, single_thread, summarize
 from localssl.registry import ConfigError
 from localssl.utils import save_figure
 

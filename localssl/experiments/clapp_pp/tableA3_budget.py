@@ -22,8 +22,8 @@ import math
 from pathlib import Path
 
 from localssl.experiments import experiment
+from localssl.experiments.clapp_pp.tableA3 import GRID_ALPHA, GRID_T, OBJECTIVES, Job, run_jobs
 from localssl.experiments.engine import Cell, run_cells
-from localssl.experiments.tableA3 import GRID_ALPHA, GRID_T, OBJECTIVES, Job, run_jobs
 from localssl.registry import ConfigError
 
 BATCH = {"cross_entropy": 64, "clapp": 32, "lpl": 128}  # images per batch, as in the tableA3 cpu protocol

@@ -53,8 +53,8 @@ from localssl.checkpoint.store import load_latest
 from localssl.config import load_config
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.engine import Cell, current, run_cells
-from localssl.experiments.speedrun_report import write_report
-from localssl.experiments.speedrun_scales import (  # noqa: F401 (the study's scales, named here too)
+from localssl.experiments.library.speedrun_report import write_report
+from localssl.experiments.library.speedrun_scales import (  # noqa: F401 (the study's scales, named here too)
     RECORD_STEPS_PER_MINUTE,
     SCALES,
     STEPS_PER_MINUTE,
