@@ -4,7 +4,10 @@
 #     same command again after the jobs end (the report);
 #  2. `localssl pretrain --launcher slurm` over 2 tasks (data-parallel, gloo), `scancel --signal=USR2` mid-epoch
 #     (what SLURM sends ahead of a time limit): the job checkpoints, requeues itself and finishes; its weights
-#     are compared with the same run uninterrupted under torchrun.
+#     are compared with the same run uninterrupted under torchrun;
+#  3. (`bash benchmarks/slurm_check.sh study`, alone) a study that is no table: `localssl reproduce rhm --scale
+#     smoke --launcher slurm` (its cells as one array, waited for), `--status` from another shell while it waits,
+#     then the report it writes.
 # Starts its own cluster (tests/slurm_cluster.py) unless SLURM_CONF is set; about 8 minutes on 2 CPU cores.
 #   bash benchmarks/slurm_check.sh          (bash benchmarks/slurm_check.sh run: part 2 only;
 #                                            EXTRA=train.parallel=layers bash benchmarks/slurm_check.sh run: 2 stages)
@@ -18,6 +21,19 @@ if [ -z "${SLURM_CONF:-}" ]; then
   trap 'python "$REPO/tests/slurm_cluster.py" stop "$WORK/cluster"; rm -rf "$WORK"' EXIT
 fi
 run() { echo "\$ $*"; "$@" 2>&1 | sed "s|$WORK/||g"; }
+
+if [ "${1:-}" = study ]; then
+  echo "== 3. a study that is no table: its cells as one array, waited for"
+  run localssl reproduce rhm --scale smoke --launcher slurm --out rhm > submit.txt &
+  sleep "${STATUS_AFTER:-40}"
+  run localssl reproduce rhm --scale smoke --status --out rhm
+  wait
+  grep -v "^rhm: \|^|\|^#\|^$" submit.txt   # the command's own lines (its per-run progress and report left out)
+  echo "(the report it wrote, rhm/results.md:)"
+  sed -n '1,40p' rhm/results.md
+  run localssl reproduce rhm --scale smoke --status --out rhm
+  exit 0
+fi
 
 if [ "${1:-}" != run ]; then
 echo "== 1. a grid as a job array"

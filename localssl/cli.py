@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from localssl import commands
-from localssl.experiments.options import launcher_options
+from localssl.experiments.engine.options import launcher_options
 from localssl.registry import ConfigError, import_components
 from localssl.utils import describe_os_error
 

@@ -17,7 +17,7 @@ def pretrain(args: argparse.Namespace) -> int:
     from localssl.train import pretrain, resume
 
     if args.launcher == "slurm":
-        from localssl.experiments.launch import pretrain_from_cli
+        from localssl.experiments.engine.slurm import pretrain_from_cli
 
         return pretrain_from_cli(args)
     if args.resume:
@@ -166,12 +166,18 @@ def reproduce(args: argparse.Namespace) -> int:
 
         os.environ["LOCALSSL_WORKERS"] = str(args.jobs)  # read by every experiment that runs jobs in parallel
     out = Path(args.out) if args.out else Path("results") / args.name / args.scale
-    if args.launcher == "slurm" or args.status:
-        from localssl.experiments.launch import use_from_cli
+    from localssl.experiments.engine.run import StatusListed, current, use, use_from_cli
 
-        use_from_cli(args, experiments, out)
-    out.mkdir(parents=True, exist_ok=True)
-    experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
+    before = current()  # this command's launcher, for this command only (main() may be called again in-process)
+    try:
+        if args.launcher == "slurm" or args.status:
+            use_from_cli(args, experiments, out)
+        out.mkdir(parents=True, exist_ok=True)
+        experiments[args.name].run(out, args.scale, args.seeds, **kwargs)
+    except StatusListed:  # --status: the cells were listed, nothing ran
+        pass
+    finally:
+        use(before)
     print(out)
     return 0
 

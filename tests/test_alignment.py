@@ -206,8 +206,8 @@ def test_fig3b_small_direct_feedback_beats_local(monkeypatch: pytest.MonkeyPatch
     """Width 64, 300 steps: DFB and the Def. 3.4 optimum align better with BP than same-layer local,
     and DFB better than fixed random feedback. (optimum vs DFB and local vs fixed B are closer than the
     seed-to-seed spread at this size: they are asserted by the slow cpu-scale test below.)"""
-    from localssl.experiments.alignment_figs import FIG3B_RULES, TrainSetting, mean_below_top, measure_fig3b
-    from localssl.experiments.theory_common import mnist_images
+    from localssl.experiments.clapp_pp.alignment_figs import FIG3B_RULES, TrainSetting, mean_below_top, measure_fig3b
+    from localssl.experiments.clapp_pp.theory_common import mnist_images
 
     _mnist_or_skip(monkeypatch)
     setting = TrainSetting(steps=300, eval_every=300, lr=2e-4, lr_min=None, test_batches=4)
@@ -220,8 +220,8 @@ def test_fig3b_small_direct_feedback_beats_local(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.slow
 def test_fig3b_cpu_scale_published_ordering(monkeypatch: pytest.MonkeyPatch) -> None:
     """`localssl reproduce fig3b --scale cpu`: optimum ≥ DFB ≥ local > fixed random B (mean, layers 1–5)."""
-    from localssl.experiments.alignment_figs import check_fig3b, fig3b_setting, measure_fig3b
-    from localssl.experiments.theory_common import mnist_images
+    from localssl.experiments.clapp_pp.alignment_figs import check_fig3b, fig3b_setting, measure_fig3b
+    from localssl.experiments.clapp_pp.theory_common import mnist_images
 
     _mnist_or_skip(monkeypatch)
     setting, width = fig3b_setting("cpu", None)
@@ -233,7 +233,7 @@ def test_fig3b_cpu_scale_published_ordering(monkeypatch: pytest.MonkeyPatch) -> 
 def test_fig4c_smoke_runs_every_rule(tmp_path: Path) -> None:
     """The VGG-6 alignment experiment end to end at smoke scale (shipped CIFAR-10 subset)."""
     from localssl.data import load_split
-    from localssl.experiments.alignment_figs import FIG4C_RULES, fig4c_setting, measure_fig4c
+    from localssl.experiments.clapp_pp.alignment_figs import FIG4C_RULES, fig4c_setting, measure_fig4c
 
     setting, _ = fig4c_setting("smoke", 2)
     setting = dataclasses.replace(setting, test_batches=1, batch_images=8)

@@ -96,7 +96,7 @@ def test_fast_path_suite_pairs_each_preset_with_fp32_and_times_the_warm_up(tmp_p
 def test_speedrun_steps_suite_measures_every_width_of_a_rule(tmp_path):
     import math
 
-    from localssl.experiments.speedrun import SCALES
+    from localssl.experiments.library.speedrun import SCALES
 
     js = tmp_path / "s.json"
     argv = ["bench", "--suite", "speedrun-steps", "--presets", "clapp++", "train.batch_size=4", "--steps", "3"]
@@ -109,7 +109,7 @@ def test_speedrun_steps_suite_measures_every_width_of_a_rule(tmp_path):
 
 def test_speedrun_steps_threads_pick_the_scale_measured():
     from localssl.bench_suites.speedrun_steps import _scale_items
-    from localssl.experiments.speedrun import SCALES
+    from localssl.experiments.library.speedrun import SCALES
 
     record = SCALES["record"]
     assert _scale_items(2, None) == ([(r, w) for r in record.main for w in record.widths], 1)  # the record's runs

@@ -9,7 +9,7 @@ import pytest
 from localssl.cli import main
 from localssl.config import available_presets
 from localssl.experiments import load_all
-from localssl.experiments.table2 import TABLE2
+from localssl.experiments.clapp_pp.table2 import TABLE2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,7 +60,7 @@ def test_clapp2021_tables_share_runs():
     """Table 5's one-module row is Table 1's hinge-loss CPC, and its six-module row is CLAPP: same recipes, so
     the run-or-reuse keys are equal and each is trained once."""
     from localssl.config import load_config
-    from localssl.experiments.clapp2021 import TABLE1, TABLE5
+    from localssl.experiments.clapp2021.tables import TABLE1, TABLE5
     from localssl.experiments.runs import run_key
 
     t1 = {r.label: r for r in TABLE1.rows}

@@ -13,8 +13,8 @@ import torch
 from localssl.config import load_config
 from localssl.data import load_split
 from localssl.evaluate.probe import split_train_val
-from localssl.experiments import tableA3
-from localssl.experiments.tableA3 import GRID_ALPHA, GRID_T, PROTOCOLS, make_jobs, select, write_results
+from localssl.experiments.clapp_pp import tableA3
+from localssl.experiments.clapp_pp.tableA3 import GRID_ALPHA, GRID_T, PROTOCOLS, make_jobs, select, write_results
 
 
 def test_jobs_cover_the_paper_grid_for_every_objective():

@@ -1,14 +1,14 @@
 """kill -9 at random moments (and in the middle of checkpoint writes), ``--resume`` each time: the final
 weights equal an uninterrupted run's and the metrics files have no duplicate or missing row.
 
-The driver is :mod:`localssl.experiments.faults` (``localssl reproduce fault-injection``; the table in
+The driver is :mod:`localssl.experiments.library.faults` (``localssl reproduce fault-injection``; the table in
 ``benchmarks/RESULTS.md`` was made by its earlier form, ``benchmarks/fault_injection.py``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from localssl.experiments import faults as fault_injection
+from localssl.experiments.library import faults as fault_injection
 
 CHECKPOINT_EVERY = 2
 

@@ -1,4 +1,4 @@
-"""The job runner (:mod:`localssl.experiments.jobs`): results in job order, a failing job named, a fresh
+"""The job runner (:mod:`localssl.experiments.engine.local`): results in job order, a failing job named, a fresh
 process per job on request; ``localssl reproduce NAME --jobs N``: the cells of a table run in N processes at
 once, with the numbers of a sequential run; and the ``gpu`` scale of table2."""
 
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from localssl.cli import main
+from localssl.experiments.clapp_pp.table2 import GPU_TFLOPS, TABLE2
+from localssl.experiments.engine.local import JobError, run_jobs
 from localssl.experiments.grid import Row, Scale, Table
 from localssl.experiments.harness import run_table
-from localssl.experiments.jobs import JobError, run_jobs
-from localssl.experiments.table2 import GPU_TFLOPS, TABLE2
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

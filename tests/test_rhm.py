@@ -252,7 +252,7 @@ def test_sensitivity_and_correlation_of_a_perfect_hierarchy():
 
 
 def test_backprop_learns_a_tiny_rhm_above_chance():
-    from localssl.experiments.rhm_loop import Recipe, build_recipe, rhm_data, train_rhm
+    from localssl.experiments.rhm.loop import Recipe, build_recipe, rhm_data, train_rhm
 
     params = RHMParams(v=8, n_c=4, m=2, s=2, L=3)  # P* = 32, Pmax = 512
     rhm = RandomHierarchyModel(params, seed=0)
@@ -276,8 +276,8 @@ def test_self_supervised_training_only_sees_the_training_inputs():
     """The views (which make the positive pairs) receive nothing but batches of the P training inputs,
     and (test above) every row they emit is a masked copy of its own batch input: no held-out input
     and no fresh generator draw can enter a positive pair."""
-    from localssl.experiments.rhm import RECIPES
-    from localssl.experiments.rhm_loop import build_recipe, rhm_data, train_rhm
+    from localssl.experiments.rhm.loop import build_recipe, rhm_data, train_rhm
+    from localssl.experiments.rhm.sample_complexity import RECIPES
 
     params = RHMParams(v=8, n_c=4, m=2, s=2, L=3)
     rhm = RandomHierarchyModel(params, seed=0)
@@ -306,8 +306,8 @@ def test_self_supervised_training_only_sees_the_training_inputs():
 
 
 def test_dfa_on_the_rhm_cnn_sends_the_top_error_through_fixed_matrices():
-    from localssl.experiments.rhm import RECIPES
-    from localssl.experiments.rhm_loop import build_recipe, rhm_data
+    from localssl.experiments.rhm.loop import build_recipe, rhm_data
+    from localssl.experiments.rhm.sample_complexity import RECIPES
 
     params = RHMParams(v=8, n_c=4, m=2, s=2, L=3)
     rhm = RandomHierarchyModel(params, seed=0)
@@ -332,7 +332,7 @@ def test_dfa_on_the_rhm_cnn_sends_the_top_error_through_fixed_matrices():
 def test_grid_caches_each_run_and_reports_after_each(tmp_path, monkeypatch):
     """A finished run is stored once and reused by the next call (an interrupted grid resumes); the
     callback sees the results after every run; seed 0 and small P come first."""
-    import localssl.experiments.rhm as exp
+    import localssl.experiments.rhm.sample_complexity as exp
 
     calls = []
 

@@ -4,7 +4,7 @@
   locally, one of them preempted mid-run by the scheduler's ``scancel --signal=USR2`` (it checkpoints, requeues
   itself and ends with the local run's weights); the diverging one is reported failed once, not requeued, not
   submitted again; rerunning the command while the jobs run submits nothing, after they end writes the report;
-* the jobs of a study (``run_jobs``) as one array, waited for, a failing one named;
+* the cells of a study that is no table as one array, waited for, listed by ``--status``, a failing one named;
 * ``localssl pretrain --launcher slurm`` over 2 tasks (data-parallel, gloo), preempted mid-epoch by the
   scheduler's ``scancel --signal=USR2``: the job checkpoints, requeues itself (``Restarts=1``) and ends with
   the weights of the same run uninterrupted (slow: ``.ci/run`` runs it after the default suite).
@@ -25,10 +25,11 @@ import pytest
 import torch
 from conftest import REPO, SIXTY_IMAGES, TINY, start_ranks
 
-from localssl.experiments import launch
+from localssl.experiments import engine
+from localssl.experiments.engine.cells import Cell, cell_status
+from localssl.experiments.engine.local import JobError
 from localssl.experiments.grid import Row, Scale, Table
-from localssl.experiments.harness import run_table
-from localssl.experiments.jobs import JobError, run_jobs
+from localssl.experiments.harness import run_table, table_cells
 from localssl.experiments.runs import find_run_dir, run_key
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -97,7 +98,7 @@ def test_a_job_array_grid_with_a_preempted_cell_reports_as_locally_and_a_failed_
     table = _table((*ROWS, DIVERGES))
     out = tmp_path / "slurm"
     try:
-        launch.use(launch.Launcher("slurm", dict(EXECUTOR)))
+        engine.use(engine.Launcher("slurm", dict(EXECUTOR)))
         first = run_table(table, out, "tiny", 1, root=str(cifar_root))
         assert not first.cells and not (out / "results.csv").exists()  # submitted, nothing to report yet
         submitted = json.loads((out / "slurm" / "submitted.json").read_text())
@@ -112,8 +113,8 @@ def test_a_job_array_grid_with_a_preempted_cell_reports_as_locally_and_a_failed_
             assert time.monotonic() < deadline and _states().get(cell_job) not in TERMINAL, _states()
             time.sleep(0.2)
         _signal(cell_job, "USR2")
-        watched = [launch.PlannedCell("preempted", preempted)]
-        while "requeued 1×" not in (now := launch.grid_status(watched, out / "runs", out)[0]).detail:
+        watched = table_cells([("preempted", preempted)], out / "runs", False)
+        while "requeued 1×" not in (now := cell_status(watched, out / "slurm")[0]).detail:
             assert time.monotonic() < deadline and now.state in ("running", "pending", "requeued"), now
             time.sleep(0.5)
         states = _wait_ended(jobs, 240)
@@ -124,21 +125,21 @@ def test_a_job_array_grid_with_a_preempted_cell_reports_as_locally_and_a_failed_
         assert states.pop(bad) == "FAILED" and set(states.values()) == {"COMPLETED"}, states
         assert _show(bad)["Restarts"] == "0"  # failed for its own reason: not requeued
 
-        launch.use(launch.Launcher(status=True))
-        status = launch.grid_status(
-            [launch.PlannedCell(r.label, _cfg(table, r, cifar_root)) for r in table.rows], out / "runs", out
+        engine.use(engine.Launcher(status=True))
+        status = cell_status(
+            table_cells([(r.label, _cfg(table, r, cifar_root)) for r in table.rows], out / "runs", False), out / "slurm"
         )
         assert [s.state for s in status] == ["finished"] * 4 + ["failed"], status
         assert "NonFiniteLossError" in status[-1].detail and bad in status[-1].detail, status[-1]
 
-        launch.use(launch.Launcher("slurm", dict(EXECUTOR)))
+        engine.use(engine.Launcher("slurm", dict(EXECUTOR)))
         done = run_table(table, out, "tiny", 1, root=str(cifar_root))  # the same command after: the report
         assert len(done.cells) == 4 and all(c.trained == "reused" for c in done.cells)
         assert json.loads((out / "slurm" / "submitted.json").read_text()) == submitted  # failed: not resubmitted
         report = (out / "results.md").read_text()
         assert report.count("failed: job") == 1 and "| failed |" in report, report
     finally:
-        launch.use(launch.Launcher())
+        engine.use(engine.Launcher())
     local = run_table(_table(ROWS), tmp_path / "local", "tiny", 1, root=str(cifar_root))
     assert all(c.trained == "trained" for c in local.cells)
     assert _accuracies(out) == _accuracies(tmp_path / "local")
@@ -198,27 +199,40 @@ def test_pretrain_on_two_tasks_stopped_by_the_scheduler_comes_back_with_the_unin
             assert torch.equal(got[part][k], v), f"{part}.{k}"
 
 
-# ---------------------------------------------------------------------------------------- any study's jobs
-def test_a_studys_jobs_go_to_slurm_as_an_array_and_a_failing_one_is_named(slurm, tmp_path):
-    """What core, speedrun, learning_curves, rhm, rhm-settings, tableA3 and tableA3-bp hand to run_jobs."""
+# ---------------------------------------------------------------------------------------- any study's cells
+def test_a_studys_cells_go_to_slurm_as_an_array_listed_by_status_and_a_failing_one_is_named(slurm, tmp_path):
+    """What core, speedrun, learning_curves, rhm, tableA3, the alignment and theory figures hand to the engine:
+    cells waited for, results in order (a cell's result file written and then reused, not submitted again),
+    each cell's state listed from its job's record."""
     ended = []
+    folder = tmp_path / "slurm"
+    cells = [Cell(f"abs{x}", f"abs({x})", abs, x) for x in (-1, -2)]
+    cells.append(Cell("abs3", "abs(3)", abs, 3, result=tmp_path / "abs3.json"))
     try:
-        launch.use(launch.Launcher("slurm", dict(EXECUTOR), folder=tmp_path / "slurm"))
-        assert run_jobs(abs, [-1, -2, 3], 1, on_result=lambda i, r: ended.append(i)) == [1, 2, 3]
-        assert sorted(ended) == [0, 1, 2]
+        engine.use(engine.Launcher("slurm", dict(EXECUTOR), folder=folder))
+        assert engine.run_cells("abs", cells, on_result=lambda i, r: ended.append(i)) == [1, 2, 3]
+        assert sorted(ended) == [0, 1, 2] and json.loads((tmp_path / "abs3.json").read_text()) == 3
+        status = cell_status(cells, folder)
+        assert [s.state for s in status] == ["finished"] * 3, status
+        assert status[0].detail == f"job {json.loads((folder / 'submitted.json').read_text())['abs-1']['job_id']}"
+        submitted = json.loads((folder / "submitted.json").read_text())
+        assert engine.run_cells("abs", cells[2:]) == [3]  # read back from its result file: nothing submitted
+        assert json.loads((folder / "submitted.json").read_text()) == submitted
+        roots = [Cell("sqrt4", "sqrt(4)", math.sqrt, 4.0), Cell("sqrt-1", "sqrt(-1)", math.sqrt, -1.0)]
         with pytest.raises(JobError, match=r"job sqrt\(-1\) failed: RuntimeError: job \d+_1: ValueError: math domain"):
-            run_jobs(math.sqrt, [4.0, -1.0], names=["sqrt(4)", "sqrt(-1)"])
+            engine.run_cells("sqrt", roots)
+        assert cell_status(roots, folder)[1].state == "failed"
     finally:
-        launch.use(launch.Launcher())
-    assert len(list((tmp_path / "slurm" / "logs").glob("*_result.pkl"))) >= 4
+        engine.use(engine.Launcher())
+    assert len(list((folder / "logs").glob("*_result.pkl"))) >= 4
 
 
 # ---------------------------------------------------------------------------------------- refusals (no cluster)
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["reproduce", "fig2", "--launcher", "slurm"], "experiment 'fig2' runs on this machine only"),
-        (["reproduce", "rhm", "--status"], "--status lists the cells of a table; 'rhm' is not one"),
+        (["reproduce", "fault-injection", "--launcher", "slurm"], "experiment 'fault-injection' runs on this machine"),
+        (["reproduce", "fault-injection", "--status"], "experiment 'fault-injection' runs on this machine only"),
         (["reproduce", "table2", "--scale", "smoke", "--launcher", "slurm", "--executor", "nope"], "give KEY=VALUE"),
         (["pretrain", "--resume", "RUN", "--launcher", "slurm"], "starts a fresh run from a preset"),
     ],

@@ -14,7 +14,7 @@ import torch
 from localssl.cli import main
 from localssl.config import load_config
 from localssl.experiments import load_all
-from localssl.experiments.speedrun import SCALES, STEPS_PER_MINUTE, Candidate, chosen, finished, train_and_probe
+from localssl.experiments.library.speedrun import SCALES, STEPS_PER_MINUTE, Candidate, chosen, finished, train_and_probe
 from localssl.registry import ConfigError
 from localssl.train import pretrain
 
@@ -143,7 +143,7 @@ def _group_lrs(state):
 
 
 def test_the_record_scale_is_one_run_of_the_whole_machine():
-    from localssl.experiments.speedrun import RECORD_STEPS_PER_MINUTE
+    from localssl.experiments.library.speedrun import RECORD_STEPS_PER_MINUTE
 
     sc = SCALES["record"]
     assert sc.threads == 2 and sc.budgets == (60,) and sc.select_at == 60
@@ -156,7 +156,7 @@ def test_the_record_scale_is_one_run_of_the_whole_machine():
 
 
 def test_a_record_shaped_run_uses_its_threads_and_decays_to_its_end(tmp_path, monkeypatch):
-    from localssl.experiments import speedrun
+    from localssl.experiments.library import speedrun
     from localssl.schedule import learning_rate
 
     smoke = SCALES["smoke"]

@@ -11,7 +11,7 @@ import yaml
 from localssl.cli import main
 from localssl.config import available_presets, load_config
 from localssl.experiments import load_all
-from localssl.experiments.studies import B_RANK, LAYER_PROBE, PATCH, SPEECH_TABLE, ZOO
+from localssl.experiments.library.cpu_tables import B_RANK, LAYER_PROBE, PATCH, SPEECH_TABLE, ZOO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -132,7 +132,7 @@ def test_probe_protocols_smoke(tmp_path):
 
 
 def test_core_cifar10_report_names_the_presets_it_did_not_run(tmp_path):
-    from localssl.experiments.core import SCALES, write_report
+    from localssl.experiments.library.core import SCALES, write_report
 
     budget = SCALES["cpu"]
     rows = [

@@ -12,8 +12,8 @@ from conftest import SHARED_DATA
 
 from localssl.data import dataset_info
 from localssl.evaluate.alignment import gradient_alignment
-from localssl.experiments.theory_common import single_thread, summarize
-from localssl.experiments.theory_figs import (
+from localssl.experiments.clapp_pp.theory_common import single_thread, summarize
+from localssl.experiments.clapp_pp.theory_figs import (
     FixedWeightSetting,
     check_fig2,
     check_fig3a,
@@ -43,7 +43,7 @@ needs_mnist = pytest.mark.skipif(mnist_root() is None, reason="MNIST not found (
 @pytest.fixture
 def mnist(monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
     monkeypatch.setenv("LOCALSSL_DATA", str(mnist_root()))
-    from localssl.experiments.theory_common import mnist_images
+    from localssl.experiments.clapp_pp.theory_common import mnist_images
 
     return mnist_images("train", 64)
 

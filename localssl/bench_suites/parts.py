@@ -15,7 +15,7 @@ import torch
 from localssl.bench import machine_description
 from localssl.bench_suites import Options, heading, suite
 from localssl.config import load_config
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine.local import run_jobs
 
 
 @suite("b-precision", "one full-width B map (8192, 4096): fp32 vs bf16 autocast vs bf16 storage, CPU seconds")

@@ -35,7 +35,7 @@ from localssl.bench_suites import Options, heading, suite
 from localssl.bench_suites.steps import image_presets
 from localssl.build import resolve_device
 from localssl.config import load_config
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine.local import run_jobs
 from localssl.train.fast_path import resolve_fast_path
 
 MATMUL_N = 2048

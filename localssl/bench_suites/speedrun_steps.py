@@ -1,5 +1,5 @@
 """The ``speedrun-steps`` suite: how many optimizer steps one core makes in a minute, for every rule and
-width of ``localssl reproduce speedrun`` (:mod:`localssl.experiments.speedrun`), on the fast path.
+width of ``localssl reproduce speedrun`` (:mod:`localssl.experiments.library.speedrun`), on the fast path.
 
 Every (rule, width) runs in a fresh process with one torch thread, two processes at once on a 2-core
 machine (the load the speedrun's ``--jobs 2`` puts on it); ``--threads 2`` measures the record's scale instead
@@ -21,8 +21,8 @@ from typing import Any
 
 from localssl.bench_suites import Options, heading, suite
 from localssl.bench_suites.smoke import smoke_one
-from localssl.experiments.jobs import run_jobs
-from localssl.experiments.speedrun import SCALES
+from localssl.experiments.engine.local import run_jobs
+from localssl.experiments.library.speedrun import SCALES
 
 
 def _measure(item: tuple[str, float], steps: int, warmup: int, overrides: tuple[str, ...]) -> dict[str, Any]:

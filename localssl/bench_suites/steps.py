@@ -14,7 +14,7 @@ from localssl.bench import Runner, Spec, bench_entry, machine_description, run_b
 from localssl.bench_suites import Options, bench_and_emit, heading, suite
 from localssl.config import available_presets, load_config
 from localssl.data import dataset_info
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine.local import run_jobs
 from localssl.train.fast_path import resolve_fast_path
 
 
@@ -138,7 +138,7 @@ def table2_flops(opts: Options) -> dict[str, Any]:
     and extrapolated with ``a·w² + b·w`` (a convolution grows with ``c_in·c_out``, i.e. ``w²``, the first
     layer's with ``w``; the ``B`` maps with ``w²``). The total of one CIFAR-10 epoch (50 000 images) of every
     row sizes ``localssl reproduce table2 --scale gpu``."""
-    from localssl.experiments.table2 import TABLE2
+    from localssl.experiments.clapp_pp.table2 import TABLE2
 
     widths = (0.0625, 0.125)
     presets = set(available_presets())

@@ -3,9 +3,14 @@
 An experiment is a function ``run(out: Path, scale: str, seeds: int) -> None`` that writes
 ``results.csv`` (long form), ``results.md`` and its figures into ``out``. Register it with
 :func:`experiment` in a module of this package; :func:`load_all` imports every module, so the CLI finds it.
-Paper tables are declared as data for the harness (``grid.py``, ``harness.py``; e.g. ``table2.py``); the
-accuracy studies that were benchmark scripts are experiments too (``benchmarks/README.md`` maps each old
-script to its command). Work that runs many independent jobs hands them to :mod:`localssl.experiments.jobs`.
+Every study declares its work as cells that one engine runs or reuses, locally or on SLURM, and lists
+(``--status``): :mod:`localssl.experiments.engine`. Paper tables are declared as data for the harness
+(``grid.py``, ``harness.py``, ``runs.py``, ``report.py``; e.g. ``clapp_pp/table2.py``), whose cells are train +
+probe runs; the other studies declare their own cells (an RHM point, a speedrun budget chain, a theory figure's
+computation). The studies sit beside the engine, one package per paper: ``clapp_pp/`` (CLAPP++), ``clapp2021/``
+(CLAPP 2021; its speech column is ``speech.py``), ``rhm/`` (the Random Hierarchy Model), and ``library/`` for
+this library's own studies (the accuracy studies that were benchmark scripts: ``benchmarks/README.md`` maps
+each old script to its command).
 """
 
 from __future__ import annotations
@@ -35,32 +40,31 @@ class Experiment:
     run: Callable[[Path, str, int], None]
     description: str
     scales: tuple[str, ...] = SCALES  # the --scale values it has
-    # how --launcher slurm reaches it (localssl.experiments.launch): "cells" (a table: its cells as a job array,
-    # submitted and left to run; --status), "jobs" (its run_jobs pieces as a job array, waited for), "" (local only)
-    slurm: str = ""
+    local: bool = False  # it measures this machine: not through the engine's launcher (--launcher slurm, --status)
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
 def experiment(
-    name: str, description: str, scales: tuple[str, ...] = SCALES, slurm: str = ""
+    name: str, description: str, scales: tuple[str, ...] = SCALES, local: bool = False
 ) -> Callable[[Callable[[Path, str, int], None]], Callable]:
-    """Register ``fn`` as experiment ``name``. ``slurm``: ``"cells"`` for a table that goes through
-    :func:`~localssl.experiments.harness.run_table`, ``"jobs"`` for a study whose runs go through
-    :func:`~localssl.experiments.jobs.run_jobs`; both can run on SLURM (:mod:`localssl.experiments.launch`)."""
+    """Register ``fn`` as experiment ``name``: it hands its cells to the engine
+    (:func:`~localssl.experiments.engine.run.run_cells`, or :func:`~localssl.experiments.harness.run_table` for a
+    table), so it runs locally or on SLURM and ``--status`` lists its cells; ``local``: it measures this machine
+    and runs here only."""
 
     def deco(fn: Callable[[Path, str, int], None]) -> Callable[[Path, str, int], None]:
         if name in EXPERIMENTS:
             raise ValueError(f"experiment '{name}' registered twice")
-        EXPERIMENTS[name] = Experiment(name, fn, description, tuple(scales), slurm)
+        EXPERIMENTS[name] = Experiment(name, fn, description, tuple(scales), local)
         return fn
 
     return deco
 
 
 def load_all() -> dict[str, Experiment]:
-    """Import every module of this package (each registers its experiments)."""
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    """Import every module of this package and its subpackages (each registers its experiments)."""
+    for mod in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+        importlib.import_module(mod.name)
     return EXPERIMENTS

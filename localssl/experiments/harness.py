@@ -9,7 +9,9 @@ and batch size), linear-probes it (:func:`localssl.evaluate.probe.probe`) and wr
 published numbers) and ``results.png`` (see :mod:`localssl.experiments.report`).
 
 Each cell is run or reused (:mod:`localssl.experiments.runs`: a run is keyed by what it learns), so an
-interrupted grid continues where it stopped, and a row added later (a new preset) trains only that row.
+interrupted grid continues where it stopped, and a row added later (a new preset) trains only that row. To the
+engine (:mod:`localssl.experiments.engine`) a table's cell is a train + probe run (:func:`table_cells`): it runs
+them in parallel processes (``--jobs``), submits them to SLURM (``--launcher slurm``) or lists them (``--status``).
 
 A row whose preset does not exist in this version of the library is skipped with a visible note; a
 dataset that is not on disk is reported as not run with the command that gets it. No number is ever
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -32,15 +35,19 @@ from pathlib import Path
 
 from localssl.config import RunConfig, available_presets, default_data_root, load_config
 from localssl.data import DatasetError, dataset_info, load_split
-from localssl.experiments import launch, worker_count
+from localssl.experiments import engine, worker_count
+from localssl.experiments.engine.local import default_threads
+from localssl.experiments.engine.run import run_cells, show_status, submit_table
 from localssl.experiments.grid import DATASET_LABELS, Cell, GridResult, Row, Scale, Table
-from localssl.experiments.jobs import default_threads, run_jobs
 from localssl.experiments.report import write_reports
 from localssl.experiments.runs import (
     RunLock,
+    find_run_dir,
     finished_epochs,
     finished_steps,
+    probe_done,
     probe_or_reuse,
+    probe_overrides,
     read_provenance,
     run_key,
     run_or_reuse,
@@ -159,7 +166,7 @@ def run_table(
         for row in rows
         if row.datasets is None or ds in row.datasets
     ]
-    launcher = launch.current()
+    launcher = engine.current()
     if launcher.kind == "slurm" or launcher.status:
         todo = _through_launcher(table, sc, seeds, todo, root, runs_dir, out, launcher, keep_features, result)
         if todo is None:
@@ -229,26 +236,21 @@ def _through_launcher(
     root: str | None,
     runs_dir: Path,
     out: Path,
-    launcher: launch.Launcher,
+    launcher: engine.Launcher,
     keep_features: bool,
     result: GridResult,
 ) -> list[tuple[Row, str, int]] | None:
     """``--status`` or ``--launcher slurm``: print every cell's state (after submitting the cells that need
     it). Returns the cells to report from (each finished: :func:`run_table` reuses them) once no cell is
     queued, running or unsubmitted, the failed ones noted in ``result``; else ``None`` (nothing to report yet)."""
-    planned = [
-        launch.PlannedCell(f"{row.label} · {ds} · seed {seed}", row_config(row, sc, ds, seed, root))
-        for row, ds, seed in todo
-    ]
-    if launcher.status:
-        statuses = launch.grid_status(planned, runs_dir, out)
-    else:
-        statuses = launch.submit_cells(
-            table.name, planned, runs_dir, out, launcher.executor, launcher.retry_failed, keep_features
-        )
-    print(f"{table.name} at scale {sc.name}, {len(todo)} cell(s):\n{launch.format_status(statuses)}", flush=True)
+    labelled = [(f"{row.label} · {ds} · seed {seed}", row_config(row, sc, ds, seed, root)) for row, ds, seed in todo]
+    cells = table_cells(labelled, runs_dir, keep_features)
+    folder = out / "slurm"  # a table's records sit beside its report
+    statuses = None if launcher.status else submit_table(table.name, cells, folder)
+    show_status(f"{table.name} at scale {sc.name}", cells, statuses, folder)
     if launcher.status:
         return None
+    assert statuses is not None
     if any(s.state not in ("finished", "failed") for s in statuses):
         print(
             f"watch: `localssl reproduce {table.name} --scale {sc.name} --seeds {seeds} --out {out} --status`; this "
@@ -311,8 +313,29 @@ def kept_cells(result: GridResult, path: Path, order: Mapping[tuple[str, str], i
     return cells
 
 
+def table_cells(labelled: Sequence[tuple[str, RunConfig]], runs_dir: Path, keep_features: bool) -> list[engine.Cell]:
+    """A table's cells to the engine: each ``(label, cfg)`` trained (or reused) and probed in ``runs_dir``,
+    finished once its run has all its epochs and its probe is done. A cell's key is its run's key; rows that
+    share a run (several probes of one encoder) add their probe settings' hash to it."""
+    job = functools.partial(_cell_job, runs_dir=runs_dir, keep_features=keep_features)
+    cells, seen = [], set()
+    for label, cfg in labelled:
+        key = run_key(cfg)
+        if key in seen:
+            key += "-" + hashlib.sha1(" ".join(probe_overrides(cfg)).encode()).hexdigest()[:8]
+        seen.add(key)
+
+        def finished(cfg: RunConfig = cfg) -> bool:
+            now = find_run_dir(cfg, runs_dir)
+            epochs = finished_epochs(now)
+            return epochs == cfg.train.epochs and probe_done(cfg, now, epochs)
+
+        cells.append(engine.Cell(key, label, job, cfg, finished, find_run_dir(cfg, runs_dir)))
+    return cells
+
+
 def _cell_job(cfg: RunConfig, runs_dir: Path, keep_features: bool) -> tuple[str, str, str]:
-    """One cell in a worker process: train (or reuse) and probe it under its lock."""
+    """One cell in a worker process or a SLURM job: train (or reuse) and probe it under its lock."""
     with RunLock(runs_dir, run_key(cfg), wait=True):
         run_dir, trained = run_or_reuse(cfg, runs_dir)
         _, probed = probe_or_reuse(cfg, run_dir, finished_epochs(run_dir), keep_features)
@@ -322,14 +345,13 @@ def _cell_job(cfg: RunConfig, runs_dir: Path, keep_features: bool) -> tuple[str,
 def run_cells_in_parallel(
     cfgs: list[RunConfig], runs_dir: Path, jobs: int, keep_features: bool = False
 ) -> dict[Path, tuple[str, str]]:
-    """Train and probe the cells ``cfgs`` in ``jobs`` processes at once (:func:`~localssl.experiments.jobs.run_jobs`:
+    """Train and probe the cells ``cfgs`` in ``jobs`` processes at once (the engine's local backend:
     ``spawn``, on CUDA they share the device), the cells handed out in the given order. On CPU each process
     gets ``cpu_count // jobs`` torch threads, so ``jobs`` = the core count runs one single-threaded run per
     core. Every run is seeded by its config alone, so which process runs it does not change what it
     learns. Returns ``run_dir -> (trained, probed)`` as each worker reported it."""
     threads = default_threads(jobs)
     print(f"running {len(cfgs)} cell(s) in {jobs} processes, {threads} torch thread(s) each", file=sys.stderr)
-    job = functools.partial(_cell_job, runs_dir=runs_dir, keep_features=keep_features)
-    names = [f"{cfg.name} (seed {cfg.train.seed}, {cfg.data.name})" for cfg in cfgs]
-    done = run_jobs(job, cfgs, jobs, names=names, threads=threads)
+    labelled = [(f"{cfg.name} (seed {cfg.train.seed}, {cfg.data.name})", cfg) for cfg in cfgs]
+    done = run_cells("cells", table_cells(labelled, runs_dir, keep_features), jobs, threads=threads)
     return {Path(d): (trained, probed) for d, trained, probed in done}

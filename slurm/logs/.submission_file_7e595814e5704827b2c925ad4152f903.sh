@@ -1,0 +1,1 @@
+/work/wt-38/slurm/logs/1_submission.sh
