@@ -48,11 +48,15 @@ class Launcher:
     executor: dict[str, Any] = dataclasses.field(default_factory=dict)
     status: bool = False
     retry_failed: bool = False
-    folder: Path | None = None  # submitit's logs and the launcher's records (default: OUT/slurm, ./slurm)
+    folder: Path | None = None  # submitit's logs and the launcher's records (the CLI: OUT/slurm)
 
     @property
     def records(self) -> Path:
-        return self.folder or Path("slurm")
+        """The records folder; never a default relative to the working directory (a study's records sit beside
+        its report, ``OUT/slurm``)."""
+        if self.folder is None:
+            raise RuntimeError("this launcher has no records folder: give Launcher(folder=OUT / 'slurm')")
+        return self.folder
 
 
 _CURRENT = Launcher()

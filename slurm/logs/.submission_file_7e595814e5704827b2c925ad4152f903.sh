@@ -1,1 +1,0 @@
-/work/wt-38/slurm/logs/1_submission.sh
