@@ -132,12 +132,16 @@ def is_verified(path: Path) -> bool:
     return True
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and the cause."""
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and the cause. ``mmap``: the
+    tensors are mapped from the file, read only where used (Linux; elsewhere read whole): a layer-parallel
+    stage reads its own slice of the checkpoint."""
     path = Path(path)
     try:
         with open_read(path) as fh, torch.serialization.safe_globals([TorchVersion]):  # older runs: torch.__version__
-            state = torch.load(fh, map_location=map_location, weights_only=True)
+            mapped = Path(f"/proc/self/fd/{fh.fileno()}")  # the file opened (and checked) here, by name
+            source: Any = str(mapped) if mmap and mapped.exists() else fh
+            state = torch.load(source, map_location=map_location, weights_only=True, mmap=mmap and source != fh)
     except (FileNotFoundError, PermissionError, IsADirectoryError, UnsafeFileError):
         raise  # UnsafeFileError: a link or special file (a FIFO would block, a device never ends) is refused
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
@@ -258,7 +262,9 @@ def latest_path(run_dir: Path) -> Path | None:
     return None
 
 
-def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
+def load_latest(
+    run_dir: Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> tuple[dict[str, Any], Path]:
     """The newest readable checkpoint of a run and its path: what resume, probe, align and plot read (they then
     check its format and fields with :func:`check_format`).
 
@@ -273,10 +279,10 @@ def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tupl
         )
     if current.exists():
         try:
-            return load_checkpoint(current, map_location), current
+            return load_checkpoint(current, map_location, mmap), current
         except FileNotFoundError:  # replaced between the check and the read: read the new one
             if current.exists():
-                return load_checkpoint(current, map_location), current
+                return load_checkpoint(current, map_location, mmap), current
         except CorruptCheckpointError as exc:
             if not previous.exists():
                 raise CorruptCheckpointError(
@@ -285,4 +291,4 @@ def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tupl
             print(f"warning: {exc}; using the earlier checkpoint {previous}", file=sys.stderr)
     else:
         print(f"warning: {current} is missing; using the earlier checkpoint {previous}", file=sys.stderr)
-    return load_checkpoint(previous, map_location), previous
+    return load_checkpoint(previous, map_location, mmap), previous
