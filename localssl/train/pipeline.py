@@ -36,8 +36,9 @@ columns (each stage sends its metric sums at logged rows; rank 0 reads them a fe
 for it) and summary.json (images/s, every process's peak memory, the stages). At a checkpoint (every epoch's
 end; mid-epoch with ``train.checkpoint_every[_minutes]``, decided by rank 0 and carried with the batch) every
 stage hands its part (weights, objective parameters, per-layer optimizer state, generator state, metric window)
-to rank 0, tensor by tensor, which saves ONE file in the one-process format (optimizer ``{"per_layer": ...}``)
-with :func:`~localssl.checkpoint.save_checkpoint`: it counts once every part is in it
+to rank 0, which saves ONE file in the one-process format (optimizer ``{"per_layer": ...}``) with
+:func:`~localssl.checkpoint.save_checkpoint`, receiving each large tensor only when its record is written
+(:mod:`localssl.checkpoint.streamed`: rank 0 never holds another stage's state): it counts once every part is in it
 (:mod:`localssl.train.stage_state`). ``localssl probe`` and ``export`` read it like any other; ``--resume``
 continues it with the same K, another K, or on one process, each stage mapping the file and reading its slice.
 
@@ -210,12 +211,13 @@ class PipelineTrainer(Trainer):
             self.links.send_state(self._part())
         else:
             self._collect_rows()
-            parts = [self._part()]
-            for src in range(1, self.n_stages):
-                part = self.links.recv_state(src, "receiving a checkpoint part")
+            parts, late = [self._part()], []
+            for src in range(1, self.n_stages):  # their large tensors come as the file is written (late)
+                part, its_late = self.links.recv_state_late(src, "receiving a checkpoint part")
                 if part["kind"] != "part" or part["step"] != self.global_step:
                     raise RuntimeError(f"stage {src} sent {part['kind']} of step {part['step']} for a checkpoint")
                 parts.append(part)
+                late += its_late
             state = self.state(position)  # the one-process format; the stages' parts replace its network
             stage_state.merge_parts(state, parts)
             if position is not None:  # rank 0's position: the whole network's metric sums, stage 0's generators
@@ -226,7 +228,7 @@ class PipelineTrainer(Trainer):
                 position.sums, position.window, position.rng = self._epoch_sums.as_dict(), window, parts[0]["rng"]
                 state["position"] = position.to_state()
                 state["stages_rng"] = [p["rng"] for p in parts]  # read by a resume with as many stages
-            save_checkpoint(state, self.run_dir)
+            save_checkpoint(state, self.run_dir, late=late)
         try:  # every stage goes on once the file is committed (it counts only with every part in it)
             distributed.barrier()
         except RuntimeError as err:

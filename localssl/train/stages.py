@@ -30,6 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from localssl.checkpoint.streamed import Late
 from localssl.distributed import PeerLostError, recv_async, send_async, wait_for
 from localssl.views.base import ViewBatch
 
@@ -153,6 +154,7 @@ def _from_bytes(payload: torch.Tensor, device: torch.device) -> Any:
 
 
 _TENSOR = "__stage_tensor__"
+_SEPARATE = 2**16  # bytes: a tensor this large goes as a message of its own
 
 
 def _channels_last(t: torch.Tensor) -> bool:
@@ -160,8 +162,9 @@ def _channels_last(t: torch.Tensor) -> bool:
 
 
 def _strip(obj: Any, tensors: list[torch.Tensor]) -> Any:
-    """``obj`` with every tensor replaced by its description (appended to ``tensors``, in order)."""
-    if isinstance(obj, torch.Tensor):
+    """``obj`` with every tensor of ``_SEPARATE`` bytes or more replaced by its description (the tensor appended
+    to ``tensors``, in order); smaller ones (metric sums, generator states, step counts) stay in ``obj``."""
+    if isinstance(obj, torch.Tensor) and obj.numel() * obj.element_size() >= _SEPARATE:
         tensors.append(obj.detach())
         dtype = str(obj.dtype).removeprefix("torch.")
         layout = _channels_last(obj)
@@ -346,7 +349,21 @@ class StageLinks:
 
     def recv_state(self, src: int, what: str) -> Any:
         """What stage ``src`` sent with :meth:`send_state`, its tensors on this stage's device."""
-        return _fill(self.recv_object(src, what), lambda spec: self._recv_tensor(src, spec, what))
+        return _fill(self.recv_object(src, what), lambda spec: self._recv_tensor(src, spec, what).to(self.device))
+
+    def recv_state_late(self, src: int, what: str) -> tuple[Any, Late]:
+        """What stage ``src`` sent with :meth:`send_state`, its large tensors as placeholders (allocated, never
+        written: no memory) each paired with the function that receives it, to be called in order (the
+        ``late`` of :func:`~localssl.checkpoint.save_checkpoint`)."""
+        late: Late = []
+
+        def placeholder(spec: dict[str, Any]) -> torch.Tensor:
+            layout = torch.channels_last if spec["channels_last"] else torch.contiguous_format
+            t = torch.empty(spec["shape"], dtype=getattr(torch, spec["dtype"]), memory_format=layout)
+            late.append((t, lambda: self._recv_tensor(src, spec, what)))
+            return t
+
+        return _fill(self.recv_object(src, what), placeholder), late
 
     def _recv_tensor(self, src: int, spec: dict[str, Any], what: str) -> torch.Tensor:
         dtype, shape = getattr(torch, spec["dtype"]), spec["shape"]
@@ -354,7 +371,7 @@ class StageLinks:
         t = torch.empty(shape, dtype=dtype, device=self.wire, memory_format=layout)
         flat = (t.permute(0, 2, 3, 1) if spec["channels_last"] else t).reshape(-1)  # a view of t's memory
         self._wait(self._post(False, flat, src, _OBJECTS, what), src, what)
-        return t.to(self.device)
+        return t
 
     def recv_object(self, src: int, what: str) -> Any:
         size = torch.empty(1, dtype=torch.int64, device=self.wire)
