@@ -11,6 +11,7 @@ from localssl.config import RunConfig
 from localssl.data import DatasetInfo, data_info
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec
+from localssl.partial_build import builds, only_layers, to_device
 from localssl.registry import MODELS, RULES, VIEWS
 from localssl.rules.base import Rule
 from localssl.views.base import encoder_input_shape
@@ -62,15 +63,28 @@ def check_input_fits(cfg: RunConfig, info: DatasetInfo) -> None:
         ) from err
 
 
+def build_network(cfg: RunConfig, info: DatasetInfo) -> tuple[LayeredEncoder, list[LayerSpec], Rule]:
+    """The encoder, its layers' specs and the rule, from the global generator as it is. Inside
+    :func:`~localssl.partial_build.only_layers` only those layers and their objectives are built (the others
+    are ``meta`` tensors), with the same weights; under ``torch.device("meta")``, none (shapes only)."""
+    encoder = build_encoder(cfg, info)
+    shapes_of = encoder
+    if not all(builds(i) for i in range(len(encoder))):  # a layer-parallel stage: shapes from a meta encoder
+        with torch.random.fork_rng(devices=[]), only_layers(None), torch.device("meta"):
+            shapes_of = build_encoder(cfg, info)
+    layers = layer_specs(shapes_of, info, input_shape(cfg, info))
+    rule = RULES.get(cfg.rule.name).builder(cfg.rule, cfg.objective, layers)
+    return encoder, layers, rule
+
+
 def build(cfg: RunConfig, device: torch.device | str = "cpu") -> Components:
-    """Seeded construction: the same config and seed give the same initial weights."""
+    """Seeded construction: the same config and seed give the same initial weights (for a layer-parallel
+    stage's layers too: :func:`build_network`)."""
     info = data_info(cfg.data)
     torch.manual_seed(cfg.train.seed)
-    encoder = build_encoder(cfg, info)
-    layers = layer_specs(encoder, info, input_shape(cfg, info))
-    rule = RULES.get(cfg.rule.name).builder(cfg.rule, cfg.objective, layers)
+    encoder, layers, rule = build_network(cfg, info)
     views = VIEWS.get(cfg.views.name).builder(cfg.views, info)
-    return Components(info, encoder.to(device), views.to(device), rule.to(device), layers)
+    return Components(info, to_device(encoder, device), views.to(device), to_device(rule, device), layers)
 
 
 def resolve_device(name: str) -> torch.device:

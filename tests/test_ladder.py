@@ -27,6 +27,7 @@ RUNGS: dict[str, int] = {
     "schedule": 0,
     "runlock": 0,
     "safe_files": 0,
+    "partial_build": 0,
     # 1: configs, and the helpers that read them (checkpoint fingerprints, the TensorBoard writer)
     "config": 1,
     "checkpoint": 1,

@@ -7,6 +7,7 @@ single-optimizer run, tests/test_train_step_each_layer.py), compared bitwise on 
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import time
 from pathlib import Path
@@ -17,11 +18,12 @@ from conftest import SIXTY_IMAGES, start_ranks
 
 from localssl.config import load_config
 from localssl.data import ImageData
-from localssl.distributed import SINGLE
+from localssl.distributed import SINGLE, World
 from localssl.rules.base import StepContext
 from localssl.train import Trainer, pretrain, resume
+from localssl.train import setup as train_setup
 from localssl.train.pipeline import balanced_cuts
-from localssl.train.setup import check_world
+from localssl.train.setup import RunSetup, check_world
 
 # 60 images, batch 6: 10 steps per epoch, 2 epochs; mid-epoch checkpoints every 4 steps (4, 8, 12, 16).
 SETUP = [*SIXTY_IMAGES, "train.log_every=3", "train.checkpoint_every=4"]
@@ -90,6 +92,16 @@ def test_two_stages_give_the_one_process_run(cifar_root, tmp_path, reference):
     summary = (run / "summary.json").read_text()
     assert '"parallel": "layers"' in summary and summary.count('"rss_mb"') == 2
     assert summary.count('"last_epoch_rss_mb"') == 2  # each stage's last epoch's training peak
+    # each stage held only its own layers, objectives and B (counted from the whole model), and only stage 0
+    # the training images
+    info = json.loads(summary)
+    held = []
+    for stage in info["stages"]:
+        a, b = (int(x) for x in stage.split("-"))
+        modules = [*start.encoder.layers[a - 1 : b], *(start.rule.objectives[str(i)] for i in range(a, b + 1))]
+        held.append(sum(t.numel() for m in modules for t in [*m.parameters(), *m.buffers()]))
+    assert [h["values"] for h in info["held_per_rank"]] == held and 0 < held[1] < sum(held)
+    assert [h["images"] for h in info["held_per_rank"]] == [60, 0]
     # the mid-epoch checkpoint before the last (epoch 2, step 6 = global step 16), resumed on one process
     mid = tmp_path / "mid"
     mid.mkdir()
@@ -175,6 +187,24 @@ def test_rules_that_cannot_be_split_are_refused_with_the_reason(preset, why):
     with pytest.raises(ValueError, match=why) as err:
         check_world(cfg, SINGLE)
     assert "data-parallel" in str(err.value) or "one process" in str(err.value)
+
+
+def test_only_the_first_stage_loads_the_images(cifar_root, monkeypatch):
+    """RunSetup.prepare on stage 1 of a layer-parallel run never calls the loader and holds no image; stage 0 loads
+    them (and, in a process group, tells the other stages how many: test_two_stages_give_the_one_process_run)."""
+    cfg = load_config("clapp++", [*SIXTY_IMAGES, f"data.root={cifar_root}", "train.parallel=layers"])
+    calls: list[int] = []
+
+    def load(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    original = train_setup.load_pretrain_data
+    monkeypatch.setattr(train_setup, "load_pretrain_data", load)
+    later = RunSetup.prepare(cfg, World(rank=1, size=2))
+    assert calls == [] and len(later.data.images) == 0
+    first = RunSetup.prepare(cfg, World(rank=0, size=2))
+    assert calls == [1] and first.n_images == len(first.data.images) == 60
 
 
 def test_same_reference_local_rules_and_modules_are_accepted():

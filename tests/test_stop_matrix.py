@@ -29,9 +29,9 @@ STEPS = {"one": 20, "data": 10, "layers": 20}  # global steps of the whole run
 # Fields that record the wall clock or the machine, not the training (docs/usage.md, "Resume"): every other
 # field of every file is bitwise the uninterrupted run's.
 WALL_CLOCK_COLUMNS = {"seconds", "images_per_s", "online_probe_s"}
-WALL_CLOCK_KEYS = {"images_per_s", "seconds", "online_probe_s", "peak_memory_per_rank", "stages"}
-# ("stages": layer-parallel cuts chosen by timing each block at start, train.stage_bounds=auto; the weights are the
-# same whatever the cuts)
+WALL_CLOCK_KEYS = {"images_per_s", "seconds", "online_probe_s", "peak_memory_per_rank", "stages", "held_per_rank"}
+# ("stages": layer-parallel cuts chosen by timing each block at start, train.stage_bounds=auto, and what each stage
+# holds with them; the weights are the same whatever the cuts)
 
 
 def _launch(layout: str, argv: list[str], cwd: Path, fault: str | None = None) -> list[tuple[int, str]]:

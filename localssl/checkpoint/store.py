@@ -4,7 +4,8 @@
 is on disk under a name every reader looks at (``checkpoint.pt``, else ``checkpoint.prev.pt``):
 
 1. the new state is written to a temporary file beside the old ones (``.checkpoint.pt.*.tmp``) and fsynced;
-2. it is verified: read back with ``weights_only=True`` and its ``global_step`` compared with the state's;
+2. it is verified: read back with ``weights_only=True`` and its ``global_step`` compared with the state's (a file
+   written record by record, :mod:`.streamed`, is read back mapped: its pickle read, every record located);
 3. only if ``checkpoint.pt`` is itself verified (this process wrote or loaded that very file, or it reads
    back now) is it copied (fsynced, then renamed) over ``checkpoint.prev.pt``; an unverified
    ``checkpoint.pt`` (corrupt, cut short) is never rotated over a good predecessor. A copy, not a hard
@@ -35,6 +36,7 @@ from typing import Any
 import torch
 from torch.torch_version import TorchVersion
 
+from localssl.checkpoint.streamed import Late, write_streamed
 from localssl.safe_files import UnsafeFileError, open_read, temporary_beside
 from localssl.utils import fsync_dir, umask_mode
 
@@ -132,12 +134,18 @@ def is_verified(path: Path) -> bool:
     return True
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load(path, weights_only=True)`` with errors that name the file and the cause."""
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` with errors that name the file and the cause. ``mmap``: the
+    tensors are mapped from the file, read only where used (Linux; elsewhere read whole): a layer-parallel
+    stage reads its own slice of the checkpoint."""
     path = Path(path)
     try:
         with open_read(path) as fh, torch.serialization.safe_globals([TorchVersion]):  # older runs: torch.__version__
-            state = torch.load(fh, map_location=map_location, weights_only=True)
+            mapped = Path(f"/proc/self/fd/{fh.fileno()}")  # the file opened (and checked) here, by name
+            source: Any = str(mapped) if mmap and mapped.exists() else fh
+            state = torch.load(source, map_location=map_location, weights_only=True, mmap=mmap and source != fh)
+        if mmap and source != fh:
+            return state  # the tensors are not read: the file is not verified
     except (FileNotFoundError, PermissionError, IsADirectoryError, UnsafeFileError):
         raise  # UnsafeFileError: a link or special file (a FIFO would block, a device never ends) is refused
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError) as exc:
@@ -161,15 +169,20 @@ def _fault_point(name: str) -> None:
     ``committed``); fault-injection tests replace it to kill the process there."""
 
 
-def _write_temporary(state: dict[str, Any], run_dir: Path) -> Path:
+def _write_temporary(state: dict[str, Any], run_dir: Path, late: Late | None = None) -> Path:
     """The state serialised in memory first, then written and fsynced: a refusal of the disk (full, size
-    limit) is then an ``OSError`` of the write, not an error inside torch's zip writer."""
+    limit) is then an ``OSError`` of the write, not an error inside torch's zip writer. With ``late``
+    (:func:`~localssl.checkpoint.streamed.write_streamed`), written straight to the file, record by record."""
     buf = io.BytesIO()
-    torch.save(state, buf)
+    if late is None:
+        torch.save(state, buf)
     fd, tmp = temporary_beside(run_dir / CHECKPOINT)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getbuffer())
+            if late is None:
+                fh.write(buf.getbuffer())
+            else:
+                write_streamed(state, fh.fileno(), tmp, late)
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, umask_mode())
@@ -195,16 +208,19 @@ def _copy_over(src: Path, dst: Path) -> None:
         raise
 
 
-def save_checkpoint(state: dict[str, Any], run_dir: Path) -> Path:
+def save_checkpoint(state: dict[str, Any], run_dir: Path, late: Late | None = None) -> Path:
     """Save ``state`` as the run's ``checkpoint.pt`` by the protocol of this module's docstring; returns its
-    path. Raises :class:`CheckpointWriteError` (the previous checkpoint kept) if the disk refuses it."""
+    path. Raises :class:`CheckpointWriteError` (the previous checkpoint kept) if the disk refuses it. ``late``:
+    tensors of ``state`` that are placeholders, each written as its function's tensor, produced when due
+    (:mod:`~localssl.checkpoint.streamed`; the file is read back mapped, not whole): no copy of the state
+    in memory, which a layer-parallel rank 0 writing every stage's state needs."""
     run_dir = Path(run_dir)
     current, previous = run_dir / CHECKPOINT, run_dir / PREVIOUS
     tmp: Path | None = None
     try:
-        tmp = _write_temporary(state, run_dir)
+        tmp = _write_temporary(state, run_dir, late)
         _fault_point("written")
-        back = load_checkpoint(tmp)
+        back = load_checkpoint(tmp, mmap=late is not None)
         if back.get("global_step") != state.get("global_step"):
             raise CorruptCheckpointError(f"{tmp} did not read back as the state just written")
         _fault_point("verified")
@@ -258,7 +274,9 @@ def latest_path(run_dir: Path) -> Path | None:
     return None
 
 
-def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
+def load_latest(
+    run_dir: Path, map_location: str | torch.device = "cpu", mmap: bool = False
+) -> tuple[dict[str, Any], Path]:
     """The newest readable checkpoint of a run and its path: what resume, probe, align and plot read (they then
     check its format and fields with :func:`check_format`).
 
@@ -273,10 +291,10 @@ def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tupl
         )
     if current.exists():
         try:
-            return load_checkpoint(current, map_location), current
+            return load_checkpoint(current, map_location, mmap), current
         except FileNotFoundError:  # replaced between the check and the read: read the new one
             if current.exists():
-                return load_checkpoint(current, map_location), current
+                return load_checkpoint(current, map_location, mmap), current
         except CorruptCheckpointError as exc:
             if not previous.exists():
                 raise CorruptCheckpointError(
@@ -285,4 +303,4 @@ def load_latest(run_dir: Path, map_location: str | torch.device = "cpu") -> tupl
             print(f"warning: {exc}; using the earlier checkpoint {previous}", file=sys.stderr)
     else:
         print(f"warning: {current} is missing; using the earlier checkpoint {previous}", file=sys.stderr)
-    return load_checkpoint(previous, map_location), previous
+    return load_checkpoint(previous, map_location, mmap), previous

@@ -16,12 +16,14 @@ unpooled ``ReLU(conv)`` map, where the official SCFF code computes its goodness.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import torch
 from torch import nn
 
 from localssl.models.base import LayeredEncoder
 from localssl.models.norm import ACTIVITY_NORMS, normalize_activity
+from localssl.partial_build import build_layer
 from localssl.registry import MODELS, ConfigError
 
 VGG6_CHANNELS = (128, 256, 256, 512, 1024, 1024)
@@ -95,9 +97,9 @@ class VGG6(LayeredEncoder):
         for i, (c_out, pool) in enumerate(zip(channels, VGG6_POOL)):
             norm = cfg.activity_norm if (i > 0 or cfg.norm_image) else "none"
             pool_input = before and i > 0 and VGG6_POOL[i - 1]
-            layers.append(
-                ConvLayer(c_in, c_out, pool and not before, norm, cfg.self_concat and i == 0, pool_input=pool_input)
-            )
+            concat = cfg.self_concat and i == 0
+            make = functools.partial(ConvLayer, c_in, c_out, pool and not before, norm, concat, pool_input=pool_input)
+            layers.append(build_layer(i, make))  # a layer-parallel stage builds only its own
             c_in = c_out
         super().__init__(layers)
         self.channels = channels

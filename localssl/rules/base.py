@@ -31,6 +31,7 @@ from torch import nn
 
 from localssl.models.base import LayeredEncoder
 from localssl.objectives.base import LayerSpec, LossOut, Objective
+from localssl.partial_build import build_layer
 from localssl.registry import OBJECTIVES
 from localssl.views.base import ViewBatch
 
@@ -40,7 +41,7 @@ Metrics = dict[str, torch.Tensor]
 def build_objective(objective_cfg: Any, target: LayerSpec, refs: list[LayerSpec]) -> Objective:
     """The objective named by ``objective_cfg`` for layer ``target`` with references ``refs``."""
     entry = OBJECTIVES.get(objective_cfg.name)
-    return entry.builder(objective_cfg, target, refs)
+    return build_layer(target.index, lambda: entry.builder(objective_cfg, target, refs))  # a stage builds its own
 
 
 class Optimizer(Protocol):

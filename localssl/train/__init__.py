@@ -1,6 +1,7 @@
 """Training: checks and set-up done once (:mod:`.setup`), the trainer's loop (:mod:`.trainer`), its
 optimizers (:mod:`.optimizers`), step metrics (:mod:`.metrics`), the device fast path (:mod:`.fast_path`),
-layer-parallel stages (:mod:`.pipeline`, :mod:`.stages`) and starting or continuing a run (:mod:`.run`)."""
+layer-parallel stages (:mod:`.pipeline`, :mod:`.stages`, :mod:`.stage_plan`,
+:mod:`.stage_state`) and starting or continuing a run (:mod:`.run`)."""
 
 from localssl.checkpoint import RESUME_OVERRIDABLE, check_config_unchanged, config_fingerprint
 from localssl.data.pretrain import load_pretrain_data

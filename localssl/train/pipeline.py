@@ -6,10 +6,13 @@
 
 **Stages.** Rank ``k`` holds stage ``k``: a contiguous block of layers cut where the rule allows
 (:meth:`~localssl.rules.base.Rule.stage_cuts`), their objectives with their ``B`` and their per-layer
-optimizers (``train.step_each_layer``, set by ``train.parallel=layers``); the other layers are freed (meta
-tensors) before training. The cuts are ``train.stage_bounds`` (the number of layers before each cut), or, with
-``auto``, those that minimise the slowest stage's time per batch, measured on rank 0 before training (each block's
-forward + loss + backward on one batch, best of two); they are printed at start.
+optimizers (``train.step_each_layer``, set by ``train.parallel=layers``), and nothing else: it builds only those
+(:mod:`localssl.partial_build`: the one-process initial weights, the other layers ``meta`` tensors from the
+start), and only stage 0 loads the training images (it tells the others how many). The cuts
+(:mod:`localssl.train.stage_plan`) are ``train.stage_bounds`` (the number of layers before each cut), or, with
+``auto``, those that minimise the slowest stage's time per batch, measured on rank 0 before training on a whole
+build it frees again (each block's forward + loss + backward on one batch, best of two); they are printed at
+start. ``summary.json``'s ``held_per_rank`` says what each stage held (parameter values, training images).
 
 **Schedule.** Stage 0 draws each batch and its views as the one-process trainer does, runs its block (per layer:
 forward, loss, backward, optimizer step) and sends the block's output, detached, with the view metadata (the
@@ -34,8 +37,10 @@ for it) and summary.json (images/s, every process's peak memory, the stages). At
 end; mid-epoch with ``train.checkpoint_every[_minutes]``, decided by rank 0 and carried with the batch) every
 stage hands its part (weights, objective parameters, per-layer optimizer state, generator state, metric window)
 to rank 0, which saves ONE file in the one-process format (optimizer ``{"per_layer": ...}``) with
-:func:`~localssl.checkpoint.save_checkpoint`: it counts once every part is in it. ``localssl probe`` reads it like
-any other; ``--resume`` continues it with the same K, another K, or on one process.
+:func:`~localssl.checkpoint.save_checkpoint`, receiving each large tensor only when its record is written
+(:mod:`localssl.checkpoint.streamed`: rank 0 never holds another stage's state): it counts once every part is in it
+(:mod:`localssl.train.stage_state`). ``localssl probe`` and ``export`` read it like any other; ``--resume``
+continues it with the same K, another K, or on one process, each stage mapping the file and reading its slice.
 
 **Measuring it:** ``torchrun ... train.parallel=layers train.max_steps_per_epoch=N``; ``RUN/summary.json``
 holds ``images_per_s`` (rank 0's clock, fill and drain included), ``stages`` and ``peak_memory_per_rank``
@@ -60,23 +65,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from localssl import distributed
-from localssl.checkpoint import EpochPosition, rng_states, save_checkpoint
+from localssl.build import Components
+from localssl.checkpoint import EpochPosition, load_latest, rng_states, save_checkpoint
 from localssl.distributed import SINGLE
-from localssl.rules.base import Metrics, StepContext
+from localssl.partial_build import real_numel
+from localssl.rules.base import Metrics
+from localssl.train import stage_state
 from localssl.train.metrics import DeviceSums, check_finite
 from localssl.train.optimizers import StepOptimizers
 from localssl.train.setup import RunSetup, check_batch_fits
+from localssl.train.stage_plan import build_stage, stage_bounds
 from localssl.train.stages import (
     CHECKPOINT_AFTER,
     STOP_AFTER,
     StageLinks,
     StageLostError,
     balanced_cuts,
-    describe_stages,
     metric_stage,
     peak_memory_mb,
 )
@@ -100,25 +107,20 @@ class PipelineTrainer(Trainer):
     """One stage of a layer-parallel run; every rank runs :meth:`fit` (see the module's docstring)."""
 
     def __init__(self, setup: RunSetup, run_dir: Path) -> None:
-        super().__init__(setup, run_dir)
+        self.stage, self.n_stages = setup.world.rank, setup.world.size
+        super().__init__(setup, run_dir)  # builds this stage's layers (build_components) and optimizers
         t = self.cfg.train
-        self.stage, self.n_stages = self.world.rank, self.world.size
         if any(self.groups[-1]):
             raise ValueError(
                 f"train.parallel=layers: rule '{self.cfg.rule.name}' trains parameters outside its layers' "
                 "objectives, which no stage could own; train it in one process or data-parallel"
             )
-        self.bounds = self._stage_bounds()
-        self.layers = range(self.bounds[self.stage], self.bounds[self.stage + 1])
-        groups = [g if i in self.layers else [] for i, g in enumerate(self.groups)]
-        self.opt = StepOptimizers(t, groups, [p for g in groups for p in g], SINGLE)  # no gradient all-reduce
         self.step_context = dataclasses.replace(
             self.step_context, layer_done=self.opt.layer_done, optimizer=self.opt.as_one()
         )
         self.links = StageLinks(
             self.stage, self.device, self.memory_format, t.stage_queue, float(t.stage_timeout), self._explain
         )
-        self._n_images = len(self.images)
         self._rows: collections.deque[_Row] = collections.deque()
         self._epoch_sums = DeviceSums()
         self._window = DeviceSums()
@@ -128,86 +130,26 @@ class PipelineTrainer(Trainer):
         # a stage may lag stage 0 by its queue, the batch it computes and the one it prefetches, per stage
         self.lag = (self.n_stages - 1) * (t.stage_queue + 2)
 
-    # ------------------------------------------------------------------ stages
-    def _stage_bounds(self) -> list[int]:
-        """``[0, cut_1, ..., n_layers]``: stage ``k`` runs layers ``bounds[k] .. bounds[k+1]-1`` (0-based)."""
-        t, n_layers, k = self.cfg.train, len(self.comp.encoder), self.n_stages
-        allowed = self.comp.rule.stage_cuts(n_layers)
-        if k > len(allowed) + 1:
-            raise ValueError(
-                f"train.parallel=layers: {k} processes but rule '{self.cfg.rule.name}' on {n_layers} layers can be "
-                f"cut into at most {len(allowed) + 1} stages (cuts after layers {allowed}); start fewer processes"
-            )
-        costs = None
-        if t.stage_bounds == "auto":
-            edges = [0, *allowed, n_layers]
-            if self.world.is_main:
-                costs = self._measure([range(a, b) for a, b in itertools.pairwise(edges)])
-            costs = distributed.broadcast_object(costs)
-            cuts = [edges[i] for i in balanced_cuts(costs, k)]
-        else:
-            cuts = [int(b) for b in t.stage_bounds]
-            if len(cuts) != k - 1 or any(b not in allowed for b in cuts) or cuts != sorted(set(cuts)):
-                raise ValueError(
-                    f"train.stage_bounds={list(t.stage_bounds)} does not cut {n_layers} layers into the {k} stages "
-                    f"torchrun started: give {k - 1} increasing layer counts among {allowed}, or "
-                    "train.stage_bounds=auto"
-                )
-        bounds = [0, *cuts, n_layers]
-        if self.world.is_main:
-            print(describe_stages(bounds, costs, allowed, dist.get_backend()), file=sys.stderr)
-        return bounds
+    # ------------------------------------------------------------------ this stage
+    def build_components(self) -> Components:
+        """Only this stage's layers, objectives and ``B``, with the one-process initial weights (no broadcast:
+        every stage draws them from the same seed; :mod:`localssl.partial_build`)."""
+        self.bounds = stage_bounds(self.cfg, self.world, self.device, self.data)
+        self.layers = range(self.bounds[self.stage], self.bounds[self.stage + 1])
+        return build_stage(self.cfg, self.device, self.layers)
 
-    def _measure(self, units: list[range]) -> list[float]:
-        """Seconds per batch of each unit's forward + loss + backward (best of two after a warm-up), on one
-        batch; weights, buffers and generators are left as they were (no optimizer step, state restored)."""
-        rule, encoder = self.comp.rule, self.comp.encoder
-        ctx = StepContext(autocast=self.step_context.autocast)
-        buffers = {id(b): b.detach().clone() for m in (encoder, rule) for b in m.buffers()}
-        times: list[list[float]] = [[] for _ in units]
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            views = self.make_views(torch.arange(min(self.cfg.train.batch_size, len(self.images))))
-            for _ in range(3):
-                if self.cuda_graphs:
-                    torch.compiler.cudagraph_mark_step_begin()
-                h = views.x
-                for u, layers in enumerate(units):
-                    self._sync()
-                    t0 = time.perf_counter()
-                    h, _ = rule.step_layers(encoder, h, views, ctx, layers)
-                    self._sync()
-                    times[u].append(time.perf_counter() - t0)
-        for m in (encoder, rule):
-            for p in m.parameters():
-                p.grad = None
-            for b in m.buffers():
-                b.copy_(buffers[id(b)])
-        return [min(ts[1:]) for ts in times]
+    def make_optimizers(self) -> StepOptimizers:
+        """The per-layer optimizers of this stage's layers (no gradient all-reduce)."""
+        groups = [g if i in self.layers else [] for i, g in enumerate(self.groups)]
+        return StepOptimizers(self.cfg.train, groups, [p for g in groups for p in g], SINGLE)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def _owns(self, key: str, prefix: str, offset: int) -> bool:
-        """Whether this stage holds state ``key`` (``layers.3.…`` of the encoder, ``objectives.4.…`` of the rule;
-        anything outside the layers and their objectives is stage 0's)."""
-        if not key.startswith(prefix):
-            return self.stage == 0
-        return int(key[len(prefix) :].split(".", 1)[0]) - offset in self.layers
-
-    def _drop_others(self) -> None:
-        """Free the layers and objectives of the other stages (their parameters become meta tensors)."""
-        for i, layer in enumerate(self.comp.encoder.layers):
-            if i not in self.layers:
-                layer.to("meta")
-        for key, objective in self.comp.rule.objectives.items():
-            if int(key) - 1 not in self.layers:
-                objective.to("meta")
-
     def steps_per_epoch(self) -> int:
-        check_batch_fits(self.cfg, self._n_images, self.world)  # the stages share one batch
-        n = self._n_images // self.cfg.train.batch_size
+        check_batch_fits(self.cfg, self.n_images, self.world)  # the stages share one batch (rank 0's count)
+        n = self.n_images // self.cfg.train.batch_size
         cap = self.cfg.train.max_steps_per_epoch
         return min(n, cap) if cap else n
 
@@ -256,40 +198,28 @@ class PipelineTrainer(Trainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _part(self) -> dict[str, Any]:
-        """This stage's share of a checkpoint (one-process keys)."""
-        return {
-            "kind": "part",
-            "step": self.global_step,
-            "encoder": {k: v for k, v in self.comp.encoder.state_dict().items() if self._owns(k, "layers.", 0)},
-            "rule": {k: v for k, v in self.comp.rule.state_dict().items() if self._owns(k, "objectives.", 1)},
-            "optimizer": self.opt.state()["per_layer"],
-            "rng": rng_states(self.device),
-            "window": self._window.as_dict(),
-        }
+        """This stage's share of a checkpoint (one-process keys; :func:`~localssl.train.stage_state.part`)."""
+        optimizers = self.opt.state()["per_layer"]
+        window = self._window.as_dict()
+        extra = {"kind": "part", "step": self.global_step, "rng": rng_states(self.device), "window": window}
+        return stage_state.part(self.comp.encoder, self.comp.rule, optimizers, self.bounds, self.stage, **extra)
 
     def save_checkpoint(self, position: EpochPosition | None = None) -> None:
-        """Every stage hands its part to rank 0, which saves them as one checkpoint (``position``: rank 0's
-        mid-epoch position, completed here with every stage's window and generators)."""
+        """Every stage hands its part to rank 0, tensor by tensor, which saves them as one checkpoint
+        (``position``: rank 0's mid-epoch position, completed here with every stage's window and generators)."""
         if self.stage != 0:
-            self.links.send_object(self._part())
-            self.links.flush_objects()
+            self.links.send_state(self._part())
         else:
             self._collect_rows()
-            parts = [self._part()]
-            for src in range(1, self.n_stages):
-                part = self.links.recv_object(src, "receiving a checkpoint part")
+            parts, late = [self._part()], []
+            for src in range(1, self.n_stages):  # their large tensors come as the file is written (late)
+                part, its_late = self.links.recv_state_late(src, "receiving a checkpoint part")
                 if part["kind"] != "part" or part["step"] != self.global_step:
                     raise RuntimeError(f"stage {src} sent {part['kind']} of step {part['step']} for a checkpoint")
                 parts.append(part)
+                late += its_late
             state = self.state(position)  # the one-process format; the stages' parts replace its network
-            for key in ("encoder", "rule"):
-                merged = {k: v for p in parts for k, v in p[key].items()}
-                missing = [k for k in state[key] if k not in merged]
-                if missing:
-                    raise RuntimeError(f"no stage sent {key} state {missing[:3]}: the checkpoint would be incomplete")
-                state[key] = {k: merged[k] for k in state[key]}
-            per_layer = {k: v for p in parts for k, v in p["optimizer"].items()}
-            state["optimizer"] = {"per_layer": {k: per_layer[k] for k in sorted(per_layer, key=int)}}
+            stage_state.merge_parts(state, parts)
             if position is not None:  # rank 0's position: the whole network's metric sums, stage 0's generators
                 window: dict[str, torch.Tensor] = {}
                 for p in parts:
@@ -298,7 +228,7 @@ class PipelineTrainer(Trainer):
                 position.sums, position.window, position.rng = self._epoch_sums.as_dict(), window, parts[0]["rng"]
                 state["position"] = position.to_state()
                 state["stages_rng"] = [p["rng"] for p in parts]  # read by a resume with as many stages
-            save_checkpoint(state, self.run_dir)
+            save_checkpoint(state, self.run_dir, late=late)
         try:  # every stage goes on once the file is committed (it counts only with every part in it)
             distributed.barrier()
         except RuntimeError as err:
@@ -334,6 +264,20 @@ class PipelineTrainer(Trainer):
             in_window = position.step % self.cfg.train.log_every
         return position.step, position.seconds, in_window
 
+    def read_checkpoint(self) -> tuple[dict[str, Any], Path]:
+        """The newest checkpoint, mapped from its file (this stage reads only its own slice of it)."""
+        return load_latest(self.run_dir, map_location="cpu", mmap=True)
+
+    def load_network(self, ckpt: dict[str, Any]) -> None:
+        """This stage's slice of the checkpoint's network and per-layer optimizer state."""
+        mine = stage_state.own_slice(ckpt, self.bounds, self.stage)
+        for module, key in ((self.comp.encoder, "encoder"), (self.comp.rule, "rule")):
+            missing, unexpected = module.load_state_dict(mine[key], strict=False)
+            missing = [k for k in missing if stage_state.owner(key, k, self.bounds) == self.stage]
+            if missing or unexpected:
+                raise RuntimeError(f"the checkpoint's {key} state lacks {missing[:3]} / has unknown {unexpected[:3]}")
+        self.opt.load(mine["optimizer"])
+
     def load_state(self, ckpt: dict[str, Any]) -> None:
         super().load_state(ckpt)
         self._stages_rng = ckpt.get("stages_rng")
@@ -365,7 +309,7 @@ class PipelineTrainer(Trainer):
         n_steps = self.steps_per_epoch()
         perm = None
         if first:
-            perm = torch.randperm(self._n_images, generator=torch.Generator().manual_seed(seed))
+            perm = torch.randperm(self.n_images, generator=torch.Generator().manual_seed(seed))
             perm = perm.to(self.images.device)
         self.comp.encoder.train()
         self._epoch_sums, self._window = DeviceSums(), DeviceSums()
@@ -431,12 +375,14 @@ class PipelineTrainer(Trainer):
         return None  # gathered in fit, once the stages' last messages are flushed
 
     def fit(self) -> dict[str, Any]:
-        self._drop_others()
         summary = super().fit()
         self.links.flush_objects()
-        memory = distributed.all_objects(peak_memory_mb(self.device, getattr(self, "epoch_peak", None)))
+        memory = peak_memory_mb(self.device, getattr(self, "epoch_peak", None))
+        held = {"values": real_numel(self.comp.encoder) + real_numel(self.comp.rule), "images": len(self.images)}
+        memory, held = zip(*distributed.all_objects((memory, held)))
         stages = [f"{a + 1}-{b}" for a, b in itertools.pairwise(self.bounds)]
-        summary.update(parallel="layers", stages=stages, peak_memory_per_rank=memory)
+        # held_per_rank: the parameter and buffer values and the training images each stage holds in memory
+        summary.update(parallel="layers", stages=stages, peak_memory_per_rank=list(memory), held_per_rank=list(held))
         if self.world.is_main:
             atomic_write_json(summary, self.run_dir / "summary.json")
         return summary

@@ -16,7 +16,6 @@ from localssl.checkpoint import (
     RESUME_OVERRIDABLE,
     check_config_unchanged,
     check_format,
-    load_latest,
     remove_partial_writes,
 )
 from localssl.config import RunConfig, read_run_config, save_config
@@ -187,7 +186,7 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
         check_run_data(run_dir, setup.cfg.data, pretrain_splits(setup.cfg.data), "resumed: it pretrained on them")
         trainer = make_trainer(setup, run_dir)
         if has_checkpoint:
-            ckpt, path = load_latest(run_dir, map_location=trainer.device)
+            ckpt, path = trainer.read_checkpoint()  # a layer-parallel stage: its own slice read
             check_format(ckpt, path)  # a hand-edited or foreign file: refused by name, not a traceback
             check_config_unchanged(ckpt, trainer.cfg, run_dir)
             trainer.load_state(ckpt)

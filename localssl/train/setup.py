@@ -10,6 +10,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import torch
+
+from localssl import distributed
 from localssl.build import check_input_fits, resolve_device
 from localssl.config import RunConfig
 from localssl.data import DatasetInfo, ImageData, data_info
@@ -99,21 +102,49 @@ def check_batch_fits(cfg: RunConfig, n_images: int, world: World = SINGLE) -> No
 
 @dataclasses.dataclass(frozen=True)
 class RunSetup:
-    """A run's resolved config, its dataset's settings and its pretraining images, checked once."""
+    """A run's resolved config, its dataset's settings and its pretraining images, checked once. ``n_images``:
+    how many images the run trains on; a layer-parallel stage other than the first holds none of them
+    (``data`` is empty there: it receives the activations of the stage before it)."""
 
     cfg: RunConfig
     info: DatasetInfo
     data: ImageData
     world: World = SINGLE
+    n_images: int = -1
+
+    def __post_init__(self) -> None:
+        if self.n_images < 0:
+            object.__setattr__(self, "n_images", len(self.data.images))
 
     @classmethod
     def prepare(cls, cfg: RunConfig, world: World = SINGLE, data: ImageData | None = None) -> RunSetup:
         """Resolve and check ``cfg`` and load its images (unless given): every error a setting or the data
-        can cause is raised here, before a run directory exists."""
+        can cause is raised here, before a run directory exists. Layer-parallel stages: only the first loads
+        the images, and tells the others how many there are (or its error)."""
         info = data_info(cfg.data)
         cfg = resolve_config(cfg, info)
         check_world(cfg, world)
-        data = data if data is not None else load_pretrain_data(cfg, info)
-        check_online_probe(cfg, data, world, info)
-        check_batch_fits(cfg, len(data.images), world)
-        return cls(cfg, info, data, world)
+        if not first_stage_only(cfg, world):
+            data = data if data is not None else load_pretrain_data(cfg, info)
+            check_online_probe(cfg, data, world, info)
+            check_batch_fits(cfg, len(data.images), world)
+            return cls(cfg, info, data, world)
+        n_images, error = 0, None
+        if world.is_main:
+            try:
+                data = data if data is not None else load_pretrain_data(cfg, info)
+                check_batch_fits(cfg, len(data.images), world)
+                n_images = len(data.images)
+            except (ValueError, RuntimeError, OSError) as err:  # every stage stops with the first stage's error
+                error = err
+        n_images, error = distributed.broadcast_object((n_images, error))
+        if error is not None:
+            raise error
+        if data is None or not world.is_main:
+            data = ImageData(torch.empty((0, 0, 0, 0), dtype=torch.uint8), torch.empty(0, dtype=torch.long), [])
+        return cls(cfg, info, data, world, n_images)
+
+
+def first_stage_only(cfg: RunConfig, world: World) -> bool:
+    """Whether only rank 0 loads the images: a layer-parallel run under ``torchrun``."""
+    return cfg.train.parallel == "layers" and world.distributed

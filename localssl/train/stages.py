@@ -10,9 +10,10 @@ between the stages.
   tensor (positives, their references, negatives, theirs, labels), and the activation. Every batch of a run has
   the same shapes, so the receive of batch ``t+1`` is posted, sizes and all, before batch ``t`` is computed;
   a sender holds at most ``queue`` batches not yet received downstream (then it waits: the bounded queue).
-* **objects**, stage ``k > 0`` to rank 0 (tag 1): a size, then ``torch.save`` bytes (logged rows' metric sums,
-  checkpoint parts), read back with ``weights_only=True``. They are sent without waiting; rank 0 reads them
-  when it needs them.
+* **objects**, stage ``k > 0`` to rank 0 (tag 1): a size, then ``torch.save`` bytes (logged rows' metric sums),
+  read back with ``weights_only=True``. They are sent without waiting; rank 0 reads them when it needs them.
+  A checkpoint part goes as its structure (an object), then each tensor as it is in memory, one at a time
+  (:meth:`StageLinks.send_state`): no serialised copy of a stage's state on either side.
 
 Every wait is bounded by ``timeout`` seconds (:func:`~localssl.distributed.wait_for`); a peer that died or
 hangs raises :class:`StageLostError` with the pipeline's explanation of what is kept and how to continue.
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from localssl.checkpoint.streamed import Late
 from localssl.distributed import PeerLostError, recv_async, send_async, wait_for
 from localssl.views.base import ViewBatch
 
@@ -149,6 +151,40 @@ def _to_bytes(obj: Any, device: torch.device) -> torch.Tensor:
 
 def _from_bytes(payload: torch.Tensor, device: torch.device) -> Any:
     return torch.load(io.BytesIO(payload.cpu().numpy().tobytes()), map_location=device, weights_only=True)
+
+
+_TENSOR = "__stage_tensor__"
+_SEPARATE = 2**16  # bytes: a tensor this large goes as a message of its own
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def _strip(obj: Any, tensors: list[torch.Tensor]) -> Any:
+    """``obj`` with every tensor of ``_SEPARATE`` bytes or more replaced by its description (the tensor appended
+    to ``tensors``, in order); smaller ones (metric sums, generator states, step counts) stay in ``obj``."""
+    if isinstance(obj, torch.Tensor) and obj.numel() * obj.element_size() >= _SEPARATE:
+        tensors.append(obj.detach())
+        dtype = str(obj.dtype).removeprefix("torch.")
+        layout = _channels_last(obj)
+        return {_TENSOR: len(tensors) - 1, "shape": list(obj.shape), "dtype": dtype, "channels_last": layout}
+    if isinstance(obj, dict):
+        return {k: _strip(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_strip(v, tensors) for v in obj)
+    return obj
+
+
+def _fill(obj: Any, receive: Callable[[dict[str, Any]], torch.Tensor]) -> Any:
+    """``obj`` of :func:`_strip` with each description replaced by ``receive(description)``, in the same order."""
+    if isinstance(obj, dict):
+        if _TENSOR in obj:
+            return receive(obj)
+        return {k: _fill(v, receive) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_fill(v, receive) for v in obj)
+    return obj
 
 
 class StageLinks:
@@ -300,6 +336,42 @@ class StageLinks:
             for w in works:
                 self._wait(w, 0, "sending to stage 0")
         self._objects_out = []
+
+    def send_state(self, obj: Any) -> None:
+        """Send ``obj`` (a checkpoint part) to rank 0 and wait until it is received: its structure as an object,
+        then each tensor straight from its own memory, one at a time (no serialised copy of the whole part)."""
+        tensors: list[torch.Tensor] = []
+        self.send_object(_strip(obj, tensors))
+        self.flush_objects()
+        for t in tensors:
+            wire = (t.permute(0, 2, 3, 1) if _channels_last(t) else t.contiguous()).reshape(-1).to(self.wire)
+            self._wait(self._post(True, wire, 0, _OBJECTS, "sending to stage 0"), 0, "sending to stage 0")
+
+    def recv_state(self, src: int, what: str) -> Any:
+        """What stage ``src`` sent with :meth:`send_state`, its tensors on this stage's device."""
+        return _fill(self.recv_object(src, what), lambda spec: self._recv_tensor(src, spec, what).to(self.device))
+
+    def recv_state_late(self, src: int, what: str) -> tuple[Any, Late]:
+        """What stage ``src`` sent with :meth:`send_state`, its large tensors as placeholders (allocated, never
+        written: no memory) each paired with the function that receives it, to be called in order (the
+        ``late`` of :func:`~localssl.checkpoint.save_checkpoint`)."""
+        late: Late = []
+
+        def placeholder(spec: dict[str, Any]) -> torch.Tensor:
+            layout = torch.channels_last if spec["channels_last"] else torch.contiguous_format
+            t = torch.empty(spec["shape"], dtype=getattr(torch, spec["dtype"]), memory_format=layout)
+            late.append((t, lambda: self._recv_tensor(src, spec, what)))
+            return t
+
+        return _fill(self.recv_object(src, what), placeholder), late
+
+    def _recv_tensor(self, src: int, spec: dict[str, Any], what: str) -> torch.Tensor:
+        dtype, shape = getattr(torch, spec["dtype"]), spec["shape"]
+        layout = torch.channels_last if spec["channels_last"] else torch.contiguous_format
+        t = torch.empty(shape, dtype=dtype, device=self.wire, memory_format=layout)
+        flat = (t.permute(0, 2, 3, 1) if spec["channels_last"] else t).reshape(-1)  # a view of t's memory
+        self._wait(self._post(False, flat, src, _OBJECTS, what), src, what)
+        return t
 
     def recv_object(self, src: int, what: str) -> Any:
         size = torch.empty(1, dtype=torch.int64, device=self.wire)

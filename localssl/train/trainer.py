@@ -28,7 +28,14 @@ from tqdm import tqdm
 
 from localssl import distributed
 from localssl.build import Components, build, resolve_device
-from localssl.checkpoint import CHECKPOINT_FORMAT, EpochPosition, config_fingerprint, rng_states, save_checkpoint
+from localssl.checkpoint import (
+    CHECKPOINT_FORMAT,
+    EpochPosition,
+    config_fingerprint,
+    load_latest,
+    rng_states,
+    save_checkpoint,
+)
 from localssl.config import RunConfig
 from localssl.data import ImageData
 from localssl.distributed import SINGLE, World
@@ -59,8 +66,8 @@ class Trainer:
         self.device = distributed.rank_device(resolve_device(t.device), self.world)
         if self.device.type == "cpu":
             keep_freed_heap()  # a CPU step's freed blocks stay in the process for the next step
-        self.comp: Components = build(self.cfg, self.device)
-        distributed.broadcast_module_state([self.comp.encoder, self.comp.rule])
+        self.n_images = setup.n_images
+        self.comp: Components = self.build_components()
         self.images = self.data.images.to(self.device) if self.cfg.data.on_device else self.data.images
         self.labels = self.data.labels.to(self.images.device)
         self.memory_format = memory_format_for(t, self.device)
@@ -68,8 +75,7 @@ class Trainer:
         autocast = autocast_for(t.precision, self.device)
         self.cuda_graphs = compile_step(self.comp, t.compile, self.device)
         self.groups = self.comp.rule.layer_groups(self.comp.encoder)
-        params = list(self.comp.rule.parameters_to_train(self.comp.encoder))
-        self.opt = StepOptimizers(t, self.groups, params, self.world)
+        self.opt = self.make_optimizers()
         self.step_context = StepContext(autocast=autocast, layer_done=self.opt.layer_done, optimizer=self.opt.as_one())
         self.epoch, self.global_step = 0, 0
         self._position: EpochPosition | None = None  # where a loaded mid-epoch checkpoint left the epoch
@@ -80,6 +86,17 @@ class Trainer:
         self.tensorboard = TensorBoardLog(run_dir) if t.tensorboard and self.world.is_main else None
         # under torchrun rank 0 alone scores the online probe (extraction and fits) and logs it
         self.online_probe = self._online_probe(setup) if t.online_probe and self.world.is_main else None
+
+    def build_components(self) -> Components:
+        """The encoder, views and rule of this process (every rank starts from rank 0's weights)."""
+        comp = build(self.cfg, self.device)
+        distributed.broadcast_module_state([comp.encoder, comp.rule])
+        return comp
+
+    def make_optimizers(self) -> StepOptimizers:
+        """The optimizer(s) of every trained parameter (:attr:`groups`: by layer)."""
+        params = list(self.comp.rule.parameters_to_train(self.comp.encoder))
+        return StepOptimizers(self.cfg.train, self.groups, params, self.world)
 
     def _online_probe(self, setup: RunSetup) -> OnlineProbe:
         t, info = self.cfg.train, setup.info
@@ -131,10 +148,18 @@ class Trainer:
             state["position"] = position.to_state()
         return state
 
-    def load_state(self, ckpt: dict[str, Any]) -> None:
+    def read_checkpoint(self) -> tuple[dict[str, Any], Path]:
+        """The run's newest readable checkpoint (:func:`~localssl.checkpoint.load_latest`) and its path."""
+        return load_latest(self.run_dir, map_location=self.device)
+
+    def load_network(self, ckpt: dict[str, Any]) -> None:
+        """The weights, objectives and optimizer state of a checkpoint."""
         self.comp.encoder.load_state_dict(ckpt["encoder"])
         self.comp.rule.load_state_dict(ckpt["rule"])
         self.opt.load(ckpt["optimizer"])
+
+    def load_state(self, ckpt: dict[str, Any]) -> None:
+        self.load_network(ckpt)
         self.epoch = int(ckpt["epoch"])
         self.global_step = int(ckpt["global_step"])
         if self.online_probe is not None and "online_probe" in ckpt:
@@ -371,7 +396,7 @@ class Trainer:
             "global_step": self.global_step,
             "device": str(self.device),
             "machine": machine_name(),
-            "train_images": len(self.images),
+            "train_images": self.n_images,
             "world_size": self.world.size,
             "images_per_s": (sum(r["images_per_s"] for r in history) / len(history)) if history else None,
             "final": history[-1] if history else {},
