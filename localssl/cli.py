@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="curves.png", help="figure file (default curves.png)")
     s.set_defaults(fn=commands.plot)
 
-    s = add("demo", "the offline main job: local CLAPP vs backprop vs random init (synthetic speech; CIFAR-10)")
+    s = add("demo", "the offline main job: local CLAPP vs backprop vs random init (eSpeak NG speech; CIFAR-10)")
     s.add_argument("--data-dir", help="a data root holding full CIFAR-10 for the CIFAR panel (else the shipped subset)")
     s.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     s.add_argument("--seeds", type=_positive_int, default=3, help="seeds per method (default 3)")

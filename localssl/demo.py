@@ -3,10 +3,13 @@
 Two tasks, every method trained and linear-probed with several seeds (``train.seed = probe.seed = s``;
 the seed also draws the pretraining subset), offline:
 
-* **synthetic speech** (generated in code, :mod:`localssl.data.speech`): 8 classes (silence + 7 vowels),
-  labels per 10 ms frame. GIM's audio encoder at width 1/16; random init vs CLAPP (Illing et al. 2021,
+* **speech with real phonetics**: the eSpeak NG corpus ``espeak-demo`` (:mod:`localssl.data.espeak`, 0.2 h,
+  100 speakers, 39 folded TIMIT phones per 10 ms), generated on first use (about 6 CPU-seconds) and kept
+  under the data root. GIM's audio encoder at width 1/16; random init vs CLAPP (Illing et al. 2021,
   every layer its own hinge loss, no error between layers) vs the same hinge loss trained end to end by
-  backprop (hinge CPC) vs CPC (InfoNCE, backprop). Frame-level probe on the GRU output (layer 6).
+  backprop (hinge CPC) vs CPC (InfoNCE, backprop). Frame-level probe on the GRU output (layer 6). Without
+  the ``[speech]`` extra (eSpeak NG) the panel falls back to the synthetic toy of
+  :mod:`localssl.data.speech` (8 vowel-like classes) and says so in its title.
 * **CIFAR-10 as it is** at this budget: the 4000/1000-image subset shipped with the package (or a full
   CIFAR-10 with ``data_dir``); VGG-6 at width 1/16, random init vs CLAPP++ (local) vs BP-CLAPP++
   (backprop); linear probe on all six layers; 4 epochs (500 steps), what the default fast path (bf16 where
@@ -14,7 +17,8 @@ the seed also draws the pretraining subset), offline:
   encoder is expected far above random init (a strong floor on CIFAR); the figure says what it measured.
 
 The learning rate of each method was chosen on the probe's validation split (held out from the train
-utterances/images), never on the test split; see ``benchmarks/RESULTS.md`` ("Demo"). Writes
+utterances/images; for speech on the toy, kept for eSpeak), never on the test split; see
+``benchmarks/RESULTS.md`` ("Demo"). Writes
 ``OUT/demo.png``, ``OUT/demo.json`` and one run folder per method and seed under ``OUT/runs/``.
 """
 
@@ -29,12 +33,14 @@ import sys
 import time
 from pathlib import Path
 
+from localssl.demo_figure import plot_demo
 from localssl.experiments.jobs import run_jobs
 from localssl.safe_files import read_text
-from localssl.utils import save_figure
 
-CHANCE = {"speech": 100 / 8, "cifar": 10.0}
-TASK_TITLES = {"speech": "synthetic speech (8 classes, generated offline)", "cifar": "CIFAR-10 as it is"}
+CHANCE = {"speech": 100 / 39, "cifar": 10.0}
+TASK_TITLES = {"speech": "speech: eSpeak NG corpus (39 phones, 100 speakers)", "cifar": "CIFAR-10 as it is"}
+TOY_CHANCE = 100 / 8
+TOY_TITLE = "synthetic toy speech (8 classes): eSpeak NG absent,\npip install 'localssl[speech]' for real phones"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,8 @@ class Method:
     label: str
     preset: str
     overrides: tuple[str, ...] = ()
+    weights: str | None = None  # a shipped encoder's name: not trained here, probed on the task's images
+    reference: str = "random"  # the random init it is compared with (the same network)
 
 
 METHODS = {
@@ -67,6 +75,16 @@ class Budget:
     """The demo's settings per task (``key=value`` overrides applied to every method of the task)."""
 
     speech: tuple[str, ...] = (
+        "data.name=espeak-demo",
+        "data.train_subset=256",
+        "model.width=0.0625",
+        "views.window=6400",
+        "train.epochs=6",
+        "probe.layers=6",
+        "probe.epochs=20",
+        "probe.val_size=64",
+    )
+    speech_toy: tuple[str, ...] = (  # the fallback without the [speech] extra (eSpeak NG)
         "data.name=synthetic-speech",
         "data.train_subset=256",
         "model.width=0.0625",
@@ -94,9 +112,45 @@ class Budget:
     )
     seeds: int = 3
     tasks: tuple[str, ...] = ("speech", "cifar")
+    shipped: bool = True  # the CIFAR panel adds the shipped encoders (and random init of their network)
 
 
 DEFAULT_BUDGET = Budget()
+
+
+def shipped_methods() -> tuple[Method, ...]:
+    """The encoders shipped with the package (``localssl/weights/``, their hashes checked), each probed on the
+    CIFAR panel's images as the panel's runs are, and before them random init of the same network (every model
+    setting the shipped file records) probed the same way; none when nothing is shipped."""
+    from localssl.evaluate.pretrained import read_exported, shipped
+
+    randoms: dict[str, Method] = {}
+    encoders = []
+    for name, path in sorted(shipped().items()):
+        exported = read_exported(path)
+        model = exported.info["config"]["model"]
+        width = f"1/{round(1 / float(model['width']))}" if float(model["width"]) < 1 else str(model["width"])
+        overrides = ("train.epochs=0", *(f"model.{k}={json.dumps(v)}" for k, v in sorted(model.items())))
+        ref = randoms.setdefault(
+            json.dumps(model, sort_keys=True),
+            Method(f"random-{len(randoms) + 1}", f"random init ×{width}", "random", overrides),
+        )
+        card = exported.card or {}
+        training = card.get("training", {})
+        rule = RULE_LABELS.get(exported.info["config"]["name"], exported.info["config"]["name"])
+        wall = training.get("wall_s")
+        spent = f", {wall / 60:.0f} min" if isinstance(wall, (int, float)) else ""
+        label = f"{rule} ×{width}, shipped\n{exported.info['global_step']} steps on CIFAR-10{spent}"
+        encoders.append(Method(f"shipped-{name}", label, "", weights=name, reference=ref.key))
+    return (*randoms.values(), *encoders)
+
+
+RULE_LABELS = {"clapp++": "CLAPP++ (local)", "bp-clapp++": "BP-CLAPP++ (backprop)"}
+
+
+def methods(task: str, budget: Budget) -> tuple[Method, ...]:
+    """The task's bars: its trained methods, and for CIFAR-10 the shipped encoders (``budget.shipped``)."""
+    return METHODS[task] + (shipped_methods() if task == "cifar" and budget.shipped else ())
 
 
 def describe(budget: Budget, task: str, full_cifar: bool) -> str:
@@ -129,18 +183,26 @@ def _run_job(job: Job) -> dict:
 
     torch.set_num_threads(1)
     t0, c0 = time.perf_counter(), time.process_time()
-    cfg = load_config(job.method.preset, [*job.overrides, *job.method.overrides])
-    run = pretrain(cfg, Path(job.run_dir))
-    t1 = time.perf_counter()
-    steps = json.loads(read_text(run / "summary.json"))["global_step"] if cfg.train.epochs else 0
-    res = probe(run)
+    if job.method.weights:  # a shipped encoder: probed on the task's images with the task's probe settings
+        from localssl.evaluate.pretrained import read_exported, resolve
+
+        epochs, steps = 0, int(read_exported(resolve(job.method.weights)).info["global_step"])
+        t1 = time.perf_counter()
+        res = probe(job.method.weights, list(job.overrides), out_dir=job.run_dir)
+    else:
+        cfg = load_config(job.method.preset, [*job.overrides, *job.method.overrides])
+        run = pretrain(cfg, Path(job.run_dir))
+        t1 = time.perf_counter()
+        epochs = cfg.train.epochs
+        steps = json.loads(read_text(run / "summary.json"))["global_step"] if cfg.train.epochs else 0
+        res = probe(run)
     return {
         "task": job.task,
         "method": job.method.key,
         "seed": job.seed,
         "test_acc_pct": res["test_acc_pct"],
         "val_acc_pct": res["val_acc_pct"],
-        "epochs": cfg.train.epochs,
+        "epochs": epochs,
         "steps": steps,
         "pretrain_s": round(t1 - t0, 1),
         "probe_s": round(time.perf_counter() - t1, 1),
@@ -156,12 +218,25 @@ def make_jobs(budget: Budget, out_dir: Path, data_dir: str | None) -> list[Job]:
         if task == "cifar" and data_dir:
             common.append(f"data.root={data_dir}")
         for seed in range(budget.seeds):
-            for m in METHODS[task]:
+            for m in methods(task, budget):
                 run_dir = out_dir / "runs" / f"{task}-{m.key}-seed{seed}"
                 ov = (*common, f"train.seed={seed}", f"probe.seed={seed}", "train.progress=false")
+                if m.weights:
+                    ov = probe_settings(ov)
                 jobs.append(Job(task, m, seed, ov, str(run_dir)))
     # the slowest jobs first, so that two workers finish together
     return sorted(jobs, key=lambda j: j.method.key in ("random",))
+
+
+def probe_settings(overrides: tuple[str, ...]) -> tuple[str, ...]:
+    """The task's data and every probe setting its runs are probed with (those of the ``random`` preset under
+    ``overrides``), as overrides of a shipped encoder's own config."""
+    from localssl.config import load_config
+
+    cfg = load_config("random", list(overrides))
+    probe = dataclasses.asdict(cfg.probe)
+    data = [f"data.name={cfg.data.name}", *([f"data.root={cfg.data.root}"] if cfg.data.root else [])]
+    return (*data, *(f"probe.{k}={json.dumps(v)}" for k, v in probe.items() if k != "progress"), "probe.progress=false")
 
 
 def _cpu_seconds() -> float:
@@ -183,13 +258,14 @@ def summarize(rows: list[dict], budget: Budget) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = {}
     for task in budget.tasks:
         out[task] = {}
-        for m in METHODS[task]:
+        for m in methods(task, budget):
             accs = [percent(r, "test") for r in rows if r["task"] == task and r["method"] == m.key]
             vals = [percent(r, "val") for r in rows if r["task"] == task and r["method"] == m.key]
             mean = sum(accs) / len(accs)
             std = math.sqrt(sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else 0.0
             out[task][m.key] = {
                 "label": m.label,
+                "reference": m.reference,
                 "steps": max(r["steps"] for r in rows if r["task"] == task and r["method"] == m.key),
                 "test_mean": mean,
                 "test_std": std,
@@ -197,6 +273,26 @@ def summarize(rows: list[dict], budget: Budget) -> dict[str, dict[str, dict]]:
                 "val_mean": sum(vals) / len(vals),
             }
     return out
+
+
+def speech_source(budget: Budget) -> tuple[Budget, str, float]:
+    """The speech panel's data: the eSpeak NG corpus the budget names (generated now if missing), or, without
+    the ``[speech]`` extra, the synthetic toy (``budget.speech_toy``); returns the budget to run, the panel's
+    title and its chance level."""
+    name = dict(o.split("=", 1) for o in budget.speech).get("data.name", "")
+    if "speech" not in budget.tasks or not name.startswith("espeak-"):
+        return budget, "synthetic toy speech (8 classes, generated offline)", TOY_CHANCE
+    from localssl.config import default_data_root
+    from localssl.data.espeak import EXTRA_MISSING, ensure_corpus, espeak_available
+
+    if not espeak_available():
+        print(f"localssl demo: {EXTRA_MISSING}; the speech panel uses the synthetic toy", file=sys.stderr, flush=True)
+        return dataclasses.replace(budget, speech=budget.speech_toy), TOY_TITLE, TOY_CHANCE
+    root = default_data_root()
+    if not (root / name / "manifest.json").exists():
+        print(f"localssl demo: generating {name} under {root} (once; kept for later runs)", file=sys.stderr, flush=True)
+    ensure_corpus(root, name.removeprefix("espeak-"))
+    return budget, TASK_TITLES["speech"], CHANCE["speech"]
 
 
 def run_demo(
@@ -208,13 +304,15 @@ def run_demo(
     """Run every job (``workers`` processes, default: up to 2 cores), print a table, write
     ``demo.json`` and ``demo.png``; returns the summary (see :func:`summarize`)."""
     out_dir = Path(out_dir)
+    t0, c0 = time.perf_counter(), _cpu_seconds()
+    budget, speech_title, speech_chance = speech_source(budget)
+    titles, chance = {**TASK_TITLES, "speech": speech_title}, {**CHANCE, "speech": speech_chance}
     jobs = make_jobs(budget, out_dir, data_dir)
     for job in jobs:  # the demo's own run folders are replaced on every run
         if (Path(job.run_dir) / "config.yaml").exists():
             shutil.rmtree(job.run_dir)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     workers = workers or max(1, min(2, os.cpu_count() or 1))
-    t0, c0 = time.perf_counter(), _cpu_seconds()
     print(
         f"localssl demo: {len(jobs)} runs (pretrain + linear probe) over {budget.seeds} seed(s), {workers} process(es);"
         " a line as each run ends",
@@ -222,12 +320,13 @@ def run_demo(
         flush=True,
     )
     for task in budget.tasks:
-        print(f"  {TASK_TITLES[task]}: {describe(budget, task, bool(data_dir))}", file=sys.stderr, flush=True)
+        line = f"  {titles[task]}: {describe(budget, task, bool(data_dir))}".replace("\n", " ")
+        print(line, file=sys.stderr, flush=True)
     rows: list[dict] = []
 
     def done(_: int, r: dict) -> None:
         rows.append(r)
-        label = next(m.label for m in METHODS[r["task"]] if m.key == r["method"])
+        label = next(m.label for m in methods(r["task"], budget) if m.key == r["method"]).replace("\n", " ")
         print(
             f"[{len(rows)}/{len(jobs)}] {r['task']}: {label}, seed {r['seed']}: test {r['test_acc_pct']:.1f}% "
             f"(pretrain {r['pretrain_s']:.0f} s, probe {r['probe_s']:.0f} s; {time.perf_counter() - t0:.0f} s so far)",
@@ -243,11 +342,12 @@ def run_demo(
     full = bool(data_dir)
     print(f"\nlocalssl demo — linear-probe test accuracy (%), mean ± std over {budget.seeds} seed(s)")
     for task in budget.tasks:
-        print(f"\n{TASK_TITLES[task]}: {describe(budget, task, full)}; chance {CHANCE[task]:.1f}%")
+        print(f"\n{titles[task]}: {describe(budget, task, full)}; chance {chance[task]:.1f}%".replace(",\n", ", "))
         print(f"{'method':<27} {'test acc':>14} {'val acc':>8}   per seed")
         for s in summary[task].values():
             seeds = " ".join(f"{a:.1f}" for a in s["test"])
-            print(f"{s['label']:<27} {s['test_mean']:>7.1f} ± {s['test_std']:<4.1f} {s['val_mean']:>8.1f}   {seeds}")
+            label = s["label"].replace("\n", " ")
+            print(f"{label:<27} {s['test_mean']:>7.1f} ± {s['test_std']:<4.1f} {s['val_mean']:>8.1f}   {seeds}")
     print(f"\n{wall:.0f} s wall, {cpu / 60:.1f} CPU-minutes, load average {os.getloadavg()[0]:.1f}")
     result = {
         "summary": summary,
@@ -255,80 +355,11 @@ def run_demo(
         "wall_s": round(wall, 1),
         "cpu_s": round(cpu, 1),
         "seeds": budget.seeds,
-        "chance": {t: CHANCE[t] for t in budget.tasks},
-        "titles": {t: TASK_TITLES[t] for t in budget.tasks},
+        "chance": {t: chance[t] for t in budget.tasks},
+        "titles": {t: titles[t] for t in budget.tasks},
         "budget": {t: describe(budget, t, full) for t in budget.tasks},
     }
     (out_dir / "demo.json").write_text(json.dumps(result, indent=2))
-    plot_demo(summary, out_dir / "demo.png", budget, full)
+    plot_demo(summary, out_dir / "demo.png", titles, chance, result["budget"], budget.seeds)
     print(f"wrote {out_dir / 'demo.json'} and {out_dir / 'demo.png'}")
     return result
-
-
-def cifar_caveat(rows: dict[str, dict]) -> str:
-    """The text inside the CIFAR panel: each trained method's gap to random init, measured in this run,
-    and the budget at which the CIFAR-10 benchmark of docs/rules.md sees local learning pass random init."""
-    ref = rows["random"]
-    lines = []
-    for key, r in rows.items():
-        if key == "random":
-            continue
-        gap = r["test_mean"] - ref["test_mean"]
-        above = gap > r["test_std"] + ref["test_std"]
-        verdict = "above random init" if above else "not above random init"
-        lines.append(f"{r['label']}: {gap:+.1f} points, {verdict}")
-    steps = max(r["steps"] for r in rows.values())
-    if any(line.endswith(", above random init") for line in lines):
-        lines.append(f"after {steps} pretraining steps")
-    else:
-        lines.append(f"random conv features are a strong floor on CIFAR-10: after {steps} steps")
-        lines.append("no trained encoder clears it; CLAPP++ passed it after ~1500 steps")
-        lines.append("at width 1/4 on full CIFAR-10 (docs/rules.md, CIFAR-10 benchmark)")
-    return "\n".join(lines)
-
-
-def plot_demo(summary: dict[str, dict[str, dict]], path: Path, budget: Budget, full_cifar: bool) -> None:
-    """Bars of the mean test accuracy, error bars ± one std over seeds, each seed a dot; chance and
-    random-init lines; the budget in each panel's title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = list(summary)
-    colors = {"random": "#999999"}
-    palette = ["#1f77b4", "#ff7f0e", "#d62728"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 5.0), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        rows = summary[task]
-        keys = list(rows)
-        x = range(len(keys))
-        means = [rows[k]["test_mean"] for k in keys]
-        cols = [colors.get(k, palette[(i - 1) % len(palette)]) for i, k in enumerate(keys)]
-        bars = ax.bar(x, means, yerr=[rows[k]["test_std"] for k in keys], capsize=4, color=cols, alpha=0.85)
-        ax.bar_label(
-            bars,
-            labels=[f"{rows[k]['test_mean']:.1f}\n±{rows[k]['test_std']:.1f}" for k in keys],
-            label_type="center",
-            fontsize=8,
-            color="white",
-            fontweight="bold",
-        )
-        for i, k in enumerate(keys):
-            ax.plot([i] * len(rows[k]["test"]), rows[k]["test"], "k.", ms=3)
-        ax.axhline(CHANCE[task], color="k", ls=":", lw=1, label=f"chance ({CHANCE[task]:.1f} %)")
-        if "random" in rows:
-            ax.axhline(rows["random"]["test_mean"], color="#666666", ls="--", lw=1, label="random init")
-        ax.set_xticks(list(x), [rows[k]["label"] for k in keys], fontsize=8, rotation=12)
-        top = max(m + rows[k]["test_std"] for m, k in zip(means, keys))
-        ax.set_ylim(0, min(100, top * 1.25))
-        ax.set_ylabel("linear-probe test accuracy (%)")
-        steps = max(r["steps"] for r in rows.values())
-        budget_text = f"{describe(budget, task, full_cifar)}\n{steps} steps, {budget.seeds} seeds"
-        ax.set_title(f"{TASK_TITLES[task]}\n{budget_text}", fontsize=9)
-        ax.legend(loc="upper left", fontsize=7)
-        if task == "cifar":
-            box = {"facecolor": "white", "alpha": 0.9, "edgecolor": "#cccccc"}
-            ax.text(0.5, -0.27, cifar_caveat(rows), transform=ax.transAxes, ha="center", va="top", fontsize=7, bbox=box)
-    fig.suptitle("localssl demo: mean ± std over seeds (dots: each seed)", fontsize=10)
-    save_figure(fig, path, dpi=120)

@@ -7,6 +7,7 @@ import json
 import pytest
 
 import localssl.demo as demo
+import localssl.demo_figure as demo_figure
 
 SMOKE = demo.Budget(
     speech=(
@@ -30,6 +31,7 @@ SMOKE = demo.Budget(
         "probe.val_size=50",
     ),
     seeds=2,
+    shipped=False,  # the shipped encoders' bars: test_demo_cifar_panel_adds_the_shipped_encoders
 )
 
 
@@ -90,10 +92,74 @@ def test_cifar_caveat_states_the_measured_gap_and_verdict():
         "clapp++": _row("CLAPP++ (local)", 44.0, 0.4, 125),
         "bp-clapp++": _row("BP-CLAPP++ (backprop)", 45.8, 0.6, 125),  # +0.8 is within 0.6 + 0.5: not above
     }
-    text = demo.cifar_caveat(rows)
+    text = demo_figure.cifar_caveat(rows)
     assert "CLAPP++ (local): -1.0 points, not above random init" in text
     assert "BP-CLAPP++ (backprop): +0.8 points, not above random init" in text
     assert "after 125 steps" in text and "strong floor" in text
     rows["clapp++"] = _row("CLAPP++ (local)", 48.0, 0.4, 125)  # +3.0 > 0.4 + 0.5
-    text = demo.cifar_caveat(rows)
+    text = demo_figure.cifar_caveat(rows)
     assert "CLAPP++ (local): +3.0 points, above random init" in text and "strong floor" not in text
+
+
+def _speech_only(data_name: str) -> demo.Budget:
+    speech = tuple(o if not o.startswith("data.name=") else f"data.name={data_name}" for o in SMOKE.speech)
+    return demo.Budget(speech=speech, speech_toy=SMOKE.speech, seeds=1, tasks=("speech",))
+
+
+def test_demo_speech_panel_reads_the_espeak_corpus(tmp_path, monkeypatch):
+    from localssl.data import espeak
+
+    if not espeak.espeak_available():
+        pytest.skip(espeak.EXTRA_MISSING)
+    root = tmp_path / "data"
+    espeak.make_corpus(root / "espeak-demo", 20 * espeak.CHUNK / espeak.RATE / 3600, n_speakers=4, seed=1)
+    monkeypatch.setenv("LOCALSSL_DATA", str(root))
+    result = demo.run_demo(out_dir=tmp_path / "out", budget=_speech_only("espeak-demo"), workers=1)
+    assert "eSpeak NG corpus" in result["titles"]["speech"] and result["chance"]["speech"] == pytest.approx(100 / 39)
+    cfg = (tmp_path / "out" / "runs" / "speech-clapp-seed0" / "config.yaml").read_text()
+    assert "name: espeak-demo" in cfg
+
+
+def test_demo_speech_panel_falls_back_to_the_toy_without_espeak(tmp_path, monkeypatch, capsys):
+    from localssl.data import espeak
+
+    monkeypatch.setattr(espeak, "espeak_available", lambda: False)
+    monkeypatch.setenv("LOCALSSL_DATA", str(tmp_path / "empty"))
+    result = demo.run_demo(out_dir=tmp_path / "out", budget=_speech_only("espeak-demo"), workers=1)
+    assert "eSpeak NG absent" in result["titles"]["speech"] and result["chance"]["speech"] == pytest.approx(100 / 8)
+    cfg = (tmp_path / "out" / "runs" / "speech-clapp-seed0" / "config.yaml").read_text()
+    assert "name: synthetic-speech" in cfg and not (tmp_path / "empty" / "espeak-demo").exists()
+    assert "the speech panel uses the synthetic toy" in capsys.readouterr().err
+
+
+def test_demo_cifar_panel_adds_the_shipped_encoders(tmp_path, monkeypatch):
+    """A shipped encoder is probed on the panel's images with the panel's probe settings, beside random init of
+    its own network probed the same way, and compared with that random init (not the panel's narrower one)."""
+    import localssl
+    from localssl.config import load_config
+    from localssl.evaluate.export import export_run
+
+    monkeypatch.setenv("LOCALSSL_WEIGHTS", str(tmp_path / "weights"))
+    small = [
+        "data.name=cifar10-mini",
+        "data.train_subset=64",
+        "model.width=0.0625",
+        "train.epochs=1",
+        "train.max_steps_per_epoch=2",
+    ]
+    run = localssl.pretrain(load_config("clapp++", [*small, f"out_dir={tmp_path / 'made'}", "train.progress=false"]))
+    export_run(run, ship="tiny_clapp")
+    budget = demo.Budget(cifar=SMOKE.cifar, seeds=1, tasks=("cifar",))
+    result = demo.run_demo(out_dir=tmp_path / "out", budget=budget, workers=1)
+    rows = result["summary"]["cifar"]
+    assert list(rows) == ["random", "clapp++", "bp-clapp++", "random-1", "shipped-tiny_clapp"]
+    assert rows["shipped-tiny_clapp"]["reference"] == "random-1" and rows["shipped-tiny_clapp"]["steps"] == 2
+    runs = tmp_path / "out" / "runs"
+    assert "width: 0.0625" in (runs / "cifar-random-1-seed0" / "config.yaml").read_text()  # the shipped network
+    assert "width: 0.03125" in (runs / "cifar-random-seed0" / "config.yaml").read_text()  # the panel's own
+    shipped_probe = json.loads((runs / "cifar-shipped-tiny_clapp-seed0" / "probe.json").read_text())
+    random_probe = json.loads((runs / "cifar-random-1-seed0" / "probe.json").read_text())
+    settings = [{k: v for k, v in p["probe"].items() if k != "progress"} for p in (shipped_probe, random_probe)]
+    assert settings[0] == settings[1]  # probed the same way (a progress bar aside)
+    assert shipped_probe["n_test"] == random_probe["n_test"] == 1000
+    assert "CLAPP++ (local) ×1/16, shipped: " in demo_figure.cifar_caveat(rows)

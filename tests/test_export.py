@@ -318,3 +318,13 @@ def test_a_shipped_cards_accuracy_is_reproduced_by_probing_the_shipped_file(name
     result = localssl.probe(name, [*overrides, "probe.progress=false"], out_dir=tmp_path)
     assert result["weights_sha256"] == card["sha256"]
     assert result["test_acc_pct"] == pytest.approx(card["probe"]["test_acc_pct"], abs=0.1)
+
+
+def test_exported_encoder_probed_on_other_images_records_the_transfer(runs, exported, tmp_path):
+    """``data.name=OTHER`` probes exported weights on another data set's own splits; the pair is recorded."""
+    res = localssl.probe(exported.path, ["data.name=cifar10-mini", *PROBE], out_dir=tmp_path / "mini")
+    assert res["transfer"] == {"pretrained_on": "cifar10", "probed_on": "cifar10-mini"}
+    assert res["n_test"] == 1000 and res["n_train"] + res["n_val"] == 4000  # the shipped subset's splits
+    assert json.loads((tmp_path / "mini" / "probe.json").read_text())["transfer"]["probed_on"] == "cifar10-mini"
+    with pytest.raises(ValueError, match="data.name for exported weights"):
+        localssl.probe(runs["run"], ["data.name=cifar10-mini"])

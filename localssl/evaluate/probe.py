@@ -236,23 +236,35 @@ def probe(
     """``localssl probe RUN_DIR``: the ``probe.protocol`` result, stored in ``RUN_DIR/probe.json`` (see
     :func:`store_result`) and returned. ``run_dir`` may instead be exported weights (a ``.safetensors`` file
     from ``localssl export``, or a shipped encoder's name): its hash is checked, its config and data record
-    come from the file, and the result goes to ``out_dir/probe.json`` (default :func:`exported_probe_dir`).
+    come from the file, and the result goes to ``out_dir/probe.json`` (default :func:`exported_probe_dir`);
+    ``data.name=OTHER`` then probes it on another data set's own splits (a transfer probe, the pair recorded in
+    the result's ``transfer``; the recorded-data check is for the data it was trained on).
     ``per_layer``: the same protocol on each chosen layer alone and on all of them together
     (``result["results"]``: ``"1"``, ..., ``"all"``). The honest protocol's feature cache
     (``features-<key>.pt``, ~1 GB at width 1/8 on CIFAR-10) is written only when ``cache_features`` is true,
     or, when it is ``None``, with the option ``probe.cache_features=true`` (default: not); the paper protocol
     streams its features and stores none."""
+    exported_source = is_exported(run_dir)
     for item in overrides or []:
-        if not item.split("=", 1)[0].startswith(PROBE_OVERRIDABLE_PREFIXES):
-            raise ValueError(f"probe overrides must be probe.*, data.root or train.device; got '{item}'")
-    weights = None
-    if is_exported(run_dir):
+        key = item.split("=", 1)[0]
+        if exported_source and key == "data.name":
+            continue  # exported weights may be probed on other images (a transfer probe: recorded in the result)
+        if not key.startswith(PROBE_OVERRIDABLE_PREFIXES):
+            hint = ", or data.name for exported weights" if not exported_source else ""
+            raise ValueError(f"probe overrides must be probe.*, data.root or train.device{hint}; got '{item}'")
+    weights, transfer = None, None
+    if exported_source:
         exported = read_exported(resolve(run_dir))
         weights = exported.path
         run_dir = probe_folder(weights, out_dir)
         cfg = exported.config(["train.device=auto", *(overrides or [])])  # not the device it was trained on
-        where = f"exported encoder {weights.name} (probed: its probe splits were recorded at pretraining)"
-        check_recorded_data(exported.info.get("data"), cfg.data, probe_splits(cfg.data), where)
+        recorded = exported.info.get("data")
+        trained_on = recorded.get("name") if isinstance(recorded, dict) else None
+        if trained_on is not None and trained_on != cfg.data.name:
+            transfer = {"pretrained_on": trained_on, "probed_on": cfg.data.name}  # its own splits, nothing to check
+        else:
+            where = f"exported encoder {weights.name} (probed: its probe splits were recorded at pretraining)"
+            check_recorded_data(recorded, cfg.data, probe_splits(cfg.data), where)
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
         if out_dir is not None:
@@ -269,6 +281,8 @@ def probe(
     info = data_info(cfg.data)
     if cfg.probe.protocol == "paper":
         result = paper_probe(cfg, run_dir, device, per_layer, progress, weights)
+        if transfer is not None:
+            result["transfer"] = transfer
         _store(run_dir, result, per_layer)
         return result
     if info.kind == "sequence":  # audio: one probe row per labelled 10 ms frame
@@ -280,6 +294,8 @@ def probe(
         fs, meta = compute_features(cfg, run_dir, device, cache_features, progress, weights)
         num_classes = info.num_classes
     layer_dims = meta.pop("layer_dims", None)
+    if transfer is not None:
+        meta["transfer"] = transfer
     common = dict(
         protocol="honest",
         n_train=len(fs.train_y),
