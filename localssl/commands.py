@@ -61,7 +61,7 @@ def probe(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     from localssl.evaluate.export import export_run
-    from localssl.experiments.report import code_version
+    from localssl.experiments.engine.report import code_version
 
     done = export_run(args.run_dir, args.name, args.dtype, args.out, args.ship, args.baseline, code=code_version())
     print(done.describe(), file=sys.stderr)
@@ -77,7 +77,7 @@ def demo(args: argparse.Namespace) -> int:
     budget = dataclasses.replace(DEFAULT_BUDGET, seeds=args.seeds)
     run_demo(data_dir=args.data_dir, out_dir=Path(args.out), budget=budget, workers=args.workers)
     if args.docs:  # the README's demo numbers and figure are these files
-        from localssl.experiments.report import write_docs
+        from localssl.experiments.engine.report import write_docs
 
         write_docs(copy={Path(args.out) / "demo.json": "docs/demo.json", Path(args.out) / "demo.png": "docs/demo.png"})
     return 0
@@ -130,7 +130,7 @@ def config(args: argparse.Namespace) -> int:
 
 def reproduce(args: argparse.Namespace) -> int:
     if args.docs:
-        from localssl.experiments.report import write_docs
+        from localssl.experiments.engine.report import write_docs
 
         write_docs()
         return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from localssl.experiments.docs import REGION, pages, render_page, render_region, section, slug, tables
-from localssl.experiments.report import results_page
+from localssl.experiments.engine.report import results_page
 
 ROOT = Path(__file__).resolve().parents[1]
 FIX = "run `localssl reproduce --docs` and commit the result"

@@ -61,7 +61,7 @@ def test_clapp2021_tables_share_runs():
     the run-or-reuse keys are equal and each is trained once."""
     from localssl.config import load_config
     from localssl.experiments.clapp2021.tables import TABLE1, TABLE5
-    from localssl.experiments.runs import run_key
+    from localssl.experiments.engine.runs import run_key
 
     t1 = {r.label: r for r in TABLE1.rows}
     t5 = {r.label: r for r in TABLE5.rows}

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from localssl.config import load_config
-from localssl.experiments import harness, report
-from localssl.experiments.grid import Row, Scale, Table, format_mean_std, mean_std
-from localssl.experiments.harness import run_table
-from localssl.experiments.report import versus_floor, write_results_page
-from localssl.experiments.runs import (
+from localssl.experiments.engine import harness, report
+from localssl.experiments.engine.grid import Row, Scale, Table, format_mean_std, mean_std
+from localssl.experiments.engine.harness import run_table
+from localssl.experiments.engine.report import versus_floor, write_results_page
+from localssl.experiments.engine.runs import (
     RunLock,
     find_run_dir,
     key_dict,
@@ -385,7 +385,7 @@ def test_a_dataset_on_disk_gets_its_column(cifar_root, tmp_path):
 
 def test_code_version_ignores_the_generated_results(tmp_path, monkeypatch):
     """Rewriting results.md / docs/results.md / RESULTS.md is the harness's own output, not a code change."""
-    from localssl.experiments import report
+    from localssl.experiments.engine import report
 
     def git(*args: str) -> None:
         subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)

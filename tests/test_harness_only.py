@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from localssl.cli import main as cli_main
-from localssl.experiments.grid import Row, Scale, Table, format_mean_std
-from localssl.experiments.harness import run_table
+from localssl.experiments.engine.grid import Row, Scale, Table, format_mean_std
+from localssl.experiments.engine.harness import run_table
 from localssl.registry import ConfigError
 from localssl.train import Trainer
 

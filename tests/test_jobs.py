@@ -15,9 +15,9 @@ import torch
 
 from localssl.cli import main
 from localssl.experiments.clapp_pp.table2 import GPU_TFLOPS, TABLE2
+from localssl.experiments.engine.grid import Row, Scale, Table
+from localssl.experiments.engine.harness import run_table
 from localssl.experiments.engine.local import JobError, run_jobs
-from localssl.experiments.grid import Row, Scale, Table
-from localssl.experiments.harness import run_table
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -27,10 +27,10 @@ from conftest import REPO, SIXTY_IMAGES, TINY, start_ranks
 
 from localssl.experiments import engine
 from localssl.experiments.engine.cells import Cell, cell_status
+from localssl.experiments.engine.grid import Row, Scale, Table
+from localssl.experiments.engine.harness import run_table, table_cells
 from localssl.experiments.engine.local import JobError
-from localssl.experiments.grid import Row, Scale, Table
-from localssl.experiments.harness import run_table, table_cells
-from localssl.experiments.runs import find_run_dir, run_key
+from localssl.experiments.engine.runs import find_run_dir, run_key
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -151,7 +151,7 @@ def test_a_job_array_grid_with_a_preempted_cell_reports_as_locally_and_a_failed_
 
 
 def _cfg(table: Table, row: Row, root: Path):
-    from localssl.experiments.harness import row_config
+    from localssl.experiments.engine.harness import row_config
 
     return row_config(row, table.scale("tiny"), "cifar10", 0, str(root))
 

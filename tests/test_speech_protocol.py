@@ -120,8 +120,8 @@ def test_speaker_probe_reads_time_averaged_features_per_utterance(tmp_path: Path
 
 
 def test_claims_are_checked_from_the_means():
-    from localssl.experiments.grid import Cell, GridResult
-    from localssl.experiments.speech import PH, SP, TABLE, check_claims
+    from localssl.experiments.clapp2021.speech import PH, SP, TABLE, check_claims
+    from localssl.experiments.engine.grid import Cell, GridResult
 
     values = {
         "Random init": (20, 30), "MFCC (13 coefficients)": (30, 50), "Greedy supervised": (60, 80),

@@ -4,11 +4,12 @@ An experiment is a function ``run(out: Path, scale: str, seeds: int) -> None`` t
 ``results.csv`` (long form), ``results.md`` and its figures into ``out``. Register it with
 :func:`experiment` in a module of this package; :func:`load_all` imports every module, so the CLI finds it.
 Every study declares its work as cells that one engine runs or reuses, locally or on SLURM, and lists
-(``--status``): :mod:`localssl.experiments.engine`. Paper tables are declared as data for the harness
-(``grid.py``, ``harness.py``, ``runs.py``, ``report.py``; e.g. ``clapp_pp/table2.py``), whose cells are train +
+(``--status``): :mod:`localssl.experiments.engine`. Paper tables are declared as data for the engine's
+table harness (``engine/grid.py``, ``engine/harness.py``, ``engine/runs.py``, ``engine/report.py``; e.g.
+``clapp_pp/table2.py``), whose cells are train +
 probe runs; the other studies declare their own cells (an RHM point, a speedrun budget chain, a theory figure's
 computation). The studies sit beside the engine, one package per paper: ``clapp_pp/`` (CLAPP++), ``clapp2021/``
-(CLAPP 2021; its speech column is ``speech.py``), ``rhm/`` (the Random Hierarchy Model), and ``library/`` for
+(CLAPP 2021, its speech column included), ``rhm/`` (the Random Hierarchy Model), and ``library/`` for
 this library's own studies (the accuracy studies that were benchmark scripts: ``benchmarks/README.md`` maps
 each old script to its command).
 """
@@ -50,7 +51,7 @@ def experiment(
     name: str, description: str, scales: tuple[str, ...] = SCALES, local: bool = False
 ) -> Callable[[Callable[[Path, str, int], None]], Callable]:
     """Register ``fn`` as experiment ``name``: it hands its cells to the engine
-    (:func:`~localssl.experiments.engine.run.run_cells`, or :func:`~localssl.experiments.harness.run_table` for a
+    (:func:`~localssl.experiments.engine.run.run_cells`, or :func:`~localssl.experiments.engine.harness.run_table` for a
     table), so it runs locally or on SLURM and ``--status`` lists its cells; ``local``: it measures this machine
     and runs here only."""
 

@@ -34,7 +34,7 @@ HEADING = re.compile(r"^(#+) +(.*?)\s*$")
 
 def pages(root: Path) -> list[Path]:
     """The pages that may hold generated regions: ``README.md`` and ``docs/*.md`` (not ``docs/results.md``,
-    which is generated whole by :func:`localssl.experiments.report.write_results_page`)."""
+    which is generated whole by :func:`localssl.experiments.engine.report.write_results_page`)."""
     docs = sorted(p for p in (root / "docs").glob("*.md") if p.name != "results.md")
     return [root / "README.md", *docs]
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from localssl.experiments import experiment
-from localssl.experiments.grid import SMOKE_OVERRIDES, Row, Scale, Table
-from localssl.experiments.harness import run_table
+from localssl.experiments.engine.grid import SMOKE_OVERRIDES, Row, Scale, Table
+from localssl.experiments.engine.harness import run_table
 
 S = "stl10"
 

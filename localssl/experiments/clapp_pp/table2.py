@@ -12,8 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from localssl.experiments import SCALES, experiment
-from localssl.experiments.grid import IMAGE_SCALES, PAPER_PROBE, Row, Scale, Table
-from localssl.experiments.harness import run_table
+from localssl.experiments.engine.grid import IMAGE_SCALES, PAPER_PROBE, Row, Scale, Table
+from localssl.experiments.engine.harness import run_table
 
 C, S, T = "cifar10", "stl10", "tinyimagenet"
 

@@ -31,7 +31,7 @@ import yaml
 from localssl.config import load_config
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.engine import Cell, run_cells
-from localssl.experiments.report import code_version
+from localssl.experiments.engine.report import code_version
 from localssl.registry import ConfigError
 from localssl.safe_files import read_text
 from localssl.utils import machine_name

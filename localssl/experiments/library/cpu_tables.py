@@ -13,7 +13,7 @@ scale is the budget whose numbers are in ``benchmarks/RESULTS.md``, the ``smoke`
   and after a short pretraining.
 
 Rows that share a preset and a recipe share one run: the ``probe`` section is not part of a run's key
-(:mod:`localssl.experiments.runs`), so the probes of several layers read the same encoder.
+(:mod:`localssl.experiments.engine.runs`), so the probes of several layers read the same encoder.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from localssl.experiments import experiment
-from localssl.experiments.grid import SMOKE_OVERRIDES, Row, Scale, Table
-from localssl.experiments.harness import run_table
+from localssl.experiments.engine.grid import SMOKE_OVERRIDES, Row, Scale, Table
+from localssl.experiments.engine.harness import run_table
 
 C, SPEECH = "cifar10", "synthetic-speech"
 SCALES = ("smoke", "cpu")

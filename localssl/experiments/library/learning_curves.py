@@ -19,7 +19,7 @@ from pathlib import Path
 
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.engine import Cell, run_cells
-from localssl.experiments.runs import finished_epochs
+from localssl.experiments.engine.runs import finished_epochs
 from localssl.registry import ConfigError
 from localssl.utils import machine_name, save_figure
 

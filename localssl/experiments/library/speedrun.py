@@ -322,7 +322,7 @@ def ship_finished(sc: SpeedrunScale, scale: str, runs: Path, only: list[str] | N
     budget is probed, with random init of its network as the card's baseline; returns the files written.
     The card names the speedrun command as the one that made the encoder."""
     from localssl.evaluate.export import export_run
-    from localssl.experiments.report import code_version
+    from localssl.experiments.engine.report import code_version
 
     rows = finished(runs)
     shipped = []

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from localssl.experiments.grid import format_mean_std
+from localssl.experiments.engine.grid import format_mean_std
 from localssl.utils import save_figure
 
 FIELDS = (

@@ -1,8 +1,8 @@
 """A paper table as data: :class:`Table` (rows × dataset columns at a :class:`Scale`), the finished
 :class:`Cell` s of a grid and their :class:`GridResult`, and the statistics its reports print.
 
-The lowest module of the reproduction harness: :mod:`~localssl.experiments.report` writes a
-:class:`GridResult`, :mod:`~localssl.experiments.harness` fills one; the experiments that declare
+The lowest module of the reproduction harness: :mod:`~localssl.experiments.engine.report` writes a
+:class:`GridResult`, :mod:`~localssl.experiments.engine.harness` fills one; the experiments that declare
 tables (``table2.py``, ``clapp2021.py``, ``studies.py``) import from here.
 """
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from localssl.config import ProbeConfig, RunConfig, read_run_config
-from localssl.experiments.report import code_version
+from localssl.experiments.engine.report import code_version
 from localssl.registry import ConfigError
 from localssl.safe_files import process_alive, read_text
 from localssl.utils import atomic_write_json

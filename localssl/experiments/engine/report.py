@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from localssl.experiments.docs import render_docs
-from localssl.experiments.grid import DATASET_LABELS, GridResult, Row, format_mean_std, mean_std
+from localssl.experiments.engine.grid import DATASET_LABELS, GridResult, Row, format_mean_std, mean_std
 from localssl.registry import ConfigError
 from localssl.utils import save_figure
 
@@ -53,7 +53,7 @@ PAGE_ORDER = ("table2", "clapp2021-table1", "clapp2021-table5", "tableA3")
 
 def repo_root() -> Path | None:
     """The source checkout holding this ``localssl`` package, or ``None`` for an installed copy."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     return root if (root / "pyproject.toml").exists() else None
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from localssl.config import default_data_root
 from localssl.experiments import experiment
-from localssl.experiments.grid import GridResult, Row, Scale, Table, mean_std
-from localssl.experiments.harness import run_table
+from localssl.experiments.engine.grid import GridResult, Row, Scale, Table, mean_std
+from localssl.experiments.engine.harness import run_table
 
 PH, SP = "phones", "speakers"
 GRU, CONV = ("probe.layers=6",), ("probe.layers=5",)

@@ -1,14 +1,14 @@
 """Reproduction harness: a paper table as a grid of (row × dataset × seed) runs, each run or reused.
 
-A :class:`~localssl.experiments.grid.Table` lists rows (method label, preset, overrides, published
+A :class:`~localssl.experiments.engine.grid.Table` lists rows (method label, preset, overrides, published
 numbers per dataset) and the dataset columns it reports. :func:`run_table` trains every cell at one
-:class:`~localssl.experiments.grid.Scale` (``smoke``: about a minute, for tests; ``cpu``: a stated
+:class:`~localssl.experiments.engine.grid.Scale` (``smoke``: about a minute, for tests; ``cpu``: a stated
 reduced protocol for 2 CPU cores; ``paper``: the presets as published: full width, the paper's epochs
 and batch size), linear-probes it (:func:`localssl.evaluate.probe.probe`) and writes ``results.csv``
 (long form, one probe accuracy per row), ``results.md`` (ours as mean ± std over seeds beside the
-published numbers) and ``results.png`` (see :mod:`localssl.experiments.report`).
+published numbers) and ``results.png`` (see :mod:`localssl.experiments.engine.report`).
 
-Each cell is run or reused (:mod:`localssl.experiments.runs`: a run is keyed by what it learns), so an
+Each cell is run or reused (:mod:`localssl.experiments.engine.runs`: a run is keyed by what it learns), so an
 interrupted grid continues where it stopped, and a row added later (a new preset) trains only that row. To the
 engine (:mod:`localssl.experiments.engine`) a table's cell is a train + probe run (:func:`table_cells`): it runs
 them in parallel processes (``--jobs``), submits them to SLURM (``--launcher slurm``) or lists them (``--status``).
@@ -36,11 +36,11 @@ from pathlib import Path
 from localssl.config import RunConfig, available_presets, default_data_root, load_config
 from localssl.data import DatasetError, dataset_info, load_split
 from localssl.experiments import engine, worker_count
+from localssl.experiments.engine.grid import DATASET_LABELS, Cell, GridResult, Row, Scale, Table
 from localssl.experiments.engine.local import default_threads
+from localssl.experiments.engine.report import write_reports
 from localssl.experiments.engine.run import run_cells, show_status, submit_table
-from localssl.experiments.grid import DATASET_LABELS, Cell, GridResult, Row, Scale, Table
-from localssl.experiments.report import write_reports
-from localssl.experiments.runs import (
+from localssl.experiments.engine.runs import (
     RunLock,
     find_run_dir,
     finished_epochs,
