@@ -70,30 +70,24 @@ METHODS = {
 }
 
 
+# the speech panel's settings, on the eSpeak NG corpus or (without the [speech] extra) the synthetic toy
+SPEECH_SETTINGS = (
+    "data.train_subset=256",
+    "model.width=0.0625",
+    "views.window=6400",
+    "train.epochs=6",
+    "probe.layers=6",
+    "probe.epochs=20",
+    "probe.val_size=64",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """The demo's settings per task (``key=value`` overrides applied to every method of the task)."""
 
-    speech: tuple[str, ...] = (
-        "data.name=espeak-demo",
-        "data.train_subset=256",
-        "model.width=0.0625",
-        "views.window=6400",
-        "train.epochs=6",
-        "probe.layers=6",
-        "probe.epochs=20",
-        "probe.val_size=64",
-    )
-    speech_toy: tuple[str, ...] = (  # the fallback without the [speech] extra (eSpeak NG)
-        "data.name=synthetic-speech",
-        "data.train_subset=256",
-        "model.width=0.0625",
-        "views.window=6400",
-        "train.epochs=6",
-        "probe.layers=6",
-        "probe.epochs=20",
-        "probe.val_size=64",
-    )
+    speech: tuple[str, ...] = ("data.name=espeak-demo", *SPEECH_SETTINGS)
+    speech_toy: tuple[str, ...] = ("data.name=synthetic-speech", *SPEECH_SETTINGS)  # without the [speech] extra
     cifar: tuple[str, ...] = (  # 4 epochs (500 steps): what the fast path (bf16, issue 26) affords in the 5 minutes
         "data.name=cifar10-mini",
         "model.width=0.0625",
