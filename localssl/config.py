@@ -39,8 +39,11 @@ class DataConfig:
     image_size: int | None = None  # folder only: resize every image to N×N (None: all share one square size)
     mean: list[float] | None = None  # folder only: per-channel mean in [0, 1] (None: from the train images)
     std: list[float] | None = None  # folder only: per-channel std (None: from the train images)
+    labels: str = "auto"  # pretraining labels: auto (the data's) | speaker (audio: each frame its utterance's speaker)
 
     def __post_init__(self) -> None:
+        if self.labels not in ("auto", "speaker"):
+            raise ValueError(f"data.labels must be auto or speaker, got {self.labels!r}")
         folder_only = [k for k in ("image_size", "mean", "std") if getattr(self, k) is not None]
         if folder_only and self.name != "folder":
             raise ValueError(

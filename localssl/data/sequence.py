@@ -47,6 +47,14 @@ class SequenceData:
         speakers = None if self.speakers is None else self.speakers[index]
         return dataclasses.replace(self, signals=self.signals[index], labels=self.labels[index], speakers=speakers)
 
+    def speaker_frames(self) -> SequenceData:
+        """The same audio with every 10 ms frame labelled by its sequence's speaker id (``data.labels=speaker``:
+        a speaker-supervised encoder, GIM's and CPC's supervised speaker baseline)."""
+        if self.speakers is None:
+            raise DatasetError("data.labels=speaker needs a dataset that records speakers (e.g. espeak-cpu)")
+        classes = self.speaker_names or [str(i) for i in range(int(self.speakers.max()) + 1)]
+        return dataclasses.replace(self, labels=self.speakers[:, None].expand_as(self.labels).clone(), classes=classes)
+
     @staticmethod
     def concat(parts: list[SequenceData]) -> SequenceData:
         speakers = None
