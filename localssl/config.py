@@ -1,13 +1,11 @@
 """Typed run configuration: YAML presets + ``key=value`` overrides, unknown keys are errors.
 
-A run is ``data × views × model × objective × rule`` plus training and probe settings. The four component
-sections are typed by the dataclass the named component registered (:mod:`localssl.registry`), so
-``objective.f=softplus`` is checked against the objective actually used. Presets live in
-``localssl/configs/*.yaml`` (``configs/`` at the repository root links there); ``inherit: NAME`` starts
-from another one.
-
-A run's ``config.yaml`` records, under ``components:``, each non-built-in component's module (``component_sources``),
-read only to say what to import when the component is missing, never imported from here.
+A run is ``data × views × model × objective × rule`` plus training and probe settings. The four component sections
+are typed by the dataclass the named component registered (:mod:`localssl.registry`), so ``objective.f=softplus`` is
+checked against the objective actually used. Presets live in ``localssl/configs/*.yaml`` (``configs/`` at the
+repository root links there); ``inherit: NAME`` starts from another one. A run's ``config.yaml`` records, under
+``components:``, each non-built-in component's module (``component_sources``), read only to say what to import when
+the component is missing, never imported from here.
 """
 
 from __future__ import annotations
@@ -444,8 +442,7 @@ def read_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
 
 def default_data_root() -> Path:
     """``$LOCALSSL_DATA``, else ``./data`` if present, else ``../shared/data`` if present."""
-    env = os.environ.get("LOCALSSL_DATA")
-    if env:
+    if env := os.environ.get("LOCALSSL_DATA"):
         return Path(env).expanduser()
     for candidate in (Path("data"), Path("..") / "shared" / "data"):
         if candidate.is_dir():
