@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from localssl.demo_figure import plot_demo
-from localssl.experiments.jobs import run_jobs
+from localssl.experiments.engine.local import run_jobs
 from localssl.safe_files import read_text
 
 CHANCE = {"speech": 100 / 39, "cifar": 10.0}
