@@ -188,6 +188,19 @@ def test_probe_accuracy_reads_old_and_percent_keys():
     assert training_time(Path("/nonexistent"))["wall_s"] is None
 
 
+def test_training_time_counts_the_epochs_of_a_killed_call(tmp_path):
+    """timing.json is written when a call ends: a call killed after checkpointing epochs is missing from it, while
+    metrics.csv keeps those epochs' seconds. The wall is then the epochs', the CPU unknown (not the calls' part)."""
+    (tmp_path / "metrics.csv").write_text("epoch,step,seconds\n1,10,100.0\n2,20,100.0\n3,30,50.0\n")
+    (tmp_path / "timing.json").write_text(json.dumps({"train_wall_s": 55.0, "train_cpu_s": 100.0}))  # call 2 only
+    t = training_time(tmp_path)
+    assert t["wall_s"] == 250.0 and t["cpu_s"] is None and t["cpu_s_recorded"] == 100.0
+    assert "did not end" in t["source"]
+    (tmp_path / "timing.json").write_text(json.dumps({"train_wall_s": 260.0, "train_cpu_s": 500.0}))  # every call
+    t = training_time(tmp_path)
+    assert (t["wall_s"], t["cpu_s"]) == (260.0, 500.0) and t["source"].startswith("timing.json")
+
+
 def test_export_refuses_bad_requests_before_writing(runs, tmp_path, capsys):
     out = tmp_path / "never"
     for argv in (

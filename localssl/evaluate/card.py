@@ -92,22 +92,33 @@ def _round(value: float | None) -> float | None:
 
 def training_time(run_dir: Path) -> dict[str, Any]:
     """Wall and CPU seconds the run trained: ``timing.json`` (the speedrun's record of every call that trained
-    it), else ``harness.json``'s CPU seconds (``localssl reproduce``) with the epochs' seconds of
-    ``metrics.csv`` as wall, else those seconds alone. ``source`` says which."""
+    it, written when a call ends), else ``harness.json``'s CPU seconds (``localssl reproduce``) with the epochs'
+    seconds of ``metrics.csv`` as wall, else those seconds alone. ``source`` says which. A call that never ended
+    (killed) is missing from ``timing.json`` while its checkpointed epochs are in ``metrics.csv``: when those
+    epochs' seconds exceed ``timing.json``'s wall, the wall is theirs and the CPU is unknown (``cpu_s`` None,
+    ``cpu_s_recorded``: the CPU of the calls that ended)."""
     run_dir = Path(run_dir)
     timing = read_json(run_dir / "timing.json")
-    if timing and "train_wall_s" in timing:
-        return {
-            "wall_s": round(float(timing["train_wall_s"]), 1),
-            "cpu_s": round(float(timing.get("train_cpu_s", 0.0)), 1),
-            "source": "timing.json (every call that trained the run, summed)",
-        }
     wall = None
     try:
         rows = csv.DictReader(io.StringIO(read_text(run_dir / "metrics.csv", CSV_LIMIT), newline=""))
         wall = round(sum(float(row["seconds"]) for row in rows if row.get("seconds")), 1)
     except (OSError, ValueError, KeyError):
         pass
+    if timing and "train_wall_s" in timing:
+        recorded = {
+            "wall_s": round(float(timing["train_wall_s"]), 1),
+            "cpu_s": round(float(timing.get("train_cpu_s", 0.0)), 1),
+        }
+        if wall is not None and wall > 1.01 * recorded["wall_s"]:
+            return {
+                "wall_s": wall,
+                "cpu_s": None,
+                "cpu_s_recorded": recorded["cpu_s"],
+                "source": "metrics.csv's epochs: a call that trained the run did not end, so timing.json misses it "
+                f"(its calls that ended: {recorded['wall_s']:.0f} s wall, {recorded['cpu_s']:.0f} s CPU)",
+            }
+        return {**recorded, "source": "timing.json (every call that trained the run, summed)"}
     harness = read_json(run_dir / "harness.json")
     if harness and "pretrain_cpu_s" in harness:
         return {"wall_s": wall, "cpu_s": float(harness["pretrain_cpu_s"]), "source": "metrics.csv + harness.json"}

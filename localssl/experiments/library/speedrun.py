@@ -51,6 +51,7 @@ from typing import Any
 
 from localssl.checkpoint.store import load_latest
 from localssl.config import load_config
+from localssl.evaluate.card import training_time
 from localssl.experiments import experiment, worker_count
 from localssl.experiments.engine import Cell, current, run_cells
 from localssl.experiments.library.speedrun_report import write_report
@@ -117,18 +118,29 @@ def _snapshot(train_dir: Path, snap: Path, timing: dict[str, float]) -> None:
     tmp.rename(snap)
 
 
+def read_cell(snap: Path) -> dict[str, Any]:
+    """A probed budget's row (``cell.json``), its training time read again from the snapshot's records
+    (:func:`~localssl.evaluate.card.training_time`: a call killed before it recorded its time is counted)."""
+    timing = training_time(snap)
+    return {
+        **json.loads((snap / "cell.json").read_text()),
+        "train_wall_s": timing["wall_s"],
+        "train_cpu_s": timing["cpu_s"],
+    }
+
+
 def _probe_cell(c: Candidate, budget: int, snap: Path) -> dict[str, Any]:
     """Probe ``snap`` once (kept in ``cell.json``) and return its row."""
     from localssl.evaluate.probe import probe
 
     done = snap / "cell.json"
     if done.exists():
-        return json.loads(done.read_text())
+        return read_cell(snap)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     res = probe(snap)
     probe_wall, probe_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     summary = json.loads((snap / "summary.json").read_text())
-    timing = json.loads((snap / "timing.json").read_text())
+    timing = training_time(snap)  # timing.json, or the epochs' seconds where a killed call is missing from it
     row = {
         "rule": c.rule,
         "width": c.width,
@@ -138,8 +150,8 @@ def _probe_cell(c: Candidate, budget: int, snap: Path) -> dict[str, Any]:
         "steps": int(summary.get("global_step", 0)),
         "test_acc": round(float(res["test_acc_pct"]), 4),
         "val_acc": round(float(res["val_acc_pct"]), 4),
-        "train_wall_s": round(timing["train_wall_s"], 1),
-        "train_cpu_s": round(timing["train_cpu_s"], 1),
+        "train_wall_s": timing["wall_s"],
+        "train_cpu_s": timing["cpu_s"],  # None: a call that trained it was killed before it could record its CPU
         "probe_wall_s": round(probe_wall, 1),
         "probe_cpu_s": round(probe_cpu, 1),
     }
@@ -205,7 +217,7 @@ def probe_random(width: float, seed: int, sc: SpeedrunScale, runs: Path) -> list
 # --------------------------------------------------------------------------------------- selection
 def finished(runs: Path) -> list[dict[str, Any]]:
     """Every probed budget under ``runs``."""
-    return [json.loads(f.read_text()) for f in sorted(runs.glob("*/at-*min/cell.json"))]
+    return [read_cell(f.parent) for f in sorted(runs.glob("*/at-*min/cell.json"))]
 
 
 def chosen(rows: list[dict[str, Any]], rule: str, sc: SpeedrunScale) -> dict[str, Any] | None:

@@ -105,8 +105,9 @@ def write_report(
                 gain = f"{mean - floor[pick['width']]:+.2f}"
             steps = str(at_last[0]["steps"])
             wall = statistics.mean(r["train_wall_s"] for r in at_last) / 60
-            cpu = statistics.mean(r["train_cpu_s"] for r in at_last) / 60
-            times = f"{wall:.1f} / {cpu:.1f}"
+            cpus = [r["train_cpu_s"] for r in at_last if r["train_cpu_s"] not in (None, "")]
+            cpu = f"{statistics.mean(float(c) for c in cpus) / 60:.1f}" if len(cpus) == len(at_last) else "–"
+            times = f"{wall:.1f} / {cpu}"
         probe_min = statistics.mean(r["probe_wall_s"] for r in v) / 60 if v else float("nan")
         lines.append(
             f"| {rule} | {_width(pick['width'])} | ×{pick['lr_factor']:g} | "
