@@ -134,7 +134,7 @@ def shipped_methods() -> tuple[Method, ...]:
         rule = RULE_LABELS.get(exported.info["config"]["name"], exported.info["config"]["name"])
         wall = training.get("wall_s")
         spent = f", {wall / 60:.0f} min" if isinstance(wall, (int, float)) else ""
-        label = f"{rule} ×{width}, shipped\n{exported.info['global_step']} steps on CIFAR-10{spent}"
+        label = f"{rule} ×{width}\nshipped: {exported.info['global_step']} steps{spent}"
         encoders.append(Method(f"shipped-{name}", label, "", weights=name, reference=ref.key))
     return (*randoms.values(), *encoders)
 

@@ -20,7 +20,8 @@ def cifar_caveat(rows: dict[str, dict]) -> str:
         gap = r["test_mean"] - ref["test_mean"]
         above = gap > r["test_std"] + ref["test_std"]
         own_above |= above and not key.startswith("shipped-")
-        label = r["label"].split("\n")[0]
+        first, *rest = r["label"].split("\n")
+        label = f"{first} ({', '.join(rest)})" if rest else first
         lines.append(f"{label}: {gap:+.1f} points, {'above' if above else 'not above'} {ref['label']}")
     steps = max(r["steps"] for k, r in rows.items() if not k.startswith("shipped-"))
     if own_above:
@@ -95,6 +96,17 @@ def plot_demo(
         ax.legend(loc="upper left", fontsize=7)
         if task == "cifar":
             box = {"facecolor": "white", "alpha": 0.9, "edgecolor": "#cccccc"}
-            ax.text(0.5, -0.27, cifar_caveat(rows), transform=ax.transAxes, ha="center", va="top", fontsize=7, bbox=box)
+            below = 68 if first_shipped is not None else 48  # points under the panel: clear of the tick labels
+            ax.annotate(
+                cifar_caveat(rows),
+                (0.5, 0.0),
+                xycoords="axes fraction",
+                xytext=(0, -below),
+                textcoords="offset points",
+                ha="center",
+                va="top",
+                fontsize=7,
+                bbox=box,
+            )
     fig.suptitle("localssl demo: mean ± std over seeds (dots: each seed)", fontsize=10)
     save_figure(fig, path, dpi=120)

@@ -193,9 +193,10 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120, rect: tuple[f
         if text is None or not text.get_text():
             continue
         width = text.get_window_extent(renderer).width
-        if width > room:
-            flat = " ".join(text.get_text().split())
-            text.set_text(textwrap.fill(flat, max(12, int(0.95 * len(flat) * room / width))))
+        if width > room:  # each line wrapped on its own (a title's line breaks are kept)
+            lines = text.get_text().split("\n")
+            fits = max(12, int(0.95 * max(len(line) for line in lines) * room / width))
+            text.set_text("\n".join(textwrap.fill(" ".join(line.split()), fits) for line in lines))
     fig.tight_layout(**({"rect": rect} if rect else {}))
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)

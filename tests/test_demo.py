@@ -162,4 +162,4 @@ def test_demo_cifar_panel_adds_the_shipped_encoders(tmp_path, monkeypatch):
     settings = [{k: v for k, v in p["probe"].items() if k != "progress"} for p in (shipped_probe, random_probe)]
     assert settings[0] == settings[1]  # probed the same way (a progress bar aside)
     assert shipped_probe["n_test"] == random_probe["n_test"] == 1000
-    assert "CLAPP++ (local) ×1/16, shipped: " in demo_figure.cifar_caveat(rows)
+    assert "CLAPP++ (local) ×1/16 (shipped: 2 steps" in demo_figure.cifar_caveat(rows)
