@@ -116,7 +116,8 @@ def render_demo(root: Path, page: Path, source: str) -> str:
     for task, methods in data["summary"].items():
         name = titles.get(task, task) + (f", chance {chance[task]:.1f}" if task in chance else "")
         for m in methods.values():
-            lines.append(f"| {name} | {m['label']} | {m['steps']} | {m['test_mean']:.1f} ± {m['test_std']:.1f} |")
+            label = " ".join(m["label"].split())  # a figure label's line break: one table line
+            lines.append(f"| {name} | {label} | {m['steps']} | {m['test_mean']:.1f} ± {m['test_std']:.1f} |")
             name = "″"
     link = Path(os.path.relpath(root / source, page.parent)).as_posix()
     budgets = "; ".join(f"{titles.get(t, t).split(' (')[0]}: {b}" for t, b in data["budget"].items())
