@@ -81,7 +81,7 @@ def test_a_failed_save_names_the_complete_checkpoint_it_kept(tmp_path, monkeypat
     store_module.save_checkpoint({"global_step": 2, "w": torch.ones(3)}, tmp_path)
     (tmp_path / "checkpoint.pt").write_bytes(b"garbage")  # corrupted after the save
 
-    def full_disk(state, run_dir):
+    def full_disk(state, run_dir, late=None):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(store_module, "_write_temporary", full_disk)
