@@ -8,7 +8,7 @@ any file written by ``localssl export``. Each returns the encoder in eval mode, 
 ``localssl.features(encoder, images)``. No entry reads a pickle: the files are safetensors.
 
     import torch
-    encoder = torch.hub.load(CLONE, "clapp_pp_cifar10", source="local", pretrained=True)  # once it is shipped
+    encoder = torch.hub.load(CLONE, "clapp_pp_cifar10", source="local", pretrained=True)  # the shipped CLAPP++ record
     encoder = torch.hub.load(CLONE, "encoder", source="local", path="clapp++-0123456789ab.safetensors")
 
 (``torch.hub.list`` and ``torch.hub.help`` read GitHub repositories only; in a clone, the entries are this
