@@ -122,3 +122,31 @@ def test_data_make_without_the_extra_says_so_in_one_line(monkeypatch, capsys, tm
     assert cli.main(["data", "make", "espeak-demo", "--root", str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "pip install 'localssl[speech]'" in err
+
+
+_SYNTH = """
+import hashlib, sys
+from localssl.data.espeak_engine import engine
+audio, _ = engine().synthesize("the quick brown fox", "en-us+f2", 175, 50, 50, int(sys.argv[1]))
+print(hashlib.sha256(audio.tobytes()).hexdigest())
+"""
+
+
+def test_breath_noise_is_seeded(tmp_path):
+    """eSpeak NG seeds its random generator from the clock when it starts and draws the breath noise of voice
+    variants such as ``+f2`` from it: each synthesis seeds it (``noise_seed``), so a fresh process gives the same
+    bytes for the same seed, and other bytes for another."""
+    import subprocess
+    import sys
+
+    if not E.espeak_available():
+        pytest.skip(E.EXTRA_MISSING)
+    script = tmp_path / "synth.py"
+    script.write_text(_SYNTH)
+
+    def digest(seed: int) -> str:
+        done = subprocess.run([sys.executable, str(script), str(seed)], capture_output=True, text=True, check=True)
+        return done.stdout
+
+    assert digest(7) == digest(7)
+    assert digest(7) != digest(8)

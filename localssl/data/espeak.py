@@ -50,7 +50,7 @@ from localssl.data.sequence import SequenceData
 HOP = 160
 CHUNK = 32000  # 2 s utterances at 16 kHz
 RATE = 16000
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2  # 2: the breath noise of the +f2/+f3 voice variants seeded (same bytes twice)
 TEST_EVERY = 5  # utterance i is a test utterance when i % 5 == 4
 WORDS_FILE = Path(__file__).resolve().parent / "assets" / "espeak_words.txt"
 
@@ -178,7 +178,10 @@ def make_utterance(
     total = 0
     while total < length:
         text = " ".join(words[i] for i in rng.integers(len(words), size=int(rng.integers(3, 9))))
-        audio22, events = eng.synthesize(text, speaker["voice"], speaker["rate"], speaker["pitch"], speaker["range"])
+        noise_seed = (seed * 1_000_003 + index) * 64 + len(pieces)  # this piece's breath noise (rand())
+        audio22, events = eng.synthesize(
+            text, speaker["voice"], speaker["rate"], speaker["pitch"], speaker["range"], noise_seed
+        )
         audio = _resample(audio22)
         lab = sample_labels_of(events, len(audio))
         pause = int(rng.integers(80, 301)) * RATE // 1000

@@ -79,8 +79,14 @@ class Espeak:
             i += 1
         return 0
 
-    def synthesize(self, text: str, voice: str, rate: int, pitch: int, pitch_range: int) -> tuple[np.ndarray, list]:
-        """int16 audio at 22 050 Hz and ``[(phoneme, start sample), ...]`` of ``text`` spoken by ``voice``."""
+    def synthesize(
+        self, text: str, voice: str, rate: int, pitch: int, pitch_range: int, noise_seed: int = 0
+    ) -> tuple[np.ndarray, list]:
+        """int16 audio at 22 050 Hz and ``[(phoneme, start sample), ...]`` of ``text`` spoken by ``voice``.
+        ``noise_seed`` seeds eSpeak NG's own random generator first (``espeak_ng_SetRandSeed``): it is seeded from
+        the clock when the library starts, and the breath noise of some voice variants (``+f2``, ``+f3``) is
+        drawn from it, so without a seed those utterances differ from one generation to the next."""
+        self.lib.espeak_ng_SetRandSeed(ctypes.c_long(noise_seed))
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise DatasetError(f"eSpeak NG has no voice '{voice}'")
         for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range)):
