@@ -205,14 +205,22 @@ def _run_job(job: Job) -> dict:
     }
 
 
-def make_jobs(budget: Budget, out_dir: Path, data_dir: str | None) -> list[Job]:
+def plan(budget: Budget) -> dict[str, tuple[Method, ...]]:
+    """Each task's methods, read once per demo (the shipped encoders' files are hashed when read)."""
+    return {task: methods(task, budget) for task in budget.tasks}
+
+
+def make_jobs(
+    budget: Budget, out_dir: Path, data_dir: str | None, task_methods: dict[str, tuple[Method, ...]] | None = None
+) -> list[Job]:
+    task_methods = task_methods or plan(budget)
     jobs = []
     for task in budget.tasks:
         common = list(getattr(budget, "cifar_full" if task == "cifar" and data_dir else task))
         if task == "cifar" and data_dir:
             common.append(f"data.root={data_dir}")
         for seed in range(budget.seeds):
-            for m in methods(task, budget):
+            for m in task_methods[task]:
                 run_dir = out_dir / "runs" / f"{task}-{m.key}-seed{seed}"
                 ov = (*common, f"train.seed={seed}", f"probe.seed={seed}", "train.progress=false")
                 if m.weights:
@@ -247,12 +255,15 @@ def percent(row: dict, split: str) -> float:
     return row[f"{split}_acc_pct"] if f"{split}_acc_pct" in row else 100 * row[f"{split}_acc"]
 
 
-def summarize(rows: list[dict], budget: Budget) -> dict[str, dict[str, dict]]:
+def summarize(
+    rows: list[dict], budget: Budget, task_methods: dict[str, tuple[Method, ...]] | None = None
+) -> dict[str, dict[str, dict]]:
     """Per task and method: mean and sample standard deviation (n-1) of the test accuracy over seeds."""
+    task_methods = task_methods or plan(budget)
     out: dict[str, dict[str, dict]] = {}
     for task in budget.tasks:
         out[task] = {}
-        for m in methods(task, budget):
+        for m in task_methods[task]:
             accs = [percent(r, "test") for r in rows if r["task"] == task and r["method"] == m.key]
             vals = [percent(r, "val") for r in rows if r["task"] == task and r["method"] == m.key]
             mean = sum(accs) / len(accs)
@@ -301,7 +312,9 @@ def run_demo(
     t0, c0 = time.perf_counter(), _cpu_seconds()
     budget, speech_title, speech_chance = speech_source(budget)
     titles, chance = {**TASK_TITLES, "speech": speech_title}, {**CHANCE, "speech": speech_chance}
-    jobs = make_jobs(budget, out_dir, data_dir)
+    task_methods = plan(budget)
+    jobs = make_jobs(budget, out_dir, data_dir, task_methods)
+    labels = {(j.task, j.method.key): j.method.label.replace("\n", " ") for j in jobs}
     for job in jobs:  # the demo's own run folders are replaced on every run
         if (Path(job.run_dir) / "config.yaml").exists():
             shutil.rmtree(job.run_dir)
@@ -320,7 +333,7 @@ def run_demo(
 
     def done(_: int, r: dict) -> None:
         rows.append(r)
-        label = next(m.label for m in methods(r["task"], budget) if m.key == r["method"]).replace("\n", " ")
+        label = labels[r["task"], r["method"]]
         print(
             f"[{len(rows)}/{len(jobs)}] {r['task']}: {label}, seed {r['seed']}: test {r['test_acc_pct']:.1f}% "
             f"(pretrain {r['pretrain_s']:.0f} s, probe {r['probe_s']:.0f} s; {time.perf_counter() - t0:.0f} s so far)",
@@ -332,7 +345,7 @@ def run_demo(
     run_jobs(_run_job, jobs, workers, names=names, threads=1, on_result=done)
     wall = time.perf_counter() - t0
     cpu = _cpu_seconds() - c0  # this process and its finished workers
-    summary = summarize(rows, budget)
+    summary = summarize(rows, budget, task_methods)
     full = bool(data_dir)
     print(f"\nlocalssl demo — linear-probe test accuracy (%), mean ± std over {budget.seeds} seed(s)")
     for task in budget.tasks:

@@ -115,3 +115,11 @@ def test_status_of_an_rhm_point_whose_result_is_on_disk_says_finished(capsys, tm
     assert main(["reproduce", "rhm", "--scale", "smoke", "--out", str(out), "--status"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("bp-P32-s0") and " finished " in line for line in lines), lines
+
+
+def test_a_launcher_without_a_folder_names_none_for_its_records(tmp_path):
+    """The records folder is never a default relative to the working directory (it once wrote ./slurm into the
+    repository): a launcher without one refuses, one with a folder gives it."""
+    with pytest.raises(RuntimeError, match="no records folder"):
+        _ = engine.Launcher().records
+    assert engine.Launcher(folder=tmp_path / "slurm").records == tmp_path / "slurm"

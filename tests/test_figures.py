@@ -37,3 +37,15 @@ def test_every_figure_of_the_package_is_saved_through_save_figure():
     root = Path(__file__).resolve().parents[1] / "localssl"
     direct = [p.relative_to(root) for p in root.rglob("*.py") if ".savefig(" in p.read_text() and p.name != "utils.py"]
     assert direct == [], direct
+
+
+def test_save_figure_keeps_a_wrapped_titles_line_breaks(tmp_path):
+    """A panel title of two lines (a short name, then a long budget) wider than its panel: each line is wrapped on
+    its own, so the name keeps its line and the budget starts one."""
+    fig, ax = plt.subplots(figsize=(3, 2.5))
+    budget = "budget: " + "a setting=value " * 8
+    ax.set_title(f"Table A3, scale smoke\n{budget}", fontsize=9)
+    save_figure(fig, tmp_path / "f.png")
+    lines = ax.title.get_text().split("\n")
+    assert lines[0] == "Table A3, scale smoke" and lines[1].startswith("budget:") and len(lines) > 2
+    assert " ".join(ax.title.get_text().split()) == " ".join(f"Table A3, scale smoke {budget}".split())
