@@ -83,11 +83,41 @@ class PoolingConfig(Protocol):
     pooling: str | list[int]
 
 
+class _ChannelsLastGrad(torch.autograd.Function):
+    """The identity, whose backward hands its gradient on in channels_last memory (the same values).
+
+    Flattening a channels_last map, or averaging it globally, sends back a gradient in NCHW order (or an
+    expanded one); the pooling, max-pool and ReLU backward kernels below then run on mixed layouts, 5–7×
+    slower on CPU (a 64×32×32×32 bf16 ``avg_pool2d_backward``: 7.9 ms against 1.2 ms; benchmarks/RESULTS.md,
+    "Roofline"). Converting the small pooled gradient once keeps the whole backward in one layout."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous(memory_format=torch.channels_last)
+
+
+def channels_last_grad(h: torch.Tensor) -> torch.Tensor:
+    """``h`` itself; if it is a channels_last map with a graph, its gradient arrives in channels_last too."""
+    if (
+        h.dim() == 4
+        and h.requires_grad
+        and not h.is_contiguous()
+        and h.is_contiguous(memory_format=torch.channels_last)
+    ):
+        return _ChannelsLastGrad.apply(h)
+    return h
+
+
 class SpatialPool(nn.Module):
     """``AvgPool2d(k, stride=k)`` then flatten (CLAPP++ 2D spatial dependence), or global average.
 
     ``kernel=None`` means global average pooling ("no 2D spatial dependence"); 2-D inputs (MLPs)
-    pass through unchanged; 3-D inputs (N, C, T) (1-D convnets, e.g. on the RHM) are pooled along T."""
+    pass through unchanged; 3-D inputs (N, C, T) (1-D convnets, e.g. on the RHM) are pooled along T.
+    A channels_last map gets its gradient back in channels_last (:func:`channels_last_grad`)."""
 
     def __init__(self, kernel: int | None) -> None:
         super().__init__()
@@ -103,10 +133,10 @@ class SpatialPool(nn.Module):
         if h.dim() != 4:
             raise ValueError(f"SpatialPool expects (N, C, H, W), (N, C, T) or (N, D), got shape {tuple(h.shape)}")
         if self.kernel is None:
-            return h.mean(dim=(2, 3))
+            return channels_last_grad(h).mean(dim=(2, 3))
         if self.kernel == 1:
-            return h.flatten(1)
-        return F.avg_pool2d(h, self.kernel, self.kernel).flatten(1)
+            return channels_last_grad(h).flatten(1)
+        return channels_last_grad(F.avg_pool2d(h, self.kernel, self.kernel)).flatten(1)
 
     def out_dim(self, shape: tuple[int, ...]) -> int:
         if len(shape) == 1:
