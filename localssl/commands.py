@@ -225,7 +225,9 @@ def _bench_suite(args: argparse.Namespace, results: Path | None) -> int:
     if args.vs or args.own or args.note:
         raise ConfigError("--vs, --own and --note are for a preset against its counterpart, not for --suite")
     options = [f"--rounds {args.rounds}", f"--steps {args.steps}", f"--warmup {args.warmup}"]
-    options += [f"--memory-repeats {args.memory_repeats}", f"--threads {_torch_threads(args)}"]
+    # --threads only as given: each suite has its own default (roofline and speedrun-steps 1), and torch's
+    # thread count echoed here would make the command measure something else (speedrun-steps: the record)
+    options += [f"--memory-repeats {args.memory_repeats}", *([f"--threads {args.threads}"] if args.threads else [])]
     command = " ".join(
         ["localssl bench --suite", args.suite, *(["--presets", *presets] if presets else []), *overrides, *options]
     )
@@ -244,12 +246,6 @@ def _bench_suite(args: argparse.Namespace, results: Path | None) -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=2, default=str) + "\n")
     return 1 if out.get("failed") else 0
-
-
-def _torch_threads(args: argparse.Namespace) -> int:
-    import torch
-
-    return args.threads or torch.get_num_threads()
 
 
 def align(args: argparse.Namespace) -> int:

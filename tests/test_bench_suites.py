@@ -54,6 +54,7 @@ def test_b_cost_suite_writes_its_entry_and_json(tmp_path, capsys):
     text = md.read_text()
     entry = text[text.index("intro") : text.index("## Later")]  # inside its section
     assert "`localssl bench --suite b-cost model.width=0.0625" in entry and "| clapp++ rank 32 |" in entry
+    assert "--threads" not in entry  # not given: the suite's own default, not torch's thread count echoed
     assert "Ratio clapp++nospatial / bp-clapp++" in entry
     assert "| clapp++ step_each_layer |" in capsys.readouterr().out
 
@@ -100,7 +101,10 @@ def test_speedrun_steps_suite_measures_every_width_of_a_rule(tmp_path):
 
     js = tmp_path / "s.json"
     argv = ["bench", "--suite", "speedrun-steps", "--presets", "clapp++", "train.batch_size=4", "--steps", "3"]
-    assert main([*argv, "--warmup", "2", "--out", str(js)]) == 0
+    md = tmp_path / "R.md"
+    md.write_text("# R\n")
+    assert main([*argv, "--warmup", "2", "--threads", "1", "--out", str(js), "--results", str(md)]) == 0
+    assert "--threads 1`" in md.read_text()  # given: echoed, so the command in the entry reproduces it
     rows = json.loads(js.read_text())["rows"]
     assert sorted(r["width"] for r in rows) == sorted(SCALES["cpu"].widths)
     for r in rows:
