@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from localssl.config import available_presets, load_config
-from localssl.data import ImageData
+from localssl.data import ImageData, data_info
 from localssl.train import Trainer
 
 # plain SGD (momentum 0 on the first step): the update is -lr · gradient, so comparing updates compares
@@ -34,10 +34,12 @@ def _step(preset: str, *extra: str) -> tuple[dict[str, float], dict[str, torch.T
     if preset in AUDIO_PRESETS:
         trainer = Trainer(load_config(preset, [*SMALL, *AUDIO, *extra]), Path("unused"))
     else:
+        cfg = load_config(preset, [*SMALL, *extra])
+        side = data_info(cfg.data).image_size  # the preset's own data set's (STL-10's 96 px for GIM and CPC)
         g = torch.Generator().manual_seed(0)
-        images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g)
+        images = torch.randint(0, 256, (8, 3, side, side), dtype=torch.uint8, generator=g)
         data = ImageData(images, torch.randint(0, 10, (8,), generator=g), [])
-        trainer = Trainer(load_config(preset, [*SMALL, *extra]), Path("unused"), data=data)
+        trainer = Trainer(cfg, Path("unused"), data=data)
     init = _weights(trainer)
     torch.manual_seed(1)
     metrics = trainer.optimize(trainer.make_views(torch.arange(4)))

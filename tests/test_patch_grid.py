@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from localssl.build import build
 from localssl.config import load_config
 from localssl.data import dataset_info
 from localssl.evaluate.probe import probe
+from localssl.registry import ConfigError
 from localssl.train import pretrain
 from localssl.views.patch_grid import PatchGridConfig, PatchGridViews, Patchify
 
@@ -25,6 +27,15 @@ def test_patches_tile_the_centre_crop() -> None:
     crop = grey[:, 16:80, 16:80]
     y, x = 3, 5
     torch.testing.assert_close(patches[1 * 49 + y * 7 + x, 0], crop[1, 8 * y : 8 * y + 16, 8 * x : 8 * x + 16])
+
+
+def test_images_smaller_than_the_crop_are_refused_not_upscaled() -> None:
+    """Views built for STL-10's 96 px given 32-px images: a clear error, not a crop box past the image (which
+    some kornia versions resample into an upscale of the whole image, others refuse in their own words)."""
+    cfg = PatchGridConfig(crop_size=64, patch_size=16, patch_stride=8, mean=0.0, std=1.0)
+    for train in (True, False):
+        with pytest.raises(ConfigError, match=r"\(32, 32\) px reached views built for 96-px images.*crop_size=64"):
+            Patchify(cfg, dataset_info("stl10"), train=train)(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
 
 
 def test_views_batch_and_encoder_input() -> None:

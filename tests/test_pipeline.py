@@ -214,7 +214,7 @@ def test_same_reference_local_rules_and_modules_are_accepted():
 
 @pytest.mark.parametrize(
     ("preset", "cuts", "extra"),
-    [("clapp++", [2, 4], []), ("gim", [2, 4], ["views.crop_size=40", "objective.steps=2"])],
+    [("clapp++", [2, 4], []), ("gim", [2, 4], ["data.name=cifar10", "views.crop_size=40", "objective.steps=2"])],
 )
 def test_blocks_run_one_after_the_other_give_the_step(preset, cuts, extra):
     """Rule.step_layers over consecutive blocks leaves Rule.step's gradients (the stages' arithmetic)."""

@@ -7,11 +7,13 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
+import torch
 
 from localssl.cli import main
 from localssl.config import load_config
 from localssl.experiments.curves import ACCURACY_PANEL, curves_figure, read_curves, run_label
 from localssl.train import pretrain
+from localssl.train.fast_path import auto_precision
 
 TINY = ["model.width=0.0625", "train.batch_size=8", "train.device=cpu", "train.progress=false", "train.epochs=1"]
 
@@ -31,12 +33,15 @@ def test_plot_compares_runs_of_two_rules_with_and_without_the_online_probe(cifar
         "clapp++ model.width=0.0625 train.epochs=1 train.batch_size=8 train.log_every=2 train.online_probe=True"
     )
     assert "train.lr=0.001" in run_label(b) and "precision_requested" not in run_label(b)
+    assert "channels_last" not in run_label(b)  # resolved from the fp32 the user gave, not given itself
     steps, losses = read_curves(a)["loss_l1"]
     assert steps == [2.0, 4.0, 6.0, 7.0] and len(losses) == 4  # 60 images / 8 = 7 steps, a row every 2
 
     fig = curves_figure([a, b])
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert legend == ["clapp++ train.online_probe=True", "bp-clapp++ train.lr=0.001"]  # shared settings: the title
+    # fp32 is the user's where `auto` would choose otherwise here (a bf16 CPU), else what `auto` chose anyway
+    fp32 = " train.precision=fp32" if auto_precision(torch.device("cpu")) != "fp32" else ""
+    assert legend == ["clapp++ train.online_probe=True", f"bp-clapp++ train.lr=0.001{fp32}"]  # shared: the title
     assert "model.width=0.0625" in fig._suptitle.get_text()
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == [f"loss_l{i}" for i in range(1, 7)] + [ACCURACY_PANEL]

@@ -52,7 +52,8 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def user_settings(run_dir: Path) -> tuple[str, dict[str, Any]]:
     """The run's preset and the settings the user gave: the keys of its ``config.yaml`` that differ both from
     the preset as written and from the preset as a run resolves it (so what the run filled in itself, such
-    as ``train.precision_requested`` or an ``auto`` value, is not taken for a choice of the user's)."""
+    as ``train.precision_requested``, an ``auto`` value, or ``channels_last`` following the precision the run
+    was given, is not taken for a choice of the user's)."""
     path = Path(run_dir) / "config.yaml"
     if not path.exists():
         raise FileNotFoundError(f"{run_dir} has no config.yaml; pass run directories made by `localssl pretrain`")
@@ -69,13 +70,22 @@ def user_settings(run_dir: Path) -> tuple[str, dict[str, Any]]:
         written = load_config(preset)
         raw = _flatten(written.to_dict())
         resolved = _flatten(resolve_config(written).to_dict())
+        flat = _flatten(saved)
+        # what the run resolved itself at the precision it ran at (channels_last=auto follows the precision)
+        at_precision = resolved
+        if isinstance(flat.get("train.precision"), str):
+            ran_at = load_config(preset, [f"train.precision={flat['train.precision']}"])
+            at_precision = _flatten(resolve_config(ran_at).to_dict())
     except ConfigError:  # a preset from a YAML file that is no longer here: the name alone
         return preset, {}
     missing = object()
     settings = {
         key: value
-        for key, value in _flatten(saved).items()
-        if key not in _UNINFORMATIVE and raw.get(key, missing) != value and resolved.get(key, missing) != value
+        for key, value in flat.items()
+        if key not in _UNINFORMATIVE
+        and raw.get(key, missing) != value
+        and resolved.get(key, missing) != value
+        and (key == "train.precision" or at_precision.get(key, missing) != value)
     }
     return preset, settings
 

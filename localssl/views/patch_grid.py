@@ -92,6 +92,7 @@ class Patchify(nn.Module):
                 f"{info.name} images are {side} px, smaller than views.crop_size={cfg.crop_size}; "
                 f"lower views.crop_size or set views.resize to at least {cfg.crop_size}"
             )
+        self.side = side
         ops: list[nn.Module] = [K.RandomCrop((cfg.crop_size, cfg.crop_size)) if train else K.CenterCrop(cfg.crop_size)]
         if train and cfg.flip_p > 0:
             ops.append(K.RandomHorizontalFlip(p=cfg.flip_p))
@@ -107,6 +108,11 @@ class Patchify(nn.Module):
             x = (x * self.luma).sum(1, keepdim=True)
         if self.size is not None and x.shape[-1] != self.size:
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        if min(x.shape[-2:]) < self.cfg.crop_size:  # some kornia versions would upscale the whole image silently
+            raise ConfigError(
+                f"images of {tuple(x.shape[-2:])} px reached views built for {self.side}-px images: smaller than "
+                f"views.crop_size={self.cfg.crop_size}; give images of the dataset's size, or set views.resize"
+            )
         x = (self.augment(x) - self.mean) / self.std
         p, s = self.cfg.patch_size, self.cfg.patch_stride
         patches = x.unfold(2, p, s).unfold(3, p, s)  # n, C, rows, cols, p, p
