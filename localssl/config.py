@@ -145,6 +145,11 @@ class ProbeConfig:
     cache_features: bool = False  # keep features-<key>.pt in the run dir (~1 GB at width 1/8 on CIFAR-10)
     progress: bool = True  # progress bars (stderr) for feature extraction and probe epochs; off if train.progress=false
     target: str = "frames"  # audio: frames (a class per 10 ms) | speaker (per utterance, time-averaged features)
+    precision: str = "run"  # features read out in: run (the run's; its auto as chosen here) | fp32 | bf16
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("run", "fp32", "bf16"):
+            raise ConfigError(f"probe.precision must be run, fp32 or bf16, got '{self.precision}'")
 
 
 @dataclasses.dataclass

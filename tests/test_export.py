@@ -327,10 +327,28 @@ def test_a_shipped_cards_accuracy_is_reproduced_by_probing_the_shipped_file(name
     card = json.loads(path.with_suffix(".json").read_text())
     assert card["probe"] is not None, f"{name}: its card has no probe accuracy"
     settings = {k: v for k, v in card["probe"]["settings"].items() if k not in ("progress", "cache_features")}
+    # the precision its features were read out in (bf16 and fp32 read-outs differ by ~0.1 point): cards made before
+    # they recorded it were read out where the run trained, in the precision it trained in
+    settings["precision"] = card["probe"].get("readout_precision") or card["config"]["train"]["precision"]
     overrides = [f"probe.{k}={json.dumps(v)}" for k, v in settings.items()]
     result = localssl.probe(name, [*overrides, "probe.progress=false"], out_dir=tmp_path)
     assert result["weights_sha256"] == card["sha256"]
+    assert result["readout_precision"] == settings["precision"]
     assert result["test_acc_pct"] == pytest.approx(card["probe"]["test_acc_pct"], abs=0.1)
+
+
+def test_the_probe_reads_out_in_the_precision_asked_and_records_it(exported, tmp_path):
+    """``probe.precision``: by default the run's own (this run trained in fp32), else the one named; the result
+    names it, and the default reads out exactly as fp32 named does."""
+    got = {}
+    for precision in ("run", "fp32", "bf16"):
+        res = localssl.probe(exported.path, [*PROBE, f"probe.precision={precision}"], out_dir=tmp_path / precision)
+        got[precision] = res
+    assert [got[p]["readout_precision"] for p in ("run", "fp32", "bf16")] == ["fp32", "fp32", "bf16"]
+    assert (
+        got["run"]["test_acc_pct"] == got["fp32"]["test_acc_pct"]
+        and got["run"]["val_acc_pct"] == got["fp32"]["val_acc_pct"]
+    )
 
 
 def test_exported_encoder_probed_on_other_images_records_the_transfer(runs, exported, tmp_path):

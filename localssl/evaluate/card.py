@@ -79,6 +79,7 @@ def probe_summary(run_dir: Path, position: dict[str, Any]) -> dict[str, Any] | N
             "test_acc_pct": round(probe_accuracy(result, "test"), 4),
             "val_acc_pct": _round(probe_accuracy(result, "val")),
             "settings": settings,
+            "readout_precision": result.get("readout_precision"),  # what the features were read out in
             "n_train": result.get("n_train"),
             "n_val": result.get("n_val"),
             "n_test": result.get("n_test"),

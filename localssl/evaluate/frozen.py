@@ -35,9 +35,10 @@ def frozen_extractor(
 ) -> tuple[LayerReadout, dict[str, Any]]:
     """The run's checkpointed encoder (or the exported file ``weights``), frozen, with its probe read-out
     (``probe.layers``, pooled with the dataset's kernels; a view's own ``feature_extractor`` when it has one,
-    e.g. ``patch_grid``), and :func:`~localssl.checkpoint.checkpoint_meta` with ``"layers"`` (1-based). The
-    read-out runs on the run's fast path (:func:`~localssl.train.fast_path.readout_precision`, channels_last
-    with it)."""
+    e.g. ``patch_grid``), and :func:`~localssl.checkpoint.checkpoint_meta` with ``"layers"`` (1-based) and
+    ``"readout_precision"``. The read-out runs in ``probe.precision``: by default (``run``) on the run's fast path
+    (:func:`~localssl.train.fast_path.readout_precision`, channels_last with it), else in the precision named, so
+    that a number read out elsewhere (a shipped card's) can be reproduced on any machine."""
     info = data_info(cfg.data)
     state, meta = encoder_state(cfg, run_dir, weights)
     encoder = build_encoder(cfg, info)
@@ -52,7 +53,7 @@ def frozen_extractor(
     else:
         kernels = list(info.pool_kernels) if len(info.pool_kernels) == len(encoder) else [None] * len(encoder)
         extractor = FeatureExtractor(encoder, Normalize(info.mean, info.std), kernels, layers).to(device)
-    precision = readout_precision(cfg.train, device)
+    precision = readout_precision(cfg.train, device) if cfg.probe.precision == "run" else cfg.probe.precision
     fast = dataclasses.replace(cfg.train, precision=precision, precision_requested=None)
     extractor.fast_path(autocast_for(precision, device), memory_format_for(fast, device))
-    return extractor, {**meta, "layers": [i + 1 for i in layers]}
+    return extractor, {**meta, "layers": [i + 1 for i in layers], "readout_precision": precision}

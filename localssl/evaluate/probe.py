@@ -66,6 +66,7 @@ def _feature_key(cfg: RunConfig, ckpt: Path, layers: list[int]) -> str:
             p.augment_copies,
             p.train_subset,
             p.seed,
+            p.precision,
             cfg.data.name,
             cfg.data.root,
             folder_manifest(cfg.data.root) if cfg.data.name == FOLDER else None,
