@@ -108,10 +108,8 @@ class TrainConfig:
             raise ConfigError(f"train.precision must be auto, fp32 or bf16, got {self.precision!r}")
         if self.parallel not in PARALLEL_MODES:
             raise ConfigError(f"train.parallel must be one of {', '.join(PARALLEL_MODES)}, got {self.parallel!r}")
-        bounds = self.stage_bounds
-        if bounds != "auto" and not (
-            isinstance(bounds, (list, tuple)) and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds)
-        ):
+        bounds = self.stage_bounds  # a list of ints (type(True) is bool, not int)
+        if bounds != "auto" and not (isinstance(bounds, (list, tuple)) and all(type(b) is int for b in bounds)):
             raise ConfigError(f"train.stage_bounds must be auto or a list of layer counts like [2,4], got {bounds!r}")
         if not self.stage_timeout > 0:
             raise ConfigError(f"train.stage_timeout must be > 0 seconds, got {self.stage_timeout!r}")
@@ -181,12 +179,8 @@ _COMPONENTS = "components"  # config.yaml only: section -> module of a component
 def component_sources(cfg: RunConfig) -> dict[str, str]:
     """``{section: module}`` for each component of ``cfg`` that is not built into localssl (the module
     that registered it; a file for a script), as recorded in a run's ``config.yaml``."""
-    out = {}
-    for key, registry in _SECTIONS_COMPONENT.items():
-        source = registry.source(getattr(cfg, key).name)
-        if source is not None:
-            out[key] = source
-    return out
+    sources = {key: registry.source(getattr(cfg, key).name) for key, registry in _SECTIONS_COMPONENT.items()}
+    return {key: source for key, source in sources.items() if source is not None}
 
 
 def missing_component(section: str, name: str, source: str) -> str:
