@@ -128,7 +128,10 @@ class EpochPeak:
             self.epoch_mb = None if hwm is None else round(int(hwm) / 1024, 1)  # kB
 
     def run_peak_mb(self) -> float:
-        return max(self._run_mb, round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+        # getrusage and /proc read the kernel's RSS counters at different moments (they are synced lazily), so
+        # the run's figure could read 0.1 MiB below the epoch's own: the run's peak includes the epoch's
+        rusage = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        return max(self._run_mb, rusage, self.epoch_mb or 0.0)
 
 
 def peak_memory_mb(device: torch.device, epoch_peak: EpochPeak | None = None) -> dict[str, float]:
