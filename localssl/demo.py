@@ -17,7 +17,8 @@ the seed also draws the pretraining subset), offline:
   encoder is expected far above random init (a strong floor on CIFAR); the figure says what it measured.
 
 The learning rate of each method was chosen on the probe's validation split (held out from the train
-utterances/images; for speech on the toy, kept for eSpeak), never on the test split; see
+utterances/images; for speech on ``espeak-demo`` itself, seed 0, four rates per method; the toy fallback uses the
+same rates), never on the test split; see
 ``benchmarks/RESULTS.md`` ("Demo"). Writes
 ``OUT/demo.png``, ``OUT/demo.json`` and one run folder per method and seed under ``OUT/runs/``.
 """
@@ -60,7 +61,7 @@ METHODS = {
         Method("random", "random init", "cpc-audio", ("rule.name=frozen", "train.epochs=0")),
         Method("clapp", "CLAPP (local)", "clapp-audio", ("train.lr=3e-3",)),
         Method("hinge-cpc", "CLAPP loss, end-to-end BP", "clapp-audio", ("rule.splits=1", "train.lr=1e-3")),
-        Method("cpc", "CPC (end-to-end BP)", "cpc-audio", ("train.lr=3e-3",)),
+        Method("cpc", "CPC (end-to-end BP)", "cpc-audio", ("train.lr=1e-3",)),
     ),
     "cifar": (
         Method("random", "random init", "random", ("train.epochs=0",)),
