@@ -259,6 +259,25 @@ def test_row_restricted_to_some_datasets(cifar_root, tmp_path):
     assert "| STL only | `clapp++` | n/a | – | not run | – |" in md and "defined on STL-10 only." in md
 
 
+def test_per_preset_overrides_apply_at_their_scale_to_their_preset_only():
+    """A scale's per-preset overrides come after the row's own, for that preset's rows at that scale only."""
+    scale = Scale("s", "p", overrides=("train.lr=2e-3",), per_preset={"supervised-audio": ("train.lr=5e-4",)})
+    other = Scale("t", "p", overrides=("train.lr=2e-3",))
+    sup = Row("Supervised", "supervised-audio", ("train.lr=1e-2",))
+    cpc = Row("CPC", "cpc-audio")
+    lr = {
+        (r.preset, sc.name): harness.row_config(r, sc, "phones", 0, None).train.lr
+        for r in (sup, cpc)
+        for sc in (scale, other)
+    }
+    assert lr == {
+        ("supervised-audio", "s"): 5e-4,
+        ("supervised-audio", "t"): 1e-2,
+        ("cpc-audio", "s"): 2e-3,
+        ("cpc-audio", "t"): 2e-3,
+    }
+
+
 def test_unknown_scale_and_bad_seeds_are_errors(tmp_path):
     table = _table(Row("Local", "clapp++"))
     with pytest.raises(ValueError, match="has no scale 'huge'; scales: tiny"):

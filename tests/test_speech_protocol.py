@@ -171,3 +171,71 @@ def test_speaker_labels_give_every_frame_its_utterance_speaker(tmp_path: Path) -
     cfg = load_config("supervised-speaker-audio", [*TINY[:3], "data.train_subset=4"])  # the toy records no speakers
     with pytest.raises(DatasetError, match="records speakers"):
         load_pretrain_data(cfg)
+
+
+def _window_ce(labels: torch.Tensor):
+    from localssl.objectives.base import LayerSpec
+    from localssl.objectives.cross_entropy import FrameCrossEntropyConfig, FrameCrossEntropyObjective
+    from localssl.views.base import ViewBatch
+
+    torch.manual_seed(0)
+    obj = FrameCrossEntropyObjective(FrameCrossEntropyConfig(num_classes=5, pool="window"), LayerSpec(6, (4, 20)), [])
+    h = torch.randn(3, 4, 20, requires_grad=True)
+    e = torch.zeros(0, dtype=torch.long)
+    return obj, h, obj(h, [], ViewBatch(x=h, pos=e, pos_ref=e, neg=e, neg_ref=e, labels=labels, n_images=3))
+
+
+def test_window_pooled_cross_entropy_is_gims_speaker_loss() -> None:
+    """objective.pool=window: CE of one read-out of the window's time average (GIM's Speaker_Loss), not the
+    mean of per-frame losses; its gradient is autodiff's of that formula."""
+    y = torch.tensor([2, 0, 4])
+    obj, h, out = _window_ce(y[:, None].expand(3, 10))
+    ref = torch.nn.functional.cross_entropy(obj.readout(h.mean(-1)), y)
+    assert torch.allclose(out.loss, ref, atol=1e-6)
+    (g,) = torch.autograd.grad(out.loss, h, retain_graph=True)
+    (g_ref,) = torch.autograd.grad(ref, h)
+    assert torch.allclose(g, g_ref, atol=1e-7)
+    per_frame = obj.readout(h.detach().transpose(1, 2)).reshape(-1, 5)
+    frame = torch.nn.functional.cross_entropy(per_frame, y.repeat_interleave(20))
+    assert not torch.allclose(out.loss.detach(), frame)  # not the per-frame loss
+
+
+def test_window_pooling_refuses_frame_labels() -> None:
+    from localssl.objectives.cross_entropy import FrameCrossEntropyConfig
+    from localssl.registry import ConfigError
+
+    with pytest.raises(ConfigError, match="one label per window"):
+        _window_ce(torch.tensor([[1, 1, 2, 2, 3], [0] * 5, [4] * 5]))
+    with pytest.raises(ConfigError, match="frame or window"):
+        FrameCrossEntropyConfig(pool="utterance")
+
+
+def test_speaker_supervised_preset_trains_on_one_speaker_per_window(tmp_path: Path) -> None:
+    """The speaker-supervised preset on a small eSpeak NG corpus: windows labelled by speaker go through the
+    window-pooled loss (no refusal) and a few Adam steps on one batch lower it."""
+    from localssl.data import espeak
+    from localssl.data.pretrain import load_pretrain_data
+
+    if not espeak.espeak_available():
+        pytest.skip(espeak.EXTRA_MISSING)
+    espeak.make_corpus(tmp_path / "espeak-demo", 24 * espeak.CHUNK / espeak.RATE / 3600, n_speakers=4, seed=3)
+    cfg = load_config(
+        "supervised-speaker-audio",
+        [f"data.root={tmp_path}", "data.name=espeak-demo", "model.width=0.0625", "views.window=3200"],
+    )
+    comp, data = build(cfg), load_pretrain_data(cfg)
+    assert cfg.objective.pool == "window" and bool((data.labels == data.speakers[:, None]).all())
+    opt = torch.optim.Adam(list(comp.rule.parameters_to_train(comp.encoder)), lr=3e-3)
+
+    def loss(train: bool) -> float:
+        torch.manual_seed(0)
+        opt.zero_grad()
+        metrics = comp.rule.step(comp.encoder, comp.views(data.signals[:8], data.labels[:8]))
+        if train:
+            opt.step()
+        return sum(float(v) for k, v in metrics.items() if k.startswith("loss"))
+
+    before = loss(False)
+    for _ in range(10):
+        loss(True)
+    assert loss(False) < before - 0.1, before

@@ -50,6 +50,11 @@ class CrossEntropyObjective(nn.Module):
 class FrameCrossEntropyConfig:
     name: str = "frame_cross_entropy"
     num_classes: int = 39
+    pool: str = "frame"  # frame: one read-out per labelled frame | window: one per window (GIM's speaker loss)
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("frame", "window"):
+            raise ConfigError(f"objective.pool must be frame or window, got '{self.pool}'")
 
 
 @OBJECTIVES.register("frame_cross_entropy", FrameCrossEntropyConfig)
@@ -57,10 +62,15 @@ class FrameCrossEntropyObjective(nn.Module):
     """Supervised phone classification per 10 ms frame (the "supervised" and "greedy supervised" rows of
     CLAPP 2021 Table 1 on speech): a layer's ``(B, C, T)`` output is average-pooled in time to the label
     rate (one vector per labelled frame, as the frame probe), a linear read-out gives each frame's class
-    scores, and frames labelled -1 are ignored."""
+    scores, and frames labelled -1 are ignored.
+
+    ``pool=window`` is GIM's supervised speaker loss (``loss_supervised_speaker.py``): the output averaged
+    over the whole window, ``L = CE(W mean_t h[:, :, t] + b, y)`` with one label per window (every frame of
+    the window must carry it, as ``data.labels=speaker`` gives)."""
 
     def __init__(self, cfg: FrameCrossEntropyConfig, target: LayerSpec, refs: list[LayerSpec]) -> None:
         super().__init__()
+        self.cfg = cfg
         if len(target.shape) != 2:
             raise ConfigError(f"objective frame_cross_entropy needs (C, T) layer outputs (audio), got {target.shape}")
         self.readout = nn.Linear(target.shape[0], cfg.num_classes)
@@ -69,6 +79,13 @@ class FrameCrossEntropyObjective(nn.Module):
         if views.labels is None:
             raise ConfigError("objective frame_cross_entropy needs labelled views (frame labels)")
         labels = views.labels
+        if self.cfg.pool == "window":
+            if not bool((labels == labels[:, :1]).all()):
+                raise ConfigError(
+                    "objective.pool=window needs one label per window (data.labels=speaker); frame labels vary "
+                    "inside a window: use objective.pool=frame"
+                )
+            labels = labels[:, :1]
         logits = self.readout(F.adaptive_avg_pool1d(h, labels.shape[1]).transpose(1, 2))  # (B, frames, K)
         mask = labels >= 0
         if not bool(mask.any()):

@@ -50,6 +50,9 @@ class Scale:
     protocol: str  # stated in results.md
     overrides: tuple[str, ...] = ()
     per_dataset: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # preset -> overrides of that preset's rows at this scale only, after the row's own (e.g. a learning rate
+    # the scale chose for one method on validation data)
+    per_preset: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     substitute: Mapping[str, str] = dataclasses.field(default_factory=dict)  # column -> data.name used
     datasets: tuple[str, ...] | None = None  # columns run at this scale (None: all)
 

@@ -86,6 +86,7 @@ def row_config(row: Row, scale: Scale, dataset: str, seed: int, root: str | None
         *scale.per_dataset.get(dataset, ()),
         f"data.name={data_name}",
         *row.overrides,
+        *scale.per_preset.get(row.preset, ()),
         f"train.seed={seed}",
         f"probe.seed={seed}",
     ]
