@@ -364,16 +364,16 @@ def slurm(tmp_path_factory):
                 os.environ[k] = v
 
 
-def audio_loss_before_after(preset: str, overrides: list[str], steps: int = 10) -> tuple[float, float]:
-    """The summed per-layer loss of ``preset`` on 8 synthetic utterances before and after ``steps`` Adam steps
-    (same windows and negatives every time: the seed is reset before each evaluation)."""
+def audio_loss_before_after(preset: str, overrides: list[str], steps: int = 10, data=None) -> tuple[float, float]:
+    """The summed per-layer loss of ``preset`` on 8 utterances (of ``data``, default synthetic speech) before and
+    after ``steps`` Adam steps (same windows and negatives every time: the seed is reset before each evaluation)."""
     from localssl.build import build
     from localssl.config import load_config
     from localssl.data import load_split
 
     comp = build(load_config(preset, overrides))
     opt = torch.optim.Adam(list(comp.rule.parameters_to_train(comp.encoder)), lr=3e-3)
-    data = load_split("synthetic-speech", "test")
+    data = data if data is not None else load_split("synthetic-speech", "test")
 
     def loss(train: bool) -> float:
         torch.manual_seed(0)

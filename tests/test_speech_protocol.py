@@ -219,23 +219,9 @@ def test_speaker_supervised_preset_trains_on_one_speaker_per_window(tmp_path: Pa
     if not espeak.espeak_available():
         pytest.skip(espeak.EXTRA_MISSING)
     espeak.make_corpus(tmp_path / "espeak-demo", 24 * espeak.CHUNK / espeak.RATE / 3600, n_speakers=4, seed=3)
-    cfg = load_config(
-        "supervised-speaker-audio",
-        [f"data.root={tmp_path}", "data.name=espeak-demo", "model.width=0.0625", "views.window=3200"],
-    )
-    comp, data = build(cfg), load_pretrain_data(cfg)
+    overrides = [f"data.root={tmp_path}", "data.name=espeak-demo", "model.width=0.0625", "views.window=3200"]
+    cfg = load_config("supervised-speaker-audio", overrides)
+    data = load_pretrain_data(cfg)
     assert cfg.objective.pool == "window" and bool((data.labels == data.speakers[:, None]).all())
-    opt = torch.optim.Adam(list(comp.rule.parameters_to_train(comp.encoder)), lr=3e-3)
-
-    def loss(train: bool) -> float:
-        torch.manual_seed(0)
-        opt.zero_grad()
-        metrics = comp.rule.step(comp.encoder, comp.views(data.signals[:8], data.labels[:8]))
-        if train:
-            opt.step()
-        return sum(float(v) for k, v in metrics.items() if k.startswith("loss"))
-
-    before = loss(False)
-    for _ in range(10):
-        loss(True)
-    assert loss(False) < before - 0.1, before
+    before, after = audio_loss_before_after("supervised-speaker-audio", overrides, data=data)
+    assert after < before - 0.1, (before, after)
