@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
 import os
 import time
 from collections.abc import Iterable
@@ -99,9 +100,12 @@ def init(world: World, device: torch.device, timeout_s: float | None = None) -> 
 
 
 def shutdown() -> None:
-    """Leave the process group and free it: its worker threads are joined here, not at interpreter exit."""
+    """Leave the process group and free it: its worker threads are joined here, not at interpreter exit. A
+    reference to the group inside a reference cycle (a finished trainer's) would keep it, and its gloo threads,
+    alive until some later collection: the collection runs here."""
     if dist.is_initialized():
         dist.destroy_process_group()
+        gc.collect()
 
 
 def rank_device(device: torch.device, world: World) -> torch.device:

@@ -211,6 +211,7 @@ def resume(run_dir: Path, overrides: list[str] | None = None) -> Path:
         _fit(trainer)
     finally:
         lock.release()
+        trainer = None  # its DDP reducer holds the process group: dropped here, the group can be freed
         if started:
             distributed.shutdown()
     return run_dir
