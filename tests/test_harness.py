@@ -129,6 +129,17 @@ def test_probe_reused_only_for_the_same_settings(cifar_root, tmp_path):
     assert probe_or_reuse(cfg, run_dir, 2)[1] == "probed"  # another checkpoint epoch
     changed, status = probe_or_reuse(_cfg(cifar_root, "train.epochs=1", "probe.epochs=3"), run_dir, 1)
     assert status == "probed" and changed["probe"]["epochs"] == 3
+    # probe.json now holds the probe.epochs=3 result; the first setting is still kept (probes.json), so a table
+    # that probes one run two ways reuses both instead of probing again whenever it is regenerated
+    back, status = probe_or_reuse(cfg, run_dir, 1)
+    assert status == "reused" and back["test_acc_pct"] == first["test_acc_pct"]
+    assert probe_or_reuse(_cfg(cifar_root, "train.epochs=1", "probe.epochs=3"), run_dir, 1)[1] == "reused"
+    kept = json.loads((run_dir / "probes.json").read_text())["results"]
+    assert sorted(r["probe"]["epochs"] for r in kept if r["checkpoint_epoch"] == 1) == sorted(
+        {first["probe"]["epochs"], 3}
+    )  # one entry per setting and checkpoint: probing the same setting again replaced its entry
+    (run_dir / "probes.json").write_text("{not json")  # a damaged record is recomputed, never guessed from
+    assert probe_or_reuse(cfg, run_dir, 1)[1] == "probed"
 
 
 def test_interrupted_run_resumes_bit_identically(cifar_root, tmp_path, monkeypatch):

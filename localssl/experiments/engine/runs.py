@@ -6,7 +6,9 @@ non-default settings (:func:`key_dict`) without those that cannot change what is
 ``probe`` section, together with :data:`KEY_VERSION`. A finished run is reused; a run with a checkpoint
 but fewer epochs is continued with :func:`localssl.train.resume` (bit-identical to an uninterrupted
 run); a run that died before its first checkpoint is restarted. A probe is reused when ``probe.json``
-holds the same probe settings for the same checkpoint epoch. ``RUNS`` is ``$LOCALSSL_RUNS`` if set,
+holds the same probe settings for the same checkpoint epoch, or when ``probes.json`` (the engine's record of
+every probe setting it has run on that run: a table that probes one run two ways, phones and speakers, keeps
+both) does. ``RUNS`` is ``$LOCALSSL_RUNS`` if set,
 else ``OUT/runs``. :class:`RunLock` lets several processes work through the same run store.
 """
 
@@ -132,7 +134,7 @@ def run_or_reuse(cfg: RunConfig, runs_dir: Path) -> tuple[Path, str]:
         resume(run_dir, [f"data.root={cfg.data.root}"] if cfg.data.root else [])
         _record(run_dir, pretrain_cpu_s=time.process_time() - cpu0)
         return run_dir, "resumed"
-    for stale in ("metrics.csv", "steps.csv", "summary.json", "probe.json"):  # died before its first epoch
+    for stale in ("metrics.csv", "steps.csv", "summary.json", "probe.json", PROBES_FILE):  # died before its first epoch
         (run_dir / stale).unlink(missing_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_provenance(cfg, run_dir)
@@ -174,17 +176,49 @@ def probe_overrides(cfg: RunConfig) -> list[str]:
     return [f"probe.{k}={json.dumps(v)}" for k, v in dataclasses.asdict(cfg.probe).items()]
 
 
+PROBES_FILE = "probes.json"
+
+
+def _same_probe(result: dict[str, Any], cfg: RunConfig, epochs: int | None) -> bool:
+    """Whether ``result`` was written with ``cfg.probe`` at checkpoint ``epochs``."""
+    same = _probe_signature(result.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
+    return same and result.get("protocol", cfg.probe.protocol) == cfg.probe.protocol and (
+        result.get("checkpoint_epoch") == epochs
+    )
+
+
+def _kept_probes(run_dir: Path) -> list[dict[str, Any]]:
+    """``run_dir/probes.json``'s results (an unreadable file keeps none: they are recomputed, never guessed)."""
+    from localssl.evaluate.probe import in_percent
+
+    path = run_dir / PROBES_FILE
+    if not path.exists():
+        return []
+    try:
+        kept = json.loads(read_text(path))
+    except ValueError:
+        return []
+    return [in_percent(r) for r in kept.get("results", []) if isinstance(r, dict)] if isinstance(kept, dict) else []
+
+
+def _keep_probe(run_dir: Path, cfg: RunConfig, result: dict[str, Any]) -> None:
+    """Add ``result`` to ``run_dir/probes.json``, replacing the one of the same settings and checkpoint."""
+    kept = [r for r in _kept_probes(run_dir) if not _same_probe(r, cfg, result.get("checkpoint_epoch"))]
+    atomic_write_json({"results": [*kept, result]}, run_dir / PROBES_FILE)
+
+
 def _reusable_probe(cfg: RunConfig, run_dir: Path, epochs: int | None) -> dict | None:
-    """``run_dir/probe.json``'s result if written with ``cfg.probe`` at checkpoint ``epochs``, else ``None``."""
+    """The result of a probe with ``cfg.probe`` at checkpoint ``epochs``: from ``run_dir/probe.json`` (the last
+    probe of the run, whoever ran it) or ``run_dir/probes.json`` (every setting the engine probed), else ``None``."""
     from localssl.evaluate.probe import in_percent
 
     path = run_dir / "probe.json"
-    if not path.exists():
-        return None
-    old = in_percent(json.loads(read_text(path)))  # a file from before the unit was in the key names
-    old = old.get(cfg.probe.protocol) or old  # probe.json keeps each protocol's result under its name
-    same = _probe_signature(old.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
-    return old if same and old.get("checkpoint_epoch") == epochs else None
+    if path.exists():
+        old = in_percent(json.loads(read_text(path)))  # a file from before the unit was in the key names
+        old = old.get(cfg.probe.protocol) or old  # probe.json keeps each protocol's result under its name
+        if _same_probe(old, cfg, epochs):
+            return old
+    return next((r for r in reversed(_kept_probes(run_dir)) if _same_probe(r, cfg, epochs)), None)
 
 
 def probe_done(cfg: RunConfig, run_dir: Path, epochs: int | None) -> bool:
@@ -205,6 +239,7 @@ def probe_or_reuse(cfg: RunConfig, run_dir: Path, epochs: int, keep_features: bo
     cpu0 = time.process_time()
     result = probe(run_dir, [*probe_overrides(cfg), *extra], cache_features=keep_features)
     _record(run_dir, probe_cpu_s=time.process_time() - cpu0)
+    _keep_probe(run_dir, cfg, result)
     return result, "probed"
 
 
