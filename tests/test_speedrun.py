@@ -142,17 +142,72 @@ def _group_lrs(state):
     return []
 
 
-def test_the_record_scale_is_one_run_of_the_whole_machine():
+def test_the_record_scale_is_one_run_of_the_whole_machine_after_a_choice_of_runs_of_their_own():
     from localssl.experiments.library.speedrun import RECORD_STEPS_PER_MINUTE
 
     sc = SCALES["record"]
-    assert sc.threads == 2 and sc.budgets == (60,) and sc.select_at == 60
-    assert (sc.main, sc.others, sc.widths, sc.lr_factors) == (("clapp++",), (), (0.25,), (1.0,))
+    assert sc.threads == 2 and sc.budgets == (60,) and (sc.select_at, sc.choice_budget) == (15, 15)
+    assert (sc.main, sc.others, sc.widths) == (("clapp++",), (), (0.25,))
+    cands = sc.candidates()  # at most 4 recipes (the issue's limit); the record of before, x1 without warm-up, is one
+    assert len(cands) == 4 and (0.25, 1.0, 0.0) in cands and len(set(cands)) == 4
     assert sc.steps_per_minute("clapp++", 0.25) == RECORD_STEPS_PER_MINUTE[("clapp++", 0.25)] > 0
     assert "train.schedule=cosine" in sc.overrides
     assert sc.ship == (("clapp++", "clapp_pp_cifar10"),)  # the record ships its encoder under this name
-    cpu = SCALES["cpu"]  # its setting is the one the cpu scale may choose for clapp++
-    assert sc.widths[0] in cpu.widths and sc.lr_factors[0] in cpu.lr_factors
+    assert sc.widths[0] in SCALES["cpu"].widths  # the width the cpu scale may choose for clapp++
+    with pytest.raises(ConfigError, match="select_at=4 is not one of the budgets"):
+        dataclasses.replace(SCALES["smoke"], select_at=4)
+    with pytest.raises(ConfigError, match="choice runs' length"):
+        dataclasses.replace(sc, select_at=60)
+
+
+def test_a_choice_on_runs_of_their_own_then_the_final_run_from_scratch(tmp_path, monkeypatch):
+    """A schedule that depends on the run's length (cosine) cannot be chosen on the first minutes of the final
+    run: each candidate is its own short run, its decay over its own length; the final run starts again."""
+    from localssl.experiments.library import speedrun
+    from localssl.experiments.library.speedrun_scales import recipe
+    from localssl.schedule import learning_rate
+
+    smoke = SCALES["smoke"]
+    tiny = dataclasses.replace(
+        smoke,
+        overrides=(*smoke.overrides, "train.schedule=cosine"),
+        lr_factors=(1.0,),
+        warmups=(0.0, 1.0),
+        budgets=(3,),
+        select_at=2,
+        choice_budget=2,
+        main=("clapp++",),
+        others=(),
+    )
+    monkeypatch.setitem(SCALES, "smoke", tiny)
+    speedrun.run(tmp_path, "smoke", 1)
+    runs, per_min, base = tmp_path / "runs", tiny.fixed_steps, load_config("clapp++").train.lr
+    cells = finished(runs)
+    choice = [c for c in cells if c["horizon_min"] == 2]
+    assert sorted(recipe(c)[2] for c in choice) == [0.0, 1.0]
+    for u in (0.0, 1.0):  # each candidate decayed over its own 2 minutes, after its own warm-up
+        slug = Candidate("clapp++", 0.0625, 1.0, 0, u, 2).slug
+        assert slug == "clapp++-w0.0625-lr1x" + ("-wu1" if u else "") + "-h2-s0"
+        ck = torch.load(runs / slug / "at-2min" / "checkpoint.pt", weights_only=True)
+        total = 2 * per_min
+        assert ck["global_step"] == total and all(
+            lr == pytest.approx(learning_rate("cosine", base, total - 1, total, round(u * per_min)))
+            for lr in _group_lrs(ck["optimizer"])
+        )
+    pick = chosen(cells, "clapp++", tiny)
+    assert pick["val_acc"] == max(c["val_acc"] for c in choice) and pick["horizon_min"] == 2
+    final = runs / Candidate("clapp++", 0.0625, 1.0, 0, recipe(pick)[2]).slug
+    epochs = [int(r["epoch"]) for r in _csv(final / "train" / "metrics.csv")]
+    assert epochs == [1, 2, 3]  # trained from scratch in its own folder, not continued from the choice run
+    assert load_config(final / "train" / "config.yaml").train.warmup_epochs == recipe(pick)[2]
+    rows = _csv(tmp_path / "results.csv")
+    assert {(r["rule"], r["budget_min"], r["horizon_min"]) for r in rows} == {
+        ("clapp++", "2", "2"),
+        ("clapp++", "3", ""),
+        ("random", "0", ""),
+    }
+    md = (tmp_path / "results.md").read_text()
+    assert "each candidate its own run of 2 minutes" in md and "warm-up 1 min" in md
 
 
 def test_a_record_shaped_run_uses_its_threads_and_decays_to_its_end(tmp_path, monkeypatch):

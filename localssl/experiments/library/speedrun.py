@@ -21,9 +21,16 @@ split plays no part) is the rule's setting. Its seed-0 run continues to the last
 with it from scratch. Random init (the ``random`` preset: the encoder at initialisation) is probed at every
 width a rule chose, once per seed, and each rule is compared with random init of its own network.
 
+**A recipe whose schedule depends on the run's length** (:attr:`SpeedrunScale.choice_budget`, the record's
+cosine decay): the candidates cannot be the first minutes of the final run, so each is its own run of
+``choice_budget`` minutes (``OUT/runs/<slug>-h<N>-s0/``, its schedule over those minutes), compared on validation
+accuracy at its end; the chosen recipe's final runs then train from scratch. Candidates may also differ in their
+linear warm-up (:attr:`SpeedrunScale.warmups`, in minutes).
+
 **The record** (``--scale record --seeds 1``): one CLAPP++ run of 60 minutes of the whole machine (both cores,
-two torch threads, steps from :data:`RECORD_STEPS_PER_MINUTE`), at the setting the ``cpu`` scale chose for it,
-with a cosine learning-rate decay over the run; the probe's time is reported apart. The record ships its
+two torch threads, steps from :data:`RECORD_STEPS_PER_MINUTE`) with a cosine learning-rate decay over the run,
+its recipe (peak learning rate, warm-up) chosen among 4 candidates of 15 minutes each; the probe's time is
+reported apart. The record ships its
 encoder: once a rule's last budget is probed, its seed-0 run is exported with ``localssl export --ship``
 (:func:`ship_finished`: the safetensors file and its model card, random init's probe beside it) into the
 package's ``localssl/weights/`` under the name :attr:`SpeedrunScale.ship` gives it, replacing the file an
@@ -60,6 +67,8 @@ from localssl.experiments.library.speedrun_scales import (  # noqa: F401 (the st
     SCALES,
     STEPS_PER_MINUTE,
     SpeedrunScale,
+    choice_rows,
+    recipe,
 )
 from localssl.registry import ConfigError
 
@@ -70,10 +79,17 @@ class Candidate:
     width: float
     lr_factor: float
     seed: int
+    warmup: float = 0.0  # minutes of linear warm-up (train.warmup_epochs)
+    horizon: int | None = None  # a choice run of this many minutes (None: the scale's budget chain)
 
     @property
     def slug(self) -> str:
-        return f"{self.rule}-w{self.width:g}-lr{self.lr_factor:g}x-s{self.seed}"
+        extra = (f"-wu{self.warmup:g}" if self.warmup else "") + (f"-h{self.horizon}" if self.horizon else "")
+        return f"{self.rule}-w{self.width:g}-lr{self.lr_factor:g}x{extra}-s{self.seed}"
+
+    def budgets(self, sc: SpeedrunScale) -> tuple[int, ...]:
+        """The budgets this run trains through: its own length for a choice run, else the scale's chain."""
+        return (self.horizon,) if self.horizon else sc.budgets
 
 
 # --------------------------------------------------------------------------------------- one run
@@ -85,6 +101,7 @@ def _config(c: Candidate, sc: SpeedrunScale, epochs: int) -> Any:
         f"train.lr={base.train.lr * c.lr_factor:.6g}",
         f"train.max_steps_per_epoch={sc.steps_per_minute(c.rule, c.width)}",
         f"train.epochs={epochs}",
+        *([f"train.warmup_epochs={c.warmup:g}"] if c.warmup else []),
         f"train.seed={c.seed}",
         f"probe.seed={c.seed}",
         "train.progress=false",
@@ -145,6 +162,8 @@ def _probe_cell(c: Candidate, budget: int, snap: Path) -> dict[str, Any]:
         "rule": c.rule,
         "width": c.width,
         "lr_factor": c.lr_factor,
+        "warmup_min": c.warmup,
+        "horizon_min": c.horizon,
         "seed": c.seed,
         "budget_min": budget,
         "steps": int(summary.get("global_step", 0)),
@@ -174,7 +193,7 @@ def train_and_probe(
     folder = runs / c.slug
     train_dir = folder / "train"
     rows = []
-    for budget in (b for b in sc.budgets if b <= up_to):
+    for budget in (b for b in c.budgets(sc) if b <= up_to):
         snap = folder / f"at-{budget}min"
         if not (snap / "checkpoint.pt").exists():
             done = _epochs_done(train_dir) if (train_dir / "config.yaml").exists() else None
@@ -223,10 +242,11 @@ def finished(runs: Path) -> list[dict[str, Any]]:
 def chosen(rows: list[dict[str, Any]], rule: str, sc: SpeedrunScale) -> dict[str, Any] | None:
     """The candidate of ``rule`` with the best validation accuracy at the selection budget (seed 0), once
     every candidate has been probed there; ``None`` before."""
-    at = [r for r in rows if r["rule"] == rule and r["seed"] == 0 and r["budget_min"] == sc.select_at]
-    if len({(r["width"], r["lr_factor"]) for r in at}) < len(sc.widths) * len(sc.lr_factors):
+    at = choice_rows(rows, rule, sc)
+    if len({recipe(r) for r in at}) < len(sc.candidates()):
         return None
-    return max(at, key=lambda r: (r["val_acc"], -r["width"], -r["lr_factor"]))  # ties: the cheaper, the preset lr
+    # ties: the cheaper width, the preset's learning rate, no warm-up
+    return max(at, key=lambda r: (r["val_acc"], *(-x for x in recipe(r))))
 
 
 Job = tuple[str, Candidate, int, tuple[int, ...]]  # ('train' | 'random', candidate, up to (min), probed budgets)
@@ -308,10 +328,9 @@ def _phases(
     every rule's must be)."""
     group = tuple(r for r in group if only is None or r in only)
     cands = [
-        ("train", Candidate(r, w, f, 0), sc.select_at, (sc.select_at,))
+        ("train", Candidate(r, w, f, 0, u, sc.choice_budget), sc.select_at, (sc.select_at,))
         for r in group
-        for w in sc.widths
-        for f in sc.lr_factors
+        for w, f, u in sc.candidates()
     ]
     rows = finished(runs)
     finals: list[Job] = []
@@ -322,8 +341,9 @@ def _phases(
             if strict:
                 raise RuntimeError(f"speedrun: the candidates of {r} did not all finish")
             continue
+        w, f, u = recipe(pick)
         for s in range(seeds if r in sc.main else 1):
-            finals.append(("train", Candidate(r, pick["width"], pick["lr_factor"], s), sc.budgets[-1], sc.budgets))
+            finals.append(("train", Candidate(r, w, f, s, u), sc.budgets[-1], sc.budgets))
             floors.add((pick["width"], s))
     finals += [("random", Candidate("random", w, 1.0, s), 0, (0,)) for w, s in sorted(floors)]
     return cands, finals
@@ -342,7 +362,8 @@ def ship_finished(sc: SpeedrunScale, scale: str, runs: Path, only: list[str] | N
         pick = chosen(rows, rule, sc)
         if pick is None or (only is not None and rule not in only):
             continue
-        snap = runs / Candidate(rule, pick["width"], pick["lr_factor"], 0).slug / f"at-{sc.budgets[-1]}min"
+        width, factor, warmup = recipe(pick)
+        snap = runs / Candidate(rule, width, factor, 0, warmup).slug / f"at-{sc.budgets[-1]}min"
         if not (snap / "cell.json").exists():
             continue
         base = runs / Candidate("random", pick["width"], 1.0, 0).slug / "at-0min"

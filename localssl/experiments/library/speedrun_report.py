@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from localssl.experiments.engine.grid import format_mean_std
+from localssl.experiments.library.speedrun_scales import choice_rows, recipe
 from localssl.utils import save_figure
 
 FIELDS = (
@@ -25,6 +26,8 @@ FIELDS = (
     "train_cpu_s",
     "probe_wall_s",
     "probe_cpu_s",
+    "warmup_min",
+    "horizon_min",
 )
 
 
@@ -32,13 +35,15 @@ def _width(w: float) -> str:
     return f"1/{round(1 / w)}" if w < 1 else f"{w:g}"
 
 
+def _lr(factor: float, warmup: float) -> str:
+    return f"×{factor:g}" + (f", warm-up {warmup:g} min" if warmup else "")
+
+
 def final_rows(rows: list[dict[str, Any]], picks: Mapping[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Each rule's rows at its chosen setting (every seed and budget), and random init's as ``random@<width>``."""
     out: dict[str, list[dict[str, Any]]] = {}
     for rule, pick in picks.items():
-        out[rule] = [
-            r for r in rows if r["rule"] == rule and (r["width"], r["lr_factor"]) == (pick["width"], pick["lr_factor"])
-        ]
+        out[rule] = [r for r in rows if r["rule"] == rule and recipe(r) == recipe(pick) and not r.get("horizon_min")]
     for r in rows:
         if r["rule"] == "random":
             out.setdefault(f"random@{r['width']}", []).append(r)
@@ -110,7 +115,7 @@ def write_report(
             times = f"{wall:.1f} / {cpu}"
         probe_min = statistics.mean(r["probe_wall_s"] for r in v) / 60 if v else float("nan")
         lines.append(
-            f"| {rule} | {_width(pick['width'])} | ×{pick['lr_factor']:g} | "
+            f"| {rule} | {_width(pick['width'])} | {_lr(*recipe(pick)[1:])} | "
             + " | ".join(cells)
             + f" | {gain} | {steps} | {times} | {probe_min:.1f} |"
         )
@@ -118,8 +123,8 @@ def write_report(
         "",
         f"![Linear-probe test accuracy against {sc.unit}, each rule at its chosen setting](results.png)",
     ]
-    cands = [(w, f) for w in sc.widths for f in sc.lr_factors]
-    if len(cands) > 1:  # else a setting fixed in advance (the record): nothing was chosen
+    cands = sc.candidates()
+    if len(cands) > 1:  # else a setting fixed in advance: nothing was chosen
         lines += choice_table(rows, picks, sc, rules, cands)
     missing = [r for r in rules if r not in picks]
     if missing:
@@ -133,29 +138,35 @@ def choice_table(
     picks: Mapping[str, dict[str, Any]],
     sc: Any,
     rules: list[str],
-    cands: list[tuple[float, float]],
+    cands: list[tuple[float, float, float]],
 ) -> list[str]:
     """The validation accuracy of every candidate at the selection budget (seed 0), and each rule's pick."""
+
+    def setting(w: float, f: float, u: float) -> str:
+        return f"width {_width(w)}, lr {_lr(f, u)}"
+
+    how = (
+        f"each candidate its own run of {sc.choice_budget} minutes (its schedule over those minutes); the chosen "
+        "recipe's final run trained again from scratch"
+        if sc.choice_budget
+        else "the first minutes of each candidate's seed-0 run; the chosen one's run continues"
+    )
     lines = [
         "",
         f"## The choice: validation accuracy (%) at {sc.select_at} min, seed 0",
         "",
-        "The probe's held-out train images (never the test split); the best candidate is the rule's setting.",
+        f"The probe's held-out train images (never the test split); the best candidate is the rule's setting ({how}).",
         "",
-        "| rule | " + " | ".join(f"width {_width(w)}, lr ×{f:g}" for w, f in cands) + " | chosen |",
+        "| rule | " + " | ".join(setting(*c) for c in cands) + " | chosen |",
         "| --- | " + " | ".join("---:" for _ in cands) + " | --- |",
     ]
     for rule in rules:
-        at = {
-            (r["width"], r["lr_factor"]): r["val_acc"]
-            for r in rows
-            if r["rule"] == rule and r["seed"] == 0 and r["budget_min"] == sc.select_at
-        }
+        at = {recipe(r): r["val_acc"] for r in choice_rows(rows, rule, sc)}
         if not at:
             continue
         pick = picks.get(rule)
         cells = [f"{at[c]:.2f}" if c in at else "not run" for c in cands]
-        chosen = f"width {_width(pick['width'])}, lr ×{pick['lr_factor']:g}" if pick else "not all run"
+        chosen = setting(*recipe(pick)) if pick else "not all run"
         lines.append(f"| {rule} | " + " | ".join(cells) + f" | {chosen} |")
     return lines
 

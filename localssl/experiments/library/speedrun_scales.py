@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 from localssl.registry import ConfigError
 
@@ -61,6 +62,21 @@ class SpeedrunScale:
     threads: int = 1  # torch threads per run: 1 (a "minute" is one core's) or the whole machine's (the record)
     unit: str = "minutes of one core"  # what a budget's minute is, for the report
     ship: tuple[tuple[str, str], ...] = ()  # (rule, name): its last budget's seed-0 run is shipped under name
+    warmups: tuple[float, ...] = (0.0,)  # minutes of linear warm-up (train.warmup_epochs; cosine schedule only)
+    # None: the candidates are the first `select_at` minutes of the budget chain (nested budgets, constant rate).
+    # N: each candidate is its own run of N minutes (its schedule spans those N minutes), and the chosen recipe's
+    # final runs start again from scratch: the choice of a recipe whose schedule depends on the run's length.
+    choice_budget: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.choice_budget is None and self.select_at not in self.budgets:
+            raise ConfigError(f"speedrun scale: select_at={self.select_at} is not one of the budgets {self.budgets}")
+        if self.choice_budget is not None and self.select_at != self.choice_budget:
+            raise ConfigError("speedrun scale: with choice_budget, select_at is the choice runs' length")
+
+    def candidates(self) -> list[tuple[float, float, float]]:
+        """Every recipe compared at the selection budget: (width, lr factor, warm-up minutes)."""
+        return [(w, f, u) for w in self.widths for f in self.lr_factors for u in self.warmups]
 
     @property
     def jobs(self) -> int:
@@ -83,6 +99,23 @@ class SpeedrunScale:
         two at a time (so that a stopped speedrun has whole rows, and two workers stay busy)."""
         pairs = [self.others[i : i + 2] for i in range(0, len(self.others), 2)]
         return [g for g in (self.main[:2], self.main[2:], *pairs) if g]
+
+
+def recipe(row: Mapping[str, Any]) -> tuple[float, float, float]:
+    """A probed row's (width, lr factor, warm-up minutes); rows from before warm-ups were candidates had none."""
+    return row["width"], row["lr_factor"], float(row.get("warmup_min") or 0.0)
+
+
+def choice_rows(rows: list[Mapping[str, Any]], rule: str, sc: SpeedrunScale) -> list[Mapping[str, Any]]:
+    """``rule``'s candidates at the selection budget (seed 0): the chain's rows there, or the choice runs'."""
+    return [
+        r
+        for r in rows
+        if r["rule"] == rule
+        and r["seed"] == 0
+        and r["budget_min"] == sc.select_at
+        and r.get("horizon_min") == sc.choice_budget
+    ]
 
 
 PROBE = (
@@ -127,16 +160,20 @@ SCALES: dict[str, SpeedrunScale] = {
     ),
     "record": SpeedrunScale(
         "the 60-minute record: the best CLAPP++ in 60 minutes of the whole 2-core reference machine (one run, two "
-        "torch threads), as steps (`RECORD_STEPS_PER_MINUTE`). Full CIFAR-10, VGG-6 at width 1/4 with the preset's "
-        "AdamW 2e-4 and batch 32 (the setting the `cpu` scale chose for `clapp++` on validation accuracy; no new "
-        "choice was made, the test split plays no part), a cosine decay of the learning rate to 0 over the run "
-        "(no warm-up), the fast path; random init of the same network probed beside it; "
-        f"{PROBE}.",
+        "torch threads), as steps (`RECORD_STEPS_PER_MINUTE`). Full CIFAR-10, VGG-6 at width 1/4 (the `cpu` "
+        "scale's choice for `clapp++`) with the preset's AdamW and batch 32, a cosine decay of the learning rate "
+        "to 0 over the run, the fast path. **The recipe is chosen first**, on validation accuracy only (the test "
+        "split plays no part), among 4 candidates, each its own 15-minute run with the cosine decay over its 15 "
+        "minutes: the preset's peak learning rate (2e-4) or twice it, with no warm-up or a 1-minute linear "
+        "warm-up; the chosen recipe then trains once for 60 minutes from scratch. Random init of the same network "
+        f"is probed beside it; {PROBE}.",
         ("data.name=cifar10", "train.schedule=cosine"),
         widths=(0.25,),
-        lr_factors=(1.0,),
+        lr_factors=(1.0, 2.0),
+        warmups=(0.0, 1.0),
         budgets=(60,),
-        select_at=60,
+        select_at=15,
+        choice_budget=15,
         main=("clapp++",),
         others=(),
         steps=RECORD_STEPS_PER_MINUTE,
