@@ -120,3 +120,25 @@ def test_speedrun_steps_threads_pick_the_scale_measured():
     assert _scale_items(1, ["clapp++"]) == ([("clapp++", w) for w in SCALES["cpu"].widths], 2)  # one core's
     with pytest.raises(ValueError, match="--threads 2 the record"):
         _scale_items(2, ["scff"])
+
+
+def test_speedrun_steps_on_cifar10_itself_reads_the_data_set(tmp_path, cifar_root, capsys):
+    """``images=cifar10`` times the steps on the data set's own images (how the record's figure was measured):
+    it reads the data root, where the default (random images) needs nothing on disk."""
+    argv = ["bench", "--suite", "speedrun-steps", "--presets", "clapp++", "--threads", "2", "--steps", "3"]
+    argv += ["--warmup", "2", "train.batch_size=4"]
+    md = tmp_path / "R.md"
+    md.write_text("# R\n")
+    js = tmp_path / "s.json"
+    assert main([*argv, "images=cifar10", f"data.root={cifar_root}", "--out", str(js), "--results", str(md)]) == 0
+    assert "timed steps of `Trainer.train_epoch` on CIFAR-10's train images" in md.read_text()
+    assert [(r["rule"], r["width"]) for r in json.loads(js.read_text())["rows"]] == [("clapp++", 0.25)]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*argv, f"data.root={empty}", "--out", str(js), "--results", str(md)]) == 0  # random images
+    before = md.read_text()
+    assert main([*argv, "images=cifar10", f"data.root={empty}", "--out", str(js), "--results", str(md)]) != 0
+    assert "cifar10 not found under data root" in capsys.readouterr().err
+    assert main([*argv, "images=jpeg", "--out", str(js), "--results", str(md)]) != 0
+    assert "images=jpeg is not one of random, cifar10" in capsys.readouterr().err
+    assert md.read_text() == before  # refused before anything was written

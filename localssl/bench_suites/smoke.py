@@ -17,10 +17,13 @@ from localssl.config import available_presets, load_config
 from localssl.data import ImageData, dataset_info
 
 
-def smoke_one(preset: str, steps: int, overrides: list[str], tmp: Path, warmup: int = 1) -> dict[str, Any]:
+def smoke_one(
+    preset: str, steps: int, overrides: list[str], tmp: Path, warmup: int = 1, random_images: bool = True
+) -> dict[str, Any]:
     """``steps`` training steps of ``preset`` (:meth:`Trainer.train_epoch`: views, rule, optimizer, metrics,
-    the logged row) on random uint8 images of its dataset's shape (audio presets: ``synthetic-speech``),
-    after ``warmup`` untimed steps that pay for kernel selection and allocation."""
+    the logged row) on random uint8 images of its dataset's shape (``random_images=False``: the dataset's own
+    train images, loaded from the data root; audio presets: ``synthetic-speech``), after ``warmup`` untimed steps
+    that pay for kernel selection and allocation."""
     from localssl.train import Trainer
 
     base = ["train.progress=false", f"train.log_every={steps}"]
@@ -29,7 +32,7 @@ def smoke_one(preset: str, steps: int, overrides: list[str], tmp: Path, warmup: 
     cfg = load_config(preset, [*base, f"train.max_steps_per_epoch={steps}", *overrides])
     bs = cfg.train.batch_size
     data, info = None, dataset_info(cfg.data.name)
-    if info.kind == "image":  # audio presets load their synthetic speech themselves
+    if info.kind == "image" and random_images:  # else the Trainer loads the data set (audio: synthetic speech)
         g = torch.Generator().manual_seed(0)
         n = bs * max(steps, warmup)
         images = torch.randint(0, 256, (n, info.channels, info.image_size, info.image_size), generator=g)
