@@ -118,8 +118,10 @@ def test_speedrun_steps_threads_pick_the_scale_measured():
     record = SCALES["record"]
     assert _scale_items(2, None) == ([(r, w) for r in record.main for w in record.widths], 1)  # the record's runs
     assert _scale_items(1, ["clapp++"]) == ([("clapp++", w) for w in SCALES["cpu"].widths], 2)  # one core's
+    # a rule the record does not run yet is measured at the record's widths (its figure comes before the rule)
+    assert _scale_items(2, ["bp-clapp++"]) == ([("bp-clapp++", w) for w in record.widths], 1)
     with pytest.raises(ValueError, match="--threads 2 the record"):
-        _scale_items(2, ["scff"])
+        _scale_items(3, None)
 
 
 def test_speedrun_steps_on_cifar10_itself_reads_the_data_set(tmp_path, cifar_root, capsys):

@@ -46,24 +46,23 @@ def _measure(
 
 
 def _scale_items(threads: int, presets: list[str] | None) -> tuple[list[tuple[str, float]], int]:
-    """(rule, width) of every measured speedrun scale whose runs use ``threads`` torch threads, and how many of
-    those runs the scale puts on the machine at once."""
+    """(rule, width) to measure: every rule of the measured speedrun scales whose runs use ``threads`` torch
+    threads, at each scale's widths (``presets``: those rules, whether or not a scale runs them yet, so that a
+    rule's figure can be measured before it joins a scale), and how many of those runs the scale puts on the
+    machine at once."""
     items: list[tuple[str, float]] = []
-    jobs = 1
-    for sc in SCALES.values():
-        if sc.fixed_steps is not None or sc.threads != threads:
-            continue
-        jobs = sc.jobs
-        for rule in (*sc.main, *sc.others):
-            for width in sc.widths:
-                if (presets is None or rule in presets) and (rule, width) not in items:
-                    items.append((rule, width))
-    if not items:
+    scales = [sc for sc in SCALES.values() if sc.fixed_steps is None and sc.threads == threads]
+    if not scales:
         raise ValueError(
-            f"speedrun-steps: no speedrun scale runs {', '.join(presets or ['any rule'])} with {threads} thread(s); "
-            "--threads 1 measures the cpu scale, --threads 2 the record"
+            f"speedrun-steps: no speedrun scale runs with {threads} thread(s); --threads 1 measures the cpu scale, "
+            "--threads 2 the record"
         )
-    return items, jobs
+    for sc in scales:
+        for rule in presets or (*sc.main, *sc.others):
+            for width in sc.widths:
+                if (rule, width) not in items:
+                    items.append((rule, width))
+    return items, scales[-1].jobs
 
 
 @suite("speedrun-steps", "steps per minute of one core for every rule and width of the speedrun (fast path)", None)
