@@ -49,10 +49,11 @@ for seed in "${SEEDS[@]}"; do
   one phones random-audio "$seed" "${PHONES[@]}" probe.layers=6 &
   one speakers random-audio "$seed" "${SPEAKERS[@]}" probe.layers=6 &
   wait
-  one phones mfcc-audio "$seed" "${PHONES[@]}" &
-  one speakers mfcc-audio "$seed" "${SPEAKERS[@]}" &
-  wait
 done
+# MFCCs have no weights and their probe does not follow train.seed: one probe per task, not one per seed
+one phones mfcc-audio "${SEEDS[0]}" "${PHONES[@]}" &
+one speakers mfcc-audio "${SEEDS[0]}" "${SPEAKERS[@]}" &
+wait
 python - "$OUT" <<'EOF'
 import collections, json, statistics, sys
 from pathlib import Path

@@ -144,3 +144,13 @@ def test_speedrun_steps_on_cifar10_itself_reads_the_data_set(tmp_path, cifar_roo
     assert main([*argv, "images=jpeg", "--out", str(js), "--results", str(md)]) != 0
     assert "images=jpeg is not one of random, cifar10" in capsys.readouterr().err
     assert md.read_text() == before  # refused before anything was written
+    # the step itself reads the data set (not only the check before it): random images need nothing on disk
+    from localssl.bench_suites.smoke import smoke_one
+    from localssl.data.base import DatasetError
+
+    tiny = ["data.name=cifar10", f"data.root={empty}", "model.width=0.0625", "train.batch_size=4"]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert smoke_one("clapp++", 1, tiny, tmp_path / "a", 1)["steps"] == 1
+    with pytest.raises(DatasetError, match="cifar10 not found"):
+        smoke_one("clapp++", 1, tiny, tmp_path / "b", 1, random_images=False)

@@ -182,11 +182,8 @@ PROBES_FILE = "probes.json"
 def _same_probe(result: dict[str, Any], cfg: RunConfig, epochs: int | None) -> bool:
     """Whether ``result`` was written with ``cfg.probe`` at checkpoint ``epochs``."""
     same = _probe_signature(result.get("probe") or {}) == _probe_signature(dataclasses.asdict(cfg.probe))
-    return (
-        same
-        and result.get("protocol", cfg.probe.protocol) == cfg.probe.protocol
-        and (result.get("checkpoint_epoch") == epochs)
-    )
+    protocol = result.get("protocol", cfg.probe.protocol)
+    return same and protocol == cfg.probe.protocol and result.get("checkpoint_epoch") == epochs
 
 
 def _kept_probes(run_dir: Path) -> list[dict[str, Any]]:

@@ -344,7 +344,7 @@ def _phases(
         w, f, u = recipe(pick)
         for s in range(seeds if r in sc.main else 1):
             finals.append(("train", Candidate(r, w, f, s, u), sc.budgets[-1], sc.budgets))
-            floors.add((pick["width"], s))
+            floors.add((w, s))
     finals += [("random", Candidate("random", w, 1.0, s), 0, (0,)) for w, s in sorted(floors)]
     return cands, finals
 
@@ -366,7 +366,7 @@ def ship_finished(sc: SpeedrunScale, scale: str, runs: Path, only: list[str] | N
         snap = runs / Candidate(rule, width, factor, 0, warmup).slug / f"at-{sc.budgets[-1]}min"
         if not (snap / "cell.json").exists():
             continue
-        base = runs / Candidate("random", pick["width"], 1.0, 0).slug / "at-0min"
+        base = runs / Candidate("random", width, 1.0, 0).slug / "at-0min"
         made_by = f"localssl reproduce speedrun --scale {scale} --seeds 1 --jobs 1"
         done = export_run(
             snap,
