@@ -6,14 +6,15 @@
 ``step``: one steady training step (batch 32, CIFAR-10's shape, one thread) under a dispatch mode that counts
 the bytes of every storage an operator creates while it lives; storages that existed before the step (weights,
 gradient buffers kept between steps, optimizer state, the batch) and outputs written into an argument
-(``out=``, in-place) are not counted. Prints the peak, the operator at the peak and the largest storages then
-alive. Memory that operators allocate inside themselves (oneDNN's reorders) is not seen: compare with the
-allocator's peak of ``localssl bench --rounds 0``.
+(``out=``, in-place) are not counted. A storage counts while the tensor that created it lives (a view made from it
+later does not extend that, so a step that keeps only a view of a buffer is undercounted). Prints the peak, the
+operator at the peak and the largest storages then alive. Memory that operators allocate inside themselves
+(oneDNN's reorders) is not seen: compare with the allocator's peak of ``localssl bench --rounds 0``.
 
 ``ranks``: runs ``localssl ARGS`` (torchrun sets the ranks) and, after each epoch's training, prints on every
 rank the epoch's peak resident memory, the resident memory then and every CPU tensor reachable by the garbage
-collector (distinct storages, grouped by shape). benchmarks/RESULTS.md, "The layer pipeline's stage 0, taken
-apart", used both."""
+collector (distinct storages, grouped by shape). benchmarks/RESULTS.md, "Roofline on an AVX2 machine: fp32
+layouts, and the layer pipeline's stage 0 taken apart", used both."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-MB = 2**20
+from localssl.memory import MB, _status_kb
 
 
 class LiveStorages(TorchDispatchMode):
@@ -89,8 +90,7 @@ def _tensor_report(rank: str, epoch_mb: float | None) -> None:
     groups: collections.Counter = collections.Counter()
     for nbytes, shape, dtype in seen.values():
         groups[(shape, dtype)] += nbytes
-    with open("/proc/self/status") as fh:
-        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+    rss = _status_kb("VmRSS") / 1024
     total = sum(v[0] for v in seen.values()) / MB
     lines = [f"[rank {rank}] epoch peak {epoch_mb} MiB, resident now {rss:.0f} MiB, CPU tensors {total:.0f} MiB"]
     lines += [f"[rank {rank}]   {b / MB:7.1f} MiB {shape} {dtype}" for (shape, dtype), b in groups.most_common(6)]
